@@ -1,0 +1,145 @@
+"""Checkpoints: weights in safetensors beside a JSON model card. Loading never unpickles.
+
+``NAME.safetensors`` holds the meta-trained parameters (and, under ``inner_lr.<param>``, learned
+inner-loop step sizes when there are any). ``NAME.json`` is the model card:
+
+- ``model``: the ``ModelConfig`` (architecture and neuron constants)
+- ``geometry``: the ``FrameGeometry`` of the input (sensor crop, downsample, window, bins)
+- ``inner_loop``: steps and step size used at meta-training, the defaults for adaptation
+- ``quantization``: the quantizer of the inner loop at meta-training, or null
+- ``training``: data set, recipe and provenance; ``metrics``: measured accuracy
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from spikeshot.events.binning import FrameGeometry
+from spikeshot.models.config import ModelConfig
+from spikeshot.models.network import Network
+from spikeshot.models.quantize import Quantizer
+
+CARD_FORMAT = "spikeshot-model/1"
+LR_PREFIX = "inner_lr."
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message names the file and what is wrong."""
+
+
+@dataclass
+class Checkpoint:
+    config: ModelConfig
+    geometry: FrameGeometry
+    params: dict[str, torch.Tensor]
+    inner_lr: dict[str, torch.Tensor] = field(default_factory=dict)
+    inner_steps: int = 1
+    inner_step_size: float = 1.0
+    quantizer: Quantizer | None = None
+    training: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    name: str = ""
+
+    @property
+    def network(self) -> Network:
+        return Network(self.config)
+
+    def card(self) -> dict:
+        return {
+            "format": CARD_FORMAT,
+            "name": self.name,
+            "model": self.config.to_dict(),
+            "geometry": self.geometry.to_dict(),
+            "inner_loop": {
+                "steps": self.inner_steps,
+                "step_size": self.inner_step_size,
+                "learned_step_sizes": sorted(self.inner_lr),
+            },
+            "quantization": None if self.quantizer is None else self.quantizer.to_dict(),
+            "training": self.training,
+            "metrics": self.metrics,
+            "parameters": sum(v.numel() for v in self.params.values()),
+        }
+
+
+def paths(path: str | Path) -> tuple[Path, Path]:
+    """(weights, card) for a checkpoint named by either file or by the common stem."""
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+def save(ckpt: Checkpoint, path: str | Path) -> tuple[Path, Path]:
+    """Write both files atomically (temporary name, then rename)."""
+    wpath, cpath = paths(path)
+    wpath.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().float() for k, v in ckpt.params.items()}
+    tensors.update({LR_PREFIX + k: v.detach().contiguous().float() for k, v in ckpt.inner_lr.items()})
+    tmp_w, tmp_c = wpath.with_suffix(".tmp-w"), cpath.with_suffix(".tmp-c")
+    save_file(tensors, str(tmp_w), metadata={"format": CARD_FORMAT})
+    tmp_c.write_text(json.dumps(ckpt.card(), indent=2) + "\n")
+    tmp_w.replace(wpath)
+    tmp_c.replace(cpath)
+    return wpath, cpath
+
+
+def load(path: str | Path) -> Checkpoint:
+    """Read a checkpoint and check that its tensors match its card."""
+    wpath, cpath = paths(path)
+    for p in (wpath, cpath):
+        if not p.is_file():
+            raise CheckpointError(f"{p}: no such checkpoint file")
+    try:
+        card = json.loads(cpath.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{cpath}: not valid JSON ({e})") from e
+    if card.get("format") != CARD_FORMAT:
+        raise CheckpointError(f"{cpath}: format must be {CARD_FORMAT!r}, got {card.get('format')!r}")
+    try:
+        config = ModelConfig.from_dict(card["model"])
+        geometry = FrameGeometry.from_dict(card["geometry"])
+        quant = card.get("quantization")
+        quantizer = None if quant is None else Quantizer(**quant)
+        inner = card.get("inner_loop", {})
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{cpath}: invalid model card: {e}") from e
+    if (geometry.bins, geometry.height, geometry.width) != (config.bins, *config.input_hw):
+        raise CheckpointError(
+            f"{cpath}: geometry gives {geometry.bins} bins of {geometry.height}x{geometry.width} "
+            f"but the model expects {config.bins} bins of {config.input_hw[0]}x{config.input_hw[1]}"
+        )
+    try:
+        tensors = load_file(str(wpath))
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise CheckpointError(f"{wpath}: cannot read safetensors: {e}") from e
+    params = {k: v for k, v in tensors.items() if not k.startswith(LR_PREFIX)}
+    inner_lr = {k[len(LR_PREFIX):]: v for k, v in tensors.items() if k.startswith(LR_PREFIX)}
+    expected = Network(config).shapes()
+    if set(params) != set(expected):
+        missing, extra = sorted(set(expected) - set(params)), sorted(set(params) - set(expected))
+        raise CheckpointError(f"{wpath}: tensors do not match the card: missing {missing}, extra {extra}")
+    for k, shape in expected.items():
+        if tuple(params[k].shape) != shape:
+            raise CheckpointError(
+                f"{wpath}: tensor {k} has shape {list(params[k].shape)}, the card implies {list(shape)}"
+            )
+    for k in inner_lr:
+        if k not in expected:
+            raise CheckpointError(f"{wpath}: learned step size for unknown parameter {k}")
+    return Checkpoint(
+        config=config,
+        geometry=geometry,
+        params=params,
+        inner_lr=inner_lr,
+        inner_steps=int(inner.get("steps", 1)),
+        inner_step_size=float(inner.get("step_size", 1.0)),
+        quantizer=quantizer,
+        training=card.get("training", {}),
+        metrics=card.get("metrics", {}),
+        name=card.get("name", ""),
+    )

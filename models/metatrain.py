@@ -1,0 +1,321 @@
+"""Meta-training: second-order MAML (first-order as an option), quantization-aware at a chosen bit
+width, Adam with a cosine schedule, validation at intervals with a best-on-validation checkpoint,
+resumable from its last state, distributed over processes with ``torch.distributed``.
+
+Every task is a pure function of (seed, index), so a resumed or distributed run sees exactly the
+tasks an uninterrupted single-process run would. The run directory holds:
+
+- ``state.safetensors`` + ``state.json``: parameters, Adam moments and the iteration (the resume point)
+- ``best.safetensors`` + ``best.json``: the best checkpoint on meta-validation, with its model card
+- ``log.csv``: the curves
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+
+from spikeshot.events.binning import FrameGeometry
+from spikeshot.models import checkpoint as ckpt_io
+from spikeshot.models.config import ModelConfig
+from spikeshot.models.datasets import open_dataset
+from spikeshot.models.datasets.episodes import TaskSampler
+from spikeshot.models.init import firing_rates, lsuv_init
+from spikeshot.models.maml import accuracy, adapt, masked_loss
+from spikeshot.models.network import Network
+from spikeshot.models.quantize import Quantizer
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The recipe; PAPER.md's values are the defaults where the paper gives one."""
+
+    dataset: str = "double_digits"
+    ways: int = 5
+    shots: int = 1
+    queries: int = 10
+    meta_batch: int = 1
+    iterations: int = 20000
+    outer_lr: float = 2e-3
+    inner_steps: int = 1
+    inner_lr: float = 1.0
+    learn_inner_lr: bool = False
+    first_order: bool = False
+    bits: int | None = None
+    rounding: str = "nearest"
+    val_every: int = 500
+    val_tasks: int = 100
+    save_every: int = 50
+    seed: int = 0
+    init_rate: float = 0.1
+    init_membrane_std: float = 0.3
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown training fields: {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs: network, input geometry and recipe (the TOML file's three tables)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    geometry: FrameGeometry | None = None
+    training: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model.to_dict(),
+            "geometry": self.geometry.to_dict(),
+            "training": asdict(self.training),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        unknown = set(d) - {"model", "geometry", "training"}
+        if unknown:
+            raise ValueError(f"unknown config tables: {sorted(unknown)}")
+        return cls(
+            model=ModelConfig.from_dict(d.get("model", {})),
+            geometry=FrameGeometry.from_dict(d["geometry"]),
+            training=TrainConfig.from_dict(d.get("training", {})),
+        )
+
+
+def task_tensors(task):
+    """Torch tensors of an episode ``Task``."""
+    return (
+        torch.from_numpy(task.support),
+        torch.from_numpy(task.support_labels),
+        torch.from_numpy(task.query),
+        torch.from_numpy(task.query_labels),
+    )
+
+
+class MetaTrainer:
+    """One meta-training run in ``run_dir``; ``run()`` resumes where the last saved state stopped."""
+
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, cache_dir=None, progress=True):
+        self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+        t = cfg.training
+        if cfg.model.ways != t.ways:
+            raise ValueError(f"model.ways ({cfg.model.ways}) must equal training.ways ({t.ways})")
+        self.net = Network(cfg.model)
+        self.dataset = open_dataset(t.dataset, cache_dir=cache_dir)
+        self.train_tasks = TaskSampler(
+            self.dataset.split("train"), t.ways, t.shots, t.queries, cfg.geometry, seed=t.seed
+        )
+        self.val_tasks = TaskSampler(
+            self.dataset.split("val"), t.ways, t.shots, t.queries, cfg.geometry, seed=t.seed + 1
+        )
+        self.quantizer = None if t.bits is None else Quantizer(t.bits, rounding=t.rounding)
+        self.rank = dist.get_rank() if dist.is_initialized() else 0
+        self.world = dist.get_world_size() if dist.is_initialized() else 1
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._init_state()
+
+    # -- state -----------------------------------------------------------------------------
+    def _init_state(self):
+        t = self.cfg.training
+        if (self.run_dir / "state.json").exists():
+            self._load_state()
+            return
+        sample = torch.cat([task_tensors(self.train_tasks[i])[2] for i in range(2)])
+        params = lsuv_init(
+            self.net, self.net.init(t.seed), sample, t.init_rate, t.init_membrane_std
+        )
+        self.params = {k: v.requires_grad_() for k, v in params.items()}
+        self.inner_lr = (
+            {k: torch.tensor(t.inner_lr, requires_grad=True) for k in self.params}
+            if t.learn_inner_lr
+            else {}
+        )
+        self.iteration = 0
+        self.best_val = -1.0
+        self._make_optimizer()
+        (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2) + "\n")
+
+    def _make_optimizer(self):
+        self.opt = torch.optim.Adam(
+            list(self.params.values()) + list(self.inner_lr.values()), lr=self.cfg.training.outer_lr
+        )
+
+    def _learnable(self) -> dict[str, torch.Tensor]:
+        return {**self.params, **{"inner_lr." + k: v for k, v in self.inner_lr.items()}}
+
+    def save_state(self):
+        if self.rank:
+            return
+        tensors = {}
+        for name, p in self._learnable().items():
+            tensors["param/" + name] = p.detach().contiguous()
+            st = self.opt.state.get(p, {})
+            if st:
+                tensors["exp_avg/" + name] = st["exp_avg"].contiguous()
+                tensors["exp_avg_sq/" + name] = st["exp_avg_sq"].contiguous()
+        meta = {"iteration": self.iteration, "best_val": self.best_val}
+        tmp = self.run_dir / "state.tmp"
+        save_file(tensors, str(tmp))
+        tmp.replace(self.run_dir / "state.safetensors")
+        tmpj = self.run_dir / "state.json.tmp"
+        tmpj.write_text(json.dumps(meta) + "\n")
+        tmpj.replace(self.run_dir / "state.json")
+
+    def _load_state(self):
+        meta = json.loads((self.run_dir / "state.json").read_text())
+        tensors = load_file(str(self.run_dir / "state.safetensors"))
+        self.params = {
+            k[len("param/") :]: v.requires_grad_()
+            for k, v in tensors.items()
+            if k.startswith("param/") and not k.startswith("param/inner_lr.")
+        }
+        self.inner_lr = {
+            k[len("param/inner_lr.") :]: v.requires_grad_()
+            for k, v in tensors.items()
+            if k.startswith("param/inner_lr.")
+        }
+        self.iteration, self.best_val = meta["iteration"], meta["best_val"]
+        self._truncate_log()
+        self._make_optimizer()
+        for name, p in self._learnable().items():
+            if "exp_avg/" + name in tensors:
+                self.opt.state[p] = {
+                    "step": torch.tensor(float(self.iteration)),
+                    "exp_avg": tensors["exp_avg/" + name],
+                    "exp_avg_sq": tensors["exp_avg_sq/" + name],
+                }
+
+    def _truncate_log(self):
+        """Drop log rows written after the saved state, so a resumed run logs each iteration once."""
+        path = self.run_dir / "log.csv"
+        if not path.exists():
+            return
+        rows = list(csv.reader(path.open(newline="")))
+        keep = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= self.iteration]
+        with path.open("w", newline="") as fh:
+            csv.writer(fh).writerows(keep)
+
+    # -- one step --------------------------------------------------------------------------
+    def _lr(self):
+        return self.inner_lr if self.inner_lr else self.cfg.training.inner_lr
+
+    def _adapt(self, params, support, labels, create_graph, generator=None):
+        t = self.cfg.training
+        return adapt(
+            self.net.forward, params, support, labels, steps=t.inner_steps, lr=self._lr(),
+            quantizer=self.quantizer, create_graph=create_graph, generator=generator,
+        )
+
+    def step(self) -> dict:
+        """One meta-iteration: this process's share of the meta-batch, gradients averaged."""
+        t = self.cfg.training
+        it = self.iteration
+        for group in self.opt.param_groups:  # cosine schedule, a function of the iteration
+            group["lr"] = t.outer_lr * 0.5 * (1 + math.cos(math.pi * it / t.iterations))
+        self.opt.zero_grad(set_to_none=False)
+        losses, accs, before = [], [], []
+        gen = torch.Generator().manual_seed(t.seed * 1_000_003 + it)
+        for j in range(self.rank, t.meta_batch, self.world):
+            s, sl, q, ql = task_tensors(self.train_tasks[it * t.meta_batch + j])
+            fast = self._adapt(self.params, s, sl, create_graph=not t.first_order, generator=gen)
+            logits = self.net.forward(fast, q)
+            loss = masked_loss(logits, ql)
+            (loss / t.meta_batch).backward()
+            losses.append(float(loss))
+            accs.append(accuracy(logits.detach(), ql))
+        stats = torch.tensor([sum(losses), sum(accs), len(losses)], dtype=torch.float64)
+        if self.world > 1:
+            for p in self._learnable().values():
+                dist.all_reduce(p.grad)
+            dist.all_reduce(stats)
+        self.opt.step()
+        self.iteration += 1
+        return {"loss": float(stats[0] / stats[2]), "acc": float(stats[1] / stats[2])}
+
+    # -- validation ------------------------------------------------------------------------
+    def validate(self) -> float:
+        t = self.cfg.training
+        params = {k: v.detach() for k, v in self.params.items()}
+        accs = []
+        for i in range(t.val_tasks):
+            s, sl, q, ql = task_tensors(self.val_tasks[i])
+            fast = self._adapt(params, s, sl, create_graph=False)
+            with torch.no_grad():
+                accs.append(accuracy(self.net.forward(fast, q), ql))
+        return float(np.mean(accs))
+
+    def checkpoint(self, val_acc: float) -> ckpt_io.Checkpoint:
+        t = self.cfg.training
+        return ckpt_io.Checkpoint(
+            config=self.cfg.model,
+            geometry=self.cfg.geometry,
+            params={k: v.detach() for k, v in self.params.items()},
+            inner_lr={k: v.detach() for k, v in self.inner_lr.items()},
+            inner_steps=t.inner_steps,
+            inner_step_size=t.inner_lr,
+            quantizer=self.quantizer,
+            training={
+                "dataset": t.dataset,
+                "recipe": asdict(t),
+                "iteration": self.iteration,
+                "processes": self.world,
+            },
+            metrics={"val_accuracy": val_acc, "val_tasks": t.val_tasks},
+            name=self.run_dir.name,
+        )
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self, until: int | None = None) -> None:
+        """Train up to iteration ``until`` (default: the recipe's total), saving as it goes."""
+        t = self.cfg.training
+        until = t.iterations if until is None else min(until, t.iterations)
+        log_path = self.run_dir / "log.csv"
+        new_log = not log_path.exists()
+        bar = None
+        if self.progress and self.rank == 0:
+            from tqdm import tqdm
+
+            bar = tqdm(total=until, initial=self.iteration, desc="meta-train", unit="it")
+        with open(log_path, "a", newline="") as fh:
+            log = csv.writer(fh)
+            if new_log and self.rank == 0:
+                log.writerow(["iteration", "loss", "acc", "val_acc", "rates", "seconds"])
+            ema = None
+            while self.iteration < until:
+                t0 = time.perf_counter()
+                stats = self.step()
+                ema = stats if ema is None else {k: 0.98 * ema[k] + 0.02 * stats[k] for k in ema}
+                val = rates = ""
+                if self.iteration % t.val_every == 0 or self.iteration == t.iterations:
+                    val = self.validate()
+                    q = task_tensors(self.val_tasks[0])[2]
+                    rates = "/".join(f"{r:.3f}" for r in firing_rates(self.net, self.params, q))
+                    if val > self.best_val and self.rank == 0:
+                        self.best_val = val
+                        ckpt_io.save(self.checkpoint(val), self.run_dir / "best")
+                if self.rank == 0:
+                    log.writerow([self.iteration, f"{stats['loss']:.4f}", f"{stats['acc']:.4f}",
+                                  val if val == "" else f"{val:.4f}", rates,
+                                  f"{time.perf_counter() - t0:.3f}"])
+                if self.iteration % t.save_every == 0 or self.iteration == until:
+                    fh.flush()
+                    self.save_state()
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{ema['loss']:.3f}", acc=f"{ema['acc']:.3f}",
+                                    best_val=f"{max(self.best_val, 0):.3f}")
+        if bar is not None:
+            bar.close()

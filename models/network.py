@@ -1,0 +1,62 @@
+"""A network is its config plus pure functions of a parameter dict: ``forward(params, frames)``
+returns logits [B, ways]. Parameters live outside the network, so meta-training, per-session
+adaptation and batched evaluation (``torch.func.vmap``) all call the same forward with any weights."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from spikeshot.models import ann, snn
+from spikeshot.models.config import ModelConfig
+
+HEAD = ("out.weight", "out.bias")
+
+
+@dataclass(frozen=True)
+class Network:
+    config: ModelConfig
+
+    def features(self, params: dict, frames: torch.Tensor) -> torch.Tensor:
+        """Inputs of the output layer, [B, features]."""
+        impl = snn if self.config.arch == "snn" else ann
+        return impl.features(params, frames, self.config)
+
+    def forward(self, params: dict, frames: torch.Tensor) -> torch.Tensor:
+        """Logits [B, ways]."""
+        return readout(params, self.features(params, frames))
+
+    __call__ = forward
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of every parameter."""
+        cfg = self.config
+        shapes = {}
+        c_in = 2 if cfg.arch == "snn" else 2 * cfg.bins
+        for i, c in enumerate(cfg.channels):
+            shapes[f"conv{i}.weight"] = (c, c_in, cfg.kernel, cfg.kernel)
+            shapes[f"conv{i}.bias"] = (c,)
+            c_in = c
+        shapes["out.weight"] = (cfg.ways, cfg.features)
+        shapes["out.bias"] = (cfg.ways,)
+        return shapes
+
+    def init(self, seed: int = 0) -> dict[str, torch.Tensor]:
+        """Seeded initial parameters: uniform fan-in scaled convolutions, zero biases, and a zero
+        (or small uniform) output layer as the config says."""
+        gen = torch.Generator().manual_seed(seed)
+        params = {}
+        for name, shape in self.shapes().items():
+            if name.endswith("bias") or (name == "out.weight" and self.config.zero_head):
+                params[name] = torch.zeros(shape)
+            else:
+                bound = 1.0 / math.sqrt(math.prod(shape[1:]))
+                params[name] = (torch.rand(shape, generator=gen) * 2 - 1) * bound
+        return params
+
+
+def readout(params: dict, feats: torch.Tensor) -> torch.Tensor:
+    """The output layer: logits from features."""
+    return feats @ params["out.weight"].T + params["out.bias"]

@@ -1,0 +1,1 @@
+"""The server: engine, gRPC servicer, metrics, configuration and the `spikeshot` command."""

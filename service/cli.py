@@ -1,0 +1,106 @@
+"""The ``spikeshot`` command: meta-train, evaluate (and, as they land, serve, models, demo)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+EXIT_USAGE, EXIT_ERROR = 2, 3
+
+
+def _need_server_extra():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        sys.exit("spikeshot: this command needs the server extra: pip install 'spikeshot[server,train]'")
+
+
+def parse_override(text: str) -> tuple[str, str, object]:
+    """``table.field=value`` -> (table, field, value parsed as TOML, or as a string)."""
+    key, sep, raw = text.partition("=")
+    table, dot, name = key.partition(".")
+    if not sep or not dot or not name:
+        raise argparse.ArgumentTypeError(f"expected TABLE.FIELD=VALUE, got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return table, name, value
+
+
+def load_run_config(path: str | None, overrides: list[tuple[str, str, object]]):
+    from spikeshot.models.metatrain import RunConfig
+
+    data = tomllib.loads(Path(path).read_text()) if path else {}
+    for table, name, value in overrides:
+        data.setdefault(table, {})[name] = value
+    if "geometry" not in data:
+        raise ValueError("the config has no [geometry] table (the input geometry of the model)")
+    return RunConfig.from_dict(data)
+
+
+def cmd_meta_train(args) -> int:
+    _need_server_extra()
+    import torch
+
+    from spikeshot.models.metatrain import MetaTrainer
+
+    torch.set_num_threads(args.threads)
+    run_dir = Path(args.run_dir)
+    if (run_dir / "config.json").exists():
+        from spikeshot.models.metatrain import RunConfig
+
+        cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+        if args.set or args.config:
+            print(f"resuming {run_dir}: its config.json wins over --config/--set", file=sys.stderr)
+    else:
+        cfg = load_run_config(args.config, args.set or [])
+    dist_on = _maybe_init_distributed()
+    trainer = MetaTrainer(cfg, run_dir, cache_dir=args.cache, progress=not args.quiet)
+    trainer.run(until=args.until)
+    if dist_on:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return 0
+
+
+def _maybe_init_distributed() -> bool:
+    """Join a process group when launched by torchrun (WORLD_SIZE > 1)."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    return True
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spikeshot", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("meta-train", help="meta-train a network (resumable)")
+    p.add_argument("--config", help="TOML file with [model], [geometry], [training] tables")
+    p.add_argument("--run-dir", required=True, help="where state, log and best checkpoint go")
+    p.add_argument("--set", action="append", type=parse_override, metavar="TABLE.FIELD=VALUE",
+                   help="override one config field (repeatable)")
+    p.add_argument("--until", type=int, help="stop at this iteration (resume later)")
+    p.add_argument("--cache", help="meta-dataset cache directory")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_meta_train)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, OSError) as e:
+        print(f"spikeshot: {e}", file=sys.stderr)
+        return EXIT_ERROR

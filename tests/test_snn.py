@@ -1,0 +1,96 @@
+import pytest
+import torch
+
+from spikeshot.models import ModelConfig, Network
+from spikeshot.models.init import firing_rates, lsuv_init
+from spikeshot.models.snn import features, features_stepwise
+
+TINY = dict(ways=3, input_hw=(8, 8), bins=6, burn_in=2, channels=(4, 6), kernel=3)
+
+
+def _frames(batch, cfg, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return ((torch.rand(batch, cfg.bins, 2, *cfg.input_hw, generator=g) < 0.3) * 2.0).to(dtype)
+
+
+def _params(cfg, scale=3.0):
+    return {k: (v * scale).double() for k, v in Network(cfg).init(1).items()}
+
+
+@pytest.mark.parametrize("reset", ["soft", "hard"])
+@pytest.mark.parametrize("pool_kind", ["max", "avg"])
+def test_batched_path_matches_stepwise_oracle(reset, pool_kind):
+    cfg = ModelConfig(**TINY, reset=reset, pool_kind=pool_kind, zero_head=False)
+    params = {k: v.requires_grad_() for k, v in _params(cfg).items()}
+    x = _frames(3, cfg)
+    fast, slow = features(params, x, cfg), features_stepwise(params, x, cfg)
+    assert fast.abs().sum() > 0, "the test network must spike"
+    assert torch.allclose(fast, slow, atol=1e-12)
+    conv = [v for k, v in params.items() if k.startswith("conv")]
+    weights = torch.randn(fast.shape, dtype=fast.dtype, generator=torch.Generator().manual_seed(2))
+    g_fast = torch.autograd.grad((fast * weights).sum(), conv)
+    g_slow = torch.autograd.grad((slow * weights).sum(), conv)
+    for a, b in zip(g_fast, g_slow):
+        assert a.abs().sum() > 0
+        assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_burn_in_steps_pass_no_gradient():
+    cfg = ModelConfig(**TINY, zero_head=False)
+    params = {k: v.requires_grad_() for k, v in _params(cfg).items()}
+    x = _frames(2, cfg).requires_grad_()
+    f = features(params, x, cfg)
+    (gx,) = torch.autograd.grad(f.sum(), x)
+    assert gx[:, : cfg.burn_in].abs().sum() == 0
+    assert gx[:, cfg.burn_in :].abs().sum() > 0
+    # ... but burn-in input still changes the state the gradient steps start from
+    x2 = x.detach().clone()
+    x2[:, 0] = 0
+    assert not torch.allclose(features(params, x2, cfg), f)
+
+
+def test_forward_shapes_and_input_check():
+    cfg = ModelConfig(**TINY)
+    net = Network(cfg)
+    params = net.init(0)
+    assert net.forward(params, _frames(4, cfg, dtype=torch.float32)).shape == (4, 3)
+    with pytest.raises(ValueError, match=r"frames must be \[batch, 6, 2, 8, 8\]"):
+        net.forward(params, torch.zeros(4, 5, 2, 8, 8))
+
+
+def test_ann_baseline_same_architecture():
+    snn_cfg = ModelConfig(**TINY)
+    ann_cfg = ModelConfig(**{**TINY, "arch": "ann", "zero_head": False})
+    snn_shapes, ann_shapes = Network(snn_cfg).shapes(), Network(ann_cfg).shapes()
+    assert set(snn_shapes) == set(ann_shapes)
+    assert ann_shapes["conv0.weight"][1] == 2 * ann_cfg.bins  # time bins stacked as channels
+    net = Network(ann_cfg)
+    params = {k: v.requires_grad_() for k, v in net.init(0).items()}
+    out = net.forward(params, _frames(2, ann_cfg, dtype=torch.float32))
+    assert out.shape == (2, 3)
+    out.sum().backward()
+    assert params["conv0.weight"].grad.abs().sum() > 0
+
+
+def test_config_defaults_are_the_paper_and_bad_values_are_named():
+    cfg = ModelConfig()
+    assert cfg.channels == (32, 64, 128) and cfg.kernel == 5 and cfg.bins == 100
+    assert (cfg.alpha, cfg.beta, cfg.alpha_rp, cfg.w_rp, cfg.input_gain) == (0.95, 0.9, 0.65, 1, 10)
+    n = sum(v.numel() for v in Network(cfg).init(0).values())
+    assert 250_000 < n < 275_000  # "about 263k parameters for Double NMNIST"
+    with pytest.raises(ValueError, match="burn_in"):
+        ModelConfig(bins=10, burn_in=10)
+    with pytest.raises(ValueError, match="divisible"):
+        ModelConfig(input_hw=(10, 32))
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_lsuv_init_reaches_target_rate_deterministically():
+    cfg = ModelConfig(**TINY)
+    net = Network(cfg)
+    x = _frames(8, cfg, dtype=torch.float32)
+    a = lsuv_init(net, net.init(0), x, target_rate=0.15)
+    b = lsuv_init(net, net.init(0), x, target_rate=0.15)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for rate in firing_rates(net, a, x):
+        assert abs(rate - 0.15) < 0.05
