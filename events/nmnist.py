@@ -1,0 +1,117 @@
+"""N-MNIST ``.bin`` files (also N-Caltech101's), decoded and written vectorised here.
+
+Each event is 5 bytes: x, y, then the polarity (bit 7 of byte 2, 1 = ON) and a 23-bit
+microsecond time (bits 6-0 of byte 2, bytes 3 and 4, big-endian). A record with y = 240 is not an
+event but marks that the 23-bit time wrapped around: every later time is 2**23 us later. (tonic's
+reader, after the dataset's MATLAB one, adds 2**13 there, which does not match a 23-bit counter;
+N-MNIST's 0.3 s recordings hold no marker, so the two rules agree on its files.)
+
+Sensor size: N-MNIST's 34x34 when every event fits, else the largest coordinate plus one.
+The camera writes events in time order, so a time that goes back is reported as corruption.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from spikeshot.events.array import Limits, as_events, empty, validate
+from spikeshot.events.recording import (
+    EventSource,
+    FormatError,
+    Recording,
+    collect,
+    read_records,
+    rechunk,
+)
+
+SIZE = (34, 34)
+_MARKER_Y = 240
+_WRAP = 1 << 23
+
+
+class _Decoder:
+    """Decodes consecutive blocks of records, carrying the wrap count and the last time."""
+
+    def __init__(self, path):
+        self.path = path
+        self.wraps = 0
+        self.t = -1
+
+    def decode(self, offset: int, data: bytes) -> np.ndarray:
+        raw = np.frombuffer(data, dtype=np.uint8).reshape(-1, 5)
+        marker = raw[:, 1] == _MARKER_Y
+        wraps = self.wraps + np.cumsum(marker)
+        self.wraps = int(wraps[-1]) if len(wraps) else self.wraps
+        keep = np.flatnonzero(~marker)
+        rec = raw[keep].astype(np.int64)
+        t = ((rec[:, 2] & 0x7F) << 16 | rec[:, 3] << 8 | rec[:, 4]) + wraps[keep] * _WRAP
+        back = np.diff(t, prepend=max(self.t, 0)) < 0
+        if back.any():
+            i = int(np.argmax(back))
+            raise FormatError(
+                self.path,
+                offset + 5 * int(keep[i]),
+                f"time goes back to {t[i]} us after {t[i - 1] if i else self.t} us: corrupt event",
+            )
+        events = empty(len(rec))
+        events["t"] = t
+        events["x"] = rec[:, 0]
+        events["y"] = rec[:, 1]
+        events["p"] = rec[:, 2] >> 7
+        if len(t):
+            self.t = int(t[-1])
+        return events
+
+
+def _blocks(path, block_events: int) -> Iterator[np.ndarray]:
+    decoder = _Decoder(path)
+    with open(path, "rb") as stream:
+        for offset, data in read_records(stream, path, 0, 5, block_events, "event"):
+            yield decoder.decode(offset, data)
+
+
+def source(path, block_events: int = 1 << 20) -> EventSource:
+    """Open an N-MNIST file: its events in blocks of at most ``block_events``."""
+    Path(path).stat()  # a missing file fails here, not at the first block
+    return EventSource("nmnist", _blocks(path, block_events), nominal=SIZE)
+
+
+def read(path) -> Recording:
+    """The whole N-MNIST file."""
+    return collect(source(path))
+
+
+def iter_chunks(path, chunk_events: int = 1_000_000) -> Iterator[np.ndarray]:
+    """The file's events in arrays of ``chunk_events`` (the last may be shorter)."""
+    return rechunk(source(path, chunk_events).blocks, chunk_events)
+
+
+def encode(events: np.ndarray, width: int = SIZE[0], height: int = SIZE[1]) -> bytes:
+    """The N-MNIST bytes of ``events`` (time-ordered, t >= 0, x < width <= 256,
+    y < height <= 240), with a wrap marker before each event whose time passes a multiple of
+    2**23 us."""
+    if not (0 < width <= 256 and 0 < height <= _MARKER_Y):
+        raise ValueError(f"N-MNIST holds sensors up to 256x240, not {width}x{height}")
+    events = validate(as_events(events), Limits(width, height, allow_empty=True))
+    if len(events) and events["t"][0] < 0:
+        raise ValueError(f"N-MNIST times start at 0 us, got {events['t'][0]}")
+    t = events["t"]
+    wraps = t // _WRAP
+    rows = np.diff(wraps, prepend=0) + 1  # markers before each event, then the event
+    at = np.cumsum(rows) - 1
+    out = np.zeros((int(rows.sum()), 5), dtype=np.uint8)
+    out[:, 1] = _MARKER_Y
+    low = t - wraps * _WRAP
+    out[at, 0] = events["x"]
+    out[at, 1] = events["y"]
+    out[at, 2] = (events["p"].astype(np.int64) << 7) | (low >> 16)
+    out[at, 3] = (low >> 8) & 0xFF
+    out[at, 4] = low & 0xFF
+    return out.tobytes()
+
+
+def write(path, events: np.ndarray, width: int = SIZE[0], height: int = SIZE[1]) -> None:
+    """Write ``events`` as an N-MNIST file (see ``encode``)."""
+    Path(path).write_bytes(encode(events, width, height))

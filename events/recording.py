@@ -1,0 +1,162 @@
+"""What every file reader returns, the error it raises on a bad file, and the helpers the readers
+share: an opened event source, re-chunking, and the sensor-size rule.
+
+Sensor size rule, used by every reader: a size stated in the file (a header, a stream
+description) is used as is, and an event outside it makes the file corrupt. Otherwise the
+format's usual sensor (N-MNIST's 34x34, a Prophesee camera named in the header) is used when
+every event fits in it; otherwise the size is the largest coordinate plus one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from spikeshot.events.array import empty
+
+
+class FormatError(ValueError):
+    """A file that cannot be decoded; ``path`` names it and ``offset`` is the byte offset where
+    the problem was found (None only for a live pipe whose decoder reports no position)."""
+
+    def __init__(self, path, offset: int | None, problem: str):
+        self.path, self.offset, self.problem = str(path), offset, problem
+        where = "unknown byte offset (live pipe)" if offset is None else f"byte offset {offset}"
+        super().__init__(f"{self.path}: {problem} (at {where})")
+
+
+@dataclass(frozen=True)
+class Recording:
+    """A whole recording: events (``EVENT_DTYPE``, in file order), the sensor size, the format's
+    name and the names of the file's other, non-event streams (IMU, triggers, frames)."""
+
+    events: np.ndarray
+    width: int
+    height: int
+    format: str
+    other_streams: tuple[str, ...] = ()
+
+
+@dataclass
+class EventSource:
+    """An opened file: what its header says, and its events as blocks of bounded size.
+
+    ``sensor`` is a size the file states (events outside it are an error, checked by the
+    reader); ``nominal`` is the format's usual sensor, used only when every event fits.
+    """
+
+    format: str
+    blocks: Iterator[np.ndarray]
+    sensor: tuple[int, int] | None = None
+    nominal: tuple[int, int] | None = None
+    other_streams: tuple[str, ...] = ()
+
+
+def check_chunk_events(chunk_events: int) -> int:
+    """``chunk_events`` as an int, or a ValueError when it is not a positive integer."""
+    if isinstance(chunk_events, bool) or int(chunk_events) != chunk_events or chunk_events < 1:
+        raise ValueError(f"chunk_events must be a positive integer, got {chunk_events!r}")
+    return int(chunk_events)
+
+
+def rechunk(blocks: Iterable[np.ndarray], chunk_events: int) -> Iterator[np.ndarray]:
+    """Regroup event blocks of any sizes into arrays of exactly ``chunk_events`` events (the last
+    one may be shorter); empty input yields nothing."""
+    n = check_chunk_events(chunk_events)
+    pending: list[np.ndarray] = []
+    held = 0
+    for block in blocks:
+        while len(block):
+            take = min(n - held, len(block))
+            pending.append(block[:take])
+            held += take
+            block = block[take:]
+            if held == n:
+                yield pending[0] if len(pending) == 1 else np.concatenate(pending)
+                pending, held = [], 0
+    if held:
+        yield np.concatenate(pending)
+
+
+def concat(blocks: Iterable[np.ndarray]) -> np.ndarray:
+    """All blocks as one event array (an empty one when there are none)."""
+    parts = [b for b in blocks if len(b)]
+    if not parts:
+        return empty()
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def sensor_size(
+    sensor: tuple[int, int] | None,
+    nominal: tuple[int, int] | None,
+    x_max: int,
+    y_max: int,
+) -> tuple[int, int]:
+    """The sensor-size rule above, given the largest coordinates seen (-1 without events)."""
+    if sensor is not None:
+        return sensor
+    if nominal is not None and x_max < nominal[0] and y_max < nominal[1]:
+        return nominal
+    return x_max + 1, y_max + 1
+
+
+def collect(source: EventSource) -> Recording:
+    """Read every block of ``source`` into a ``Recording``."""
+    events = concat(source.blocks)
+    x_max = int(events["x"].max()) if len(events) else -1
+    y_max = int(events["y"].max()) if len(events) else -1
+    width, height = sensor_size(source.sensor, source.nominal, x_max, y_max)
+    return Recording(events, width, height, source.format, source.other_streams)
+
+
+def check_inside(path, events: np.ndarray, offsets: np.ndarray, sensor: tuple[int, int]) -> None:
+    """Raise ``FormatError`` at the first event outside ``sensor``; ``offsets`` holds each event's
+    byte offset in the file."""
+    bad = (events["x"] >= sensor[0]) | (events["y"] >= sensor[1])
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise FormatError(
+            path,
+            int(offsets[i]),
+            f"event at x={events['x'][i]}, y={events['y'][i]} lies outside the "
+            f"{sensor[0]}x{sensor[1]} sensor the file states",
+        )
+
+
+def read_records(
+    stream,
+    path,
+    offset: int,
+    record_bytes: int,
+    block_records: int,
+    what: str,
+    count: int | None = None,
+) -> Iterator[tuple[int, bytes]]:
+    """Read ``stream`` (a file or a pipe) from byte ``offset`` on, in blocks of whole records of
+    ``record_bytes`` bytes, up to ``count`` records (None: to the end); yield (offset of the
+    block, its bytes). A stream that ends inside a record raises ``FormatError`` at that
+    record's offset."""
+    want = record_bytes * max(1, block_records)
+    left = None if count is None else count * record_bytes
+    carry = b""
+    while left is None or left > 0:
+        size = want if left is None else min(want, left)
+        data = stream.read(size - len(carry))
+        if not data:
+            if carry:
+                raise FormatError(
+                    path,
+                    offset,
+                    f"file ends inside a {record_bytes}-byte {what} ({len(carry)} bytes left):"
+                    " truncated",
+                )
+            return
+        data = carry + data if carry else data
+        whole = len(data) - len(data) % record_bytes
+        carry = data[whole:]
+        if whole:
+            yield offset, data[:whole]
+            offset += whole
+            if left is not None:
+                left -= whole

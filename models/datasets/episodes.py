@@ -1,0 +1,94 @@
+"""Few-shot episodes: N-way K-shot tasks with Q queries per class, sampled reproducibly from a
+meta-dataset split and binned into frames with a model's input geometry (numpy only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from spikeshot.events.binning import FrameGeometry, bin_batch
+from spikeshot.models.datasets.base import MetaSplit
+
+
+@dataclass(frozen=True)
+class Task:
+    """One episode. Frames are [N*K or N*Q, T, 2, H, W] float32, grouped by label (all of label 0
+    first); labels are int64 in 0..ways-1; ``class_names[label]`` is the split's name of a label."""
+
+    support: np.ndarray
+    support_labels: np.ndarray
+    query: np.ndarray
+    query_labels: np.ndarray
+    class_names: list[str]
+
+    @property
+    def ways(self) -> int:
+        return len(self.class_names)
+
+
+def sample_task(
+    split: MetaSplit,
+    ways: int,
+    shots: int,
+    queries: int,
+    geometry: FrameGeometry,
+    rng: np.random.Generator,
+) -> Task:
+    """Draw ``ways`` distinct classes of ``split`` in random order (label i is the i-th drawn),
+    then ``shots`` support and ``queries`` query recordings of each, binned with ``geometry``."""
+    if ways < 1 or shots < 1 or queries < 0:
+        raise ValueError(
+            f"need ways >= 1, shots >= 1, queries >= 0; got ways={ways}, shots={shots}, "
+            f"queries={queries}"
+        )
+    if ways > len(split):
+        raise ValueError(f"ways={ways} exceeds the {len(split)} classes of this split")
+    sensor = (split.sensor.width, split.sensor.height)
+    if (geometry.sensor_width, geometry.sensor_height) != sensor:
+        raise ValueError(
+            f"geometry is for a {geometry.sensor_width}x{geometry.sensor_height} sensor, "
+            f"the split's recordings are {sensor[0]}x{sensor[1]}"
+        )
+    chosen = rng.choice(len(split), size=ways, replace=False)
+    per_class = shots + queries
+    recordings = [split.sample(int(c), rng) for c in chosen for _ in range(per_class)]
+    frames = bin_batch(recordings, geometry, dtype=np.float32)
+    frames = frames.reshape(ways, per_class, *frames.shape[1:])
+    labels = np.repeat(np.arange(ways, dtype=np.int64), per_class).reshape(ways, per_class)
+    return Task(
+        support=frames[:, :shots].reshape(ways * shots, *frames.shape[2:]),
+        support_labels=labels[:, :shots].reshape(-1),
+        query=frames[:, shots:].reshape(ways * queries, *frames.shape[2:]),
+        query_labels=labels[:, shots:].reshape(-1),
+        class_names=[split.classes[int(c)] for c in chosen],
+    )
+
+
+class TaskSampler:
+    """Tasks from one split where task ``i`` depends only on ``(seed, i)``: a resumed run sees the
+    same tasks as an uninterrupted one. ``sampler[i]`` is task i; iterating yields tasks 0, 1, ...
+    without end."""
+
+    def __init__(
+        self,
+        split: MetaSplit,
+        ways: int,
+        shots: int,
+        queries: int,
+        geometry: FrameGeometry,
+        seed: int,
+    ):
+        self.split, self.ways, self.shots, self.queries = split, ways, shots, queries
+        self.geometry, self.seed = geometry, seed
+
+    def __getitem__(self, i: int) -> Task:
+        if i < 0:
+            raise IndexError(f"task index must be >= 0, got {i}")
+        rng = np.random.default_rng([self.seed, i])
+        return sample_task(self.split, self.ways, self.shots, self.queries, self.geometry, rng)
+
+    def __iter__(self):
+        i = 0
+        while True:
+            yield self[i]
+            i += 1
