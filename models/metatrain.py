@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from spikeshot.events.binning import FrameGeometry
 from spikeshot.models import checkpoint as ckpt_io
 from spikeshot.models.config import ModelConfig
-from spikeshot.models.datasets import open_dataset
+from spikeshot.models.datasets import MetaDataset, open_dataset
 from spikeshot.models.datasets.episodes import TaskSampler
 from spikeshot.models.init import firing_rates, lsuv_init
 from spikeshot.models.maml import accuracy, adapt, masked_loss
@@ -108,13 +108,15 @@ def task_tensors(task):
 class MetaTrainer:
     """One meta-training run in ``run_dir``; ``run()`` resumes where the last saved state stopped."""
 
-    def __init__(self, cfg: RunConfig, run_dir: str | Path, cache_dir=None, progress=True):
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, cache_dir=None, progress=True,
+                 dataset: MetaDataset | None = None):
+        """``dataset`` overrides the one ``cfg.training.dataset`` names (tests use tiny ones)."""
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
         t = cfg.training
         if cfg.model.ways != t.ways:
             raise ValueError(f"model.ways ({cfg.model.ways}) must equal training.ways ({t.ways})")
         self.net = Network(cfg.model)
-        self.dataset = open_dataset(t.dataset, cache_dir=cache_dir)
+        self.dataset = dataset or open_dataset(t.dataset, cache_dir=cache_dir, progress=progress)
         self.train_tasks = TaskSampler(
             self.dataset.split("train"), t.ways, t.shots, t.queries, cfg.geometry, seed=t.seed
         )

@@ -80,6 +80,49 @@ def _maybe_init_distributed() -> bool:
     return True
 
 
+def cmd_evaluate(args) -> int:
+    _need_server_extra()
+    import torch
+
+    from spikeshot.models import checkpoint
+    from spikeshot.models.datasets import open_dataset
+    from spikeshot.models.evaluate import Setting, evaluate, grid, markdown_table, plot_bits
+
+    torch.set_num_threads(args.threads)
+    ckpts = [checkpoint.load(args.checkpoint)]
+    if args.baseline:
+        ckpts.append(checkpoint.load(args.baseline))
+    spec = args.dataset or ckpts[0].training.get("dataset")
+    if not spec:
+        raise ValueError("the model card names no training dataset: pass --dataset")
+    dataset = open_dataset(spec, cache_dir=args.cache, progress=not args.json)
+    single = any(v is not None for v in (args.ways, args.shots, args.steps, args.bits))
+    settings = (
+        [Setting(ways=args.ways or 5, shots=args.shots or 1, steps=args.steps or 1, bits=args.bits,
+                 tasks=args.tasks, seed=args.seed)]
+        if single
+        else grid(args.tasks)
+    )
+    rows = []
+    for ck in ckpts:
+        for st in settings:
+            rows.append(evaluate(ck, dataset, st))
+            if not args.json:
+                print(markdown_table(rows[-1:]).splitlines()[-1], file=sys.stderr)
+    if args.json:
+        print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
+    else:
+        print(markdown_table(rows))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "evaluation.json").write_text(json.dumps(rows, indent=2) + "\n")
+        (out / "evaluation.md").write_text(markdown_table(rows) + "\n")
+        if not single:
+            plot_bits(rows, out / "accuracy_vs_bits.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spikeshot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +137,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_meta_train)
+
+    p = sub.add_parser("evaluate", help="N-way K-shot accuracy on meta-test classes")
+    p.add_argument("checkpoint", help="checkpoint (NAME, NAME.json or NAME.safetensors)")
+    p.add_argument("--baseline", help="a second checkpoint (e.g. the ANN) evaluated on the same tasks")
+    p.add_argument("--dataset", help="meta-dataset spec (default: the one on the model card)")
+    p.add_argument("--ways", type=int)
+    p.add_argument("--shots", type=int)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--bits", type=int, help="inner-loop weight bits (default: float)")
+    p.add_argument("--tasks", type=int, default=600)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--out", help="also write evaluation.json/.md and the accuracy-vs-bits plot here")
+    p.add_argument("--cache", help="meta-dataset cache directory")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -1,0 +1,72 @@
+import json
+import pickle
+
+import pytest
+import torch
+
+from spikeshot.events.binning import FrameGeometry
+from spikeshot.models import ModelConfig, Network, Quantizer
+from spikeshot.models.checkpoint import Checkpoint, CheckpointError, load, save
+
+CFG = ModelConfig(ways=3, input_hw=(8, 8), bins=4, burn_in=1, channels=(4, 6), kernel=3)
+GEOM = FrameGeometry(sensor_width=16, sensor_height=16, downsample=2, bins=4, window_us=4000)
+
+
+def _ckpt():
+    params = Network(CFG).init(0)
+    return Checkpoint(CFG, GEOM, params, inner_lr={"out.bias": torch.tensor(0.5)},
+                      quantizer=Quantizer(bits=8), training={"dataset": "double_digits"},
+                      metrics={"val_accuracy": 0.5}, name="tiny")
+
+
+def test_round_trip(tmp_path):
+    ck = _ckpt()
+    wpath, cpath = save(ck, tmp_path / "tiny")
+    assert wpath.name == "tiny.safetensors" and cpath.name == "tiny.json"
+    card = json.loads(cpath.read_text())
+    assert card["model"]["channels"] == [4, 6] and card["geometry"]["downsample"] == 2
+    assert card["quantization"]["bits"] == 8 and card["parameters"] > 0
+    for name in ("tiny", "tiny.json", "tiny.safetensors"):
+        back = load(tmp_path / name)
+        assert back.config == CFG and back.geometry == GEOM and back.quantizer == Quantizer(8)
+        assert all(torch.equal(back.params[k], ck.params[k]) for k in ck.params)
+        assert torch.equal(back.inner_lr["out.bias"], torch.tensor(0.5))
+
+
+def test_tensors_that_do_not_match_the_card(tmp_path):
+    save(_ckpt(), tmp_path / "tiny")
+    card = json.loads((tmp_path / "tiny.json").read_text())
+    card["model"]["channels"] = [4, 8]
+    (tmp_path / "tiny.json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match=r"conv1.weight has shape \[6, 4, 3, 3\].*\[8, 4, 3, 3\]"):
+        load(tmp_path / "tiny")
+
+
+def test_geometry_must_match_the_model(tmp_path):
+    save(_ckpt(), tmp_path / "tiny")
+    card = json.loads((tmp_path / "tiny.json").read_text())
+    card["geometry"]["downsample"] = 1
+    (tmp_path / "tiny.json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="geometry gives 4 bins of 16x16"):
+        load(tmp_path / "tiny")
+
+
+def test_a_pickle_is_refused_not_run(tmp_path):
+    save(_ckpt(), tmp_path / "tiny")
+
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('pickle ran')",))
+
+    (tmp_path / "tiny.safetensors").write_bytes(pickle.dumps({"conv0.weight": Boom()}))
+    with pytest.raises(CheckpointError, match="cannot read safetensors"):
+        load(tmp_path / "tiny")
+
+
+def test_missing_and_malformed_files_are_named(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+        load(tmp_path / "absent")
+    save(_ckpt(), tmp_path / "tiny")
+    (tmp_path / "tiny.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load(tmp_path / "tiny")

@@ -1,0 +1,113 @@
+"""Meta-training on a tiny configuration: resume after an interruption, and two processes."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from spikeshot.events.binning import FrameGeometry
+from spikeshot.models import ModelConfig
+from spikeshot.models.datasets.double_digits import DoubleDigits
+from spikeshot.models.metatrain import MetaTrainer, RunConfig, TrainConfig
+
+MODEL = ModelConfig(ways=3, input_hw=(8, 16), bins=3, burn_in=1, channels=(4, 4), kernel=3,
+                    alpha=0.8, beta=0.6, input_gain=1.0, input_clip=4.0)
+GEOM = FrameGeometry(sensor_width=64, sensor_height=32, downsample=4, bins=3, window_us=300000)
+
+
+def _cfg(**training):
+    base = dict(ways=3, shots=1, queries=2, meta_batch=2, iterations=6, val_every=3, val_tasks=2,
+                save_every=1, outer_lr=0.01)
+    return RunConfig(MODEL, GEOM, TrainConfig(**{**base, **training}))
+
+
+@pytest.fixture(scope="module")
+def tiny_digits(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    return cache, DoubleDigits(cache, images_per_digit=2, progress=False)
+
+
+def _trainer(cfg, run_dir, data):
+    cache, dataset = data
+    return MetaTrainer(cfg, run_dir, progress=False, dataset=dataset)
+
+
+def test_interrupted_run_resumes_to_the_same_state(tmp_path, tiny_digits, monkeypatch):
+    cfg = _cfg()
+    straight = _trainer(cfg, tmp_path / "straight", tiny_digits)
+    straight.run()
+
+    interrupted = _trainer(cfg, tmp_path / "resumed", tiny_digits)
+    real_step = MetaTrainer.step
+
+    def dies_at_4(self):
+        if self.iteration == 4:
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(MetaTrainer, "step", dies_at_4)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.run()
+    monkeypatch.setattr(MetaTrainer, "step", real_step)
+    resumed = _trainer(cfg, tmp_path / "resumed", tiny_digits)
+    assert resumed.iteration == 4
+    resumed.run()
+    for k in straight.params:
+        assert torch.equal(straight.params[k], resumed.params[k]), k
+    for k in straight.params:
+        a, b = straight.opt.state[straight.params[k]], resumed.opt.state[resumed.params[k]]
+        assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
+    log = (tmp_path / "resumed" / "log.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in log[1:]] == ["1", "2", "3", "4", "5", "6"]
+    assert (tmp_path / "resumed" / "best.safetensors").exists()
+
+
+def test_learning_moves_the_parameters_and_logs_validation(tmp_path, tiny_digits):
+    tr = _trainer(_cfg(first_order=True, bits=8), tmp_path / "run", tiny_digits)
+    start = {k: v.detach().clone() for k, v in tr.params.items()}
+    tr.run()
+    assert any(not torch.equal(start[k], tr.params[k]) for k in start)
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert rows[0] == "iteration,loss,acc,val_acc,rates,seconds"
+    val_rows = [r.split(",") for r in rows[1:] if r.split(",")[3]]
+    assert [r[0] for r in val_rows] == ["3", "6"]
+    assert all(0.0 <= float(r[3]) <= 1.0 for r in val_rows)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, world, port, run_dir, cache, out):
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    dataset = DoubleDigits(cache, images_per_digit=2, progress=False)
+    tr = MetaTrainer(_cfg(), run_dir, progress=False, dataset=dataset)
+    snapshots = []
+    for _ in range(3):
+        tr.step()
+        snapshots.append({k: v.detach().clone() for k, v in tr.params.items()})
+    torch.save(snapshots, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_two_processes_hold_identical_parameters_after_each_step(tmp_path, tiny_digits):
+    cache, dataset = tiny_digits
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "ddp"), str(cache), str(tmp_path)),
+             nprocs=2, join=True)
+    a = torch.load(tmp_path / "rank0.pt")
+    b = torch.load(tmp_path / "rank1.pt")
+    single = MetaTrainer(_cfg(), tmp_path / "single", progress=False, dataset=dataset)
+    for step in range(3):
+        single.step()
+        for k in a[step]:
+            assert torch.equal(a[step][k], b[step][k]), (step, k)
+            # each process ran half the meta-batch; together they equal one process running all
+            assert torch.allclose(a[step][k], single.params[k], atol=1e-6), (step, k)
