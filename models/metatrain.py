@@ -228,7 +228,7 @@ class MetaTrainer:
         for group in self.opt.param_groups:  # cosine schedule, a function of the iteration
             group["lr"] = t.outer_lr * 0.5 * (1 + math.cos(math.pi * it / t.iterations))
         self.opt.zero_grad(set_to_none=False)
-        losses, accs, before = [], [], []
+        losses, accs = [], []
         gen = torch.Generator().manual_seed(t.seed * 1_000_003 + it)
         for j in range(self.rank, t.meta_batch, self.world):
             s, sl, q, ql = task_tensors(self.train_tasks[it * t.meta_batch + j])

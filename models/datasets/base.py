@@ -6,8 +6,10 @@ A meta-dataset is numpy only (events in, events out); binning into frames for a 
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -50,3 +52,10 @@ class MetaDataset(ABC):
 def check_split_name(name: str) -> None:
     if name not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
+
+
+def default_cache_dir() -> Path:
+    """Where generated meta-datasets are cached: ``$SPIKESHOT_CACHE`` when set, else
+    ``~/.cache/spikeshot``."""
+    env = os.environ.get("SPIKESHOT_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "spikeshot"

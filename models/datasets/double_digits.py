@@ -18,18 +18,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
 from spikeshot.events.dvs_sim import record_saccades
-from spikeshot.models.datasets.base import MetaDataset, MetaSplit, Sensor, check_split_name
+from spikeshot.models.datasets.base import (
+    MetaDataset,
+    MetaSplit,
+    Sensor,
+    check_split_name,
+    default_cache_dir,
+)
 from spikeshot.models.datasets.pairs import pair_side_by_side
 
 CACHE_FORMAT = 1
 SPLIT_SIZES = {"train": 64, "val": 16, "test": 20}
-
-
-def default_cache_dir() -> Path:
-    """``$SPIKESHOT_CACHE`` when set, else ``~/.cache/spikeshot``."""
-    env = os.environ.get("SPIKESHOT_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "spikeshot"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from spikeshot.events.binning import FrameGeometry, bin_batch
 from spikeshot.models.datasets.base import MetaSplit
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from spikeshot.events.array import EVENT_DTYPE, EventError
 
 

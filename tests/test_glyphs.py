@@ -1,0 +1,162 @@
+"""Glyphs: rendering, character selection, splits by script, deterministic cached generation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spikeshot.events.array import EVENT_DTYPE, Limits, validate
+from spikeshot.models.datasets import glyphs
+from spikeshot.models.datasets.base import SPLITS, Sensor
+from spikeshot.models.datasets.glyphs import Glyphs, GlyphsConfig, build, render, select_characters
+
+TINY = GlyphsConfig(
+    train_scripts=("Latin", "Ogham"),
+    val_scripts=("Greek",),
+    test_scripts=("Hebrew",),
+    max_per_script=4,
+    instances=3,
+)
+
+
+def _codepoint(class_name: str) -> int:
+    return int(class_name.split("/U+")[1], 16)
+
+
+def _correlation(images: np.ndarray) -> np.ndarray:
+    """Pearson correlation of 2x2-pooled images (the selection's similarity, computed anew)."""
+    n, s, _ = images.shape
+    x = images.reshape(n, s // 2, 2, s // 2, 2).mean(axis=(2, 4)).reshape(n, -1)
+    return np.corrcoef(x)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return Glyphs(TINY, tmp_path_factory.mktemp("cache"), workers=1, progress=False)
+
+
+def test_render_is_upright_and_rejects_missing_glyphs():
+    t = render(ord("T"))
+    assert t.shape == (28, 28) and 0 <= t.min() and t.max() <= 1
+    rows = t.sum(axis=1)
+    ink_rows = np.flatnonzero(rows > 0.5)
+    top, bottom = rows[ink_rows[:3]].sum(), rows[ink_rows[-3:]].sum()
+    assert top > 3 * bottom  # the bar of the T is on top
+    assert not glyphs.has_glyph(0x0E01)  # Thai is not in DejaVu
+    with pytest.raises(ValueError, match="U\\+0E01"):
+        render(0x0E01)
+
+
+def test_jitter_moves_the_glyph_and_stays_in_range():
+    cfg = GlyphsConfig()
+    rng = np.random.default_rng(0)
+    a = render(ord("k"), "serif-bold", glyphs.random_transform(rng, cfg), cfg)
+    b = render(ord("k"), "serif-bold", glyphs.random_transform(rng, cfg), cfg)
+    assert np.abs(a - b).sum() > 5
+    with pytest.raises(ValueError, match="\\[2, 3\\]"):
+        render(ord("k"), transform=np.eye(3))
+
+
+def test_default_selection_is_several_hundred_distinct_characters():
+    cfg = GlyphsConfig()
+    chars = select_characters(cfg)
+    assert 500 <= len(chars) <= 2000
+    names = [c.name for c in chars]
+    assert len(set(names)) == len(names)
+    per_split = {s: sum(c.script in cfg.scripts_of(s) for c in chars) for s in SPLITS}
+    assert per_split["train"] > per_split["test"] > 100 and per_split["val"] > 100
+    for c in chars:
+        assert "sans" in c.styles and all(glyphs.has_glyph(c.codepoint, s) for s in c.styles)
+    images = np.stack([render(c.codepoint, config=cfg) for c in chars])
+    assert images.sum(axis=(1, 2)).min() >= cfg.min_ink_px
+    corr = _correlation(images)
+    np.fill_diagonal(corr, 0)
+    assert corr.max() < cfg.max_similarity
+
+
+def test_config_rejects_bad_scripts():
+    with pytest.raises(ValueError, match="unknown scripts"):
+        GlyphsConfig(test_scripts=("Klingon",))
+    with pytest.raises(ValueError, match="only one split"):
+        GlyphsConfig(val_scripts=("Cyrillic", "Latin"))
+
+
+def test_tiny_build_splits_by_script(tiny):
+    seen = {}
+    for name in SPLITS:
+        split = tiny.split(name)
+        assert split.sensor == Sensor(34, 34)
+        assert split.scripts == TINY.scripts_of(name)
+        scripts = {c.split("/")[0] for c in split.classes}
+        assert scripts == set(split.scripts)
+        for s in split.scripts:
+            assert sum(c.startswith(s + "/") for c in split.classes) == 4
+        seen[name] = scripts
+    assert not (
+        seen["train"] & seen["val"] or seen["train"] & seen["test"] or seen["val"] & seen["test"]
+    )
+    with pytest.raises(ValueError, match="split must be one of"):
+        tiny.split("dev")
+
+
+def test_tiny_glyphs_are_distinct_and_not_blank(tiny):
+    classes = [c for name in SPLITS for c in tiny.split(name).classes]
+    images = np.stack([render(_codepoint(c)) for c in classes])
+    assert images.sum(axis=(1, 2)).min() >= TINY.min_ink_px
+    corr = _correlation(images)
+    np.fill_diagonal(corr, 0)
+    assert corr.max() < TINY.max_similarity
+
+
+def test_samples_are_valid_recordings_of_distinct_instances(tiny):
+    split = tiny.split("test")
+    recs = [split.recording(1, i) for i in range(TINY.instances)]
+    for ev in recs:
+        assert ev.dtype == EVENT_DTYPE and len(ev) > 500
+        validate(ev, Limits(width=34, height=34))
+        assert 250_000 < ev["t"].max() <= 300_000  # three saccades of 100 ms
+    for i in range(TINY.instances):
+        for j in range(i):
+            assert not np.array_equal(recs[i], recs[j])
+    rng = np.random.default_rng(3)
+    drawn = split.sample(1, rng)
+    assert any(np.array_equal(drawn, ev) for ev in recs)
+    with pytest.raises(IndexError, match="instance"):
+        split.recording(0, TINY.instances)
+
+
+def test_generation_is_deterministic_and_depends_on_the_seed(tiny, tmp_path):
+    again = build(TINY, tmp_path / "a", workers=2, progress=False)
+    assert again.name == tiny.directory.name
+    for name in SPLITS:
+        for suffix in (".events.bin", ".offsets.npy"):
+            f = name + suffix
+            assert (again / f).read_bytes() == (tiny.directory / f).read_bytes()
+    other = GlyphsConfig(**{**TINY.__dict__, "seed": 1})
+    reseeded = build(other, tmp_path / "b", workers=1, progress=False)
+    assert reseeded.name != again.name
+    assert (reseeded / "val.events.bin").read_bytes() != (again / "val.events.bin").read_bytes()
+
+
+def test_cache_is_reused_and_checked(tiny, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("the cache should have been reused")
+
+    monkeypatch.setattr(glyphs, "select_characters", fail)
+    reopened = Glyphs(TINY, tiny.directory.parent, progress=False)
+    assert reopened.directory == tiny.directory
+    assert reopened.split("val").classes == tiny.split("val").classes
+
+    events = tiny.directory / "train.events.bin"
+    data = events.read_bytes()
+    try:
+        events.write_bytes(data[:-7])
+        with pytest.raises(ValueError, match="train.events.bin holds"):
+            Glyphs(TINY, tiny.directory.parent, progress=False).split("train")
+    finally:
+        events.write_bytes(data)
+
+
+def test_cache_dir_defaults_to_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("SPIKESHOT_CACHE", str(tmp_path))
+    assert glyphs.default_cache_dir() == tmp_path
