@@ -1,0 +1,71 @@
+"""Evaluation: the chance-level control, the confidence interval, and the command's JSON."""
+
+import json
+
+import numpy as np
+import pytest
+
+from spikeshot.events import make_events
+from spikeshot.events.binning import FrameGeometry
+from spikeshot.events.npyfile import write
+from spikeshot.models import ModelConfig, Network
+from spikeshot.models.checkpoint import Checkpoint, save
+from spikeshot.models.datasets.folder import FolderDataset
+from spikeshot.models.evaluate import Setting, evaluate
+from spikeshot.service.cli import main
+
+CFG = ModelConfig(ways=3, input_hw=(8, 8), bins=3, burn_in=0, channels=(4,), kernel=3,
+                  alpha=0.8, beta=0.6, input_gain=1.0, input_clip=4.0, zero_head=False)
+GEOM = FrameGeometry(sensor_width=16, sensor_height=16, downsample=2, bins=3, window_us=30000)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Ten classes; each a fixed bright square somewhere on a 16x16 sensor, with jitter."""
+    root = tmp_path_factory.mktemp("classes")
+    rng = np.random.default_rng(0)
+    for c in range(10):
+        cx, cy = rng.integers(3, 13, size=2)
+        (root / f"class{c}").mkdir()
+        for i in range(6):
+            n = 300
+            x = np.clip(cx + rng.integers(-2, 3, n), 0, 15)
+            y = np.clip(cy + rng.integers(-2, 3, n), 0, 15)
+            t = np.sort(rng.integers(0, 30000, n))
+            write(root / f"class{c}" / f"{i}.npz", make_events(t, x, y, rng.integers(0, 2, n)), 16, 16)
+    return root
+
+
+def _ckpt(seed=0):
+    return Checkpoint(CFG, GEOM, Network(CFG).init(seed), training={"dataset": "folder"})
+
+
+def test_a_random_network_without_adaptation_scores_chance(folder):
+    dataset = FolderDataset(folder, fractions=(0.4, 0.3, 0.3))
+    r = evaluate(_ckpt(), dataset, Setting(ways=3, shots=1, steps=0, tasks=60, queries=4))
+    # no inner step: the random head's answers carry no information about the task
+    assert abs(r["accuracy_mean"] - 1 / 3) < max(2 * r["accuracy_ci95"], 0.05), r
+
+
+def test_adaptation_beats_chance(folder):
+    dataset = FolderDataset(folder, fractions=(0.4, 0.3, 0.3))
+    r = evaluate(_ckpt(), dataset, Setting(ways=3, shots=1, steps=3, tasks=40, queries=4))
+    assert r["accuracy_mean"] > 1 / 3 + 2 * r["accuracy_ci95"], r
+    assert 0 <= r["accuracy_ci95"] < 0.2 and r["tasks"] == 40
+
+
+def test_more_ways_than_outputs_is_an_error(folder):
+    dataset = FolderDataset(folder, fractions=(0.4, 0.3, 0.3))
+    with pytest.raises(ValueError, match="ways=4 exceeds the network's 3 outputs"):
+        evaluate(_ckpt(), dataset, Setting(ways=4, tasks=1))
+
+
+def test_command_prints_one_json_object(folder, tmp_path, capsys):
+    save(_ckpt(), tmp_path / "tiny")
+    rc = main(["evaluate", str(tmp_path / "tiny"), "--dataset", f"folder:{folder}", "--ways", "2",
+               "--shots", "1", "--steps", "1", "--bits", "8", "--tasks", "5", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"accuracy_mean", "accuracy_ci95", "tasks"} <= set(out)
+    assert out["tasks"] == 5 and out["bits"] == 8 and out["ways"] == 2
+    assert 0.0 <= out["accuracy_mean"] <= 1.0
