@@ -76,6 +76,41 @@ def as_events(arr) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class EventColumns:
+    """Events as four separate columns (e.g. zero-copy views of wire bytes). Every function that
+    reads events by field (``validate``, ``bin_events``) takes these as well as an event array,
+    so a decoded message is validated and binned without being copied into one."""
+
+    t: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    p: np.ndarray
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return getattr(self, key)
+        return EventColumns(self.t[key], self.x[key], self.y[key], self.p[key])
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def to_array(self) -> np.ndarray:
+        """A copy as an ``EVENT_DTYPE`` array."""
+        return make_events(self.t, self.x, self.y, self.p)
+
+
+def check_events(events) -> None:
+    """Raise ``EventError`` unless ``events`` is a 1-D ``EVENT_DTYPE`` array or ``EventColumns``."""
+    if isinstance(events, EventColumns):
+        return
+    if not isinstance(events, np.ndarray) or events.dtype != EVENT_DTYPE:
+        got = getattr(events, "dtype", type(events))
+        raise EventError("dtype", f"expected an array of EVENT_DTYPE, got {got}")
+    if events.ndim != 1:
+        raise EventError("shape", f"expected a 1-D array, got shape {events.shape}")
+
+
+@dataclass(frozen=True)
 class Limits:
     """What ``validate`` accepts. ``width``/``height`` of None skip the coordinate checks."""
 
@@ -89,41 +124,41 @@ def _first(mask: np.ndarray) -> int:
     return int(np.argmax(mask))
 
 
-def validate(events: np.ndarray, limits: Limits = Limits(), *, sort: bool = False) -> np.ndarray:
-    """Check ``events`` against ``limits`` and return them (sorted by time when ``sort``).
+def _check_below(events, field: str, bound: int, rule: str) -> None:
+    col = events[field]
+    if len(col) and col.max() >= bound:
+        raise EventError(field, rule, _first(col >= bound))
+
+
+def validate(events, limits: Limits = Limits(), *, sort: bool = False):
+    """Check ``events`` (an event array or ``EventColumns``) against ``limits`` and return them
+    (sorted by time when ``sort``).
 
     Raises ``EventError`` naming the field, the rule and the first bad index. Never modifies the
-    input: sorting returns a new array.
+    input: sorting returns a new object.
     """
-    if not isinstance(events, np.ndarray) or events.dtype != EVENT_DTYPE:
-        raise EventError("dtype", f"expected an array of EVENT_DTYPE, got {getattr(events, 'dtype', type(events))}")
-    if events.ndim != 1:
-        raise EventError("shape", f"expected a 1-D array, got shape {events.shape}")
+    check_events(events)
     n = len(events)
     if n == 0 and not limits.allow_empty:
         raise EventError("events", "at least one event is required")
     if limits.max_events is not None and n > limits.max_events:
         raise EventError("events", f"{n} events exceed the limit of {limits.max_events}", limits.max_events)
     if limits.width is not None:
-        bad = events["x"] >= limits.width
-        if bad.any():
-            raise EventError("x", f"must be < sensor width {limits.width}", _first(bad))
+        _check_below(events, "x", limits.width, f"must be < sensor width {limits.width}")
     if limits.height is not None:
-        bad = events["y"] >= limits.height
-        if bad.any():
-            raise EventError("y", f"must be < sensor height {limits.height}", _first(bad))
-    bad = events["p"] > 1
-    if bad.any():
-        raise EventError("p", "polarity must be 0 or 1", _first(bad))
+        _check_below(events, "y", limits.height, f"must be < sensor height {limits.height}")
+    _check_below(events, "p", 2, "polarity must be 0 or 1")
+    t = events["t"]
     if n > 1:
-        dec = np.diff(events["t"]) < 0
+        dec = t[1:] < t[:-1]
         if dec.any():
             if not sort:
                 raise EventError("t", "timestamps must not decrease (pass sort=True to sort)", _first(dec) + 1)
-            events = events[np.argsort(events["t"], kind="stable")]
+            events = events[np.argsort(t, kind="stable")]
     return events
 
 
-def is_sorted(events: np.ndarray) -> bool:
+def is_sorted(events) -> bool:
     """True when timestamps never decrease."""
-    return bool(len(events) < 2 or (np.diff(events["t"]) >= 0).all())
+    t = events["t"]
+    return bool(len(t) < 2 or not (t[1:] < t[:-1]).any())

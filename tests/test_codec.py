@@ -1,0 +1,101 @@
+"""The wire codec: exact byte layout, round trips, and every malformed input."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from spikeshot.events.array import EVENT_DTYPE, EventError, empty, make_events
+from spikeshot.events.codec import EncodedEvents, decode, encode
+
+
+def test_layout_is_columnar_little_endian():
+    events = make_events([1, -2], [0x0102, 7], [3, 0xFFFF], [1, 0])
+    enc = encode(events)
+    assert isinstance(enc, EncodedEvents)
+    assert enc.t == (1).to_bytes(8, "little", signed=True) + (-2).to_bytes(8, "little", signed=True)
+    assert enc.x == b"\x02\x01\x07\x00"
+    assert enc.y == b"\x03\x00\xff\xff"
+    assert enc.p == b"\x01\x00"
+
+
+@given(arrays(EVENT_DTYPE, st.integers(0, 200)))
+def test_round_trip(events):
+    enc = encode(events)
+    assert [len(c) for c in enc] == [8 * len(events), 2 * len(events), 2 * len(events), len(events)]
+    back = decode(*enc)
+    assert back.dtype == EVENT_DTYPE
+    np.testing.assert_array_equal(back, events)
+
+
+@given(arrays(EVENT_DTYPE, st.integers(1, 50)), st.sampled_from([bytearray, memoryview]))
+def test_decode_accepts_any_bytes_like_and_owns_its_memory(events, kind):
+    cols = [kind(bytearray(c)) for c in encode(events)]
+    back = decode(*cols)
+    np.testing.assert_array_equal(back, events)
+    assert back.flags.writeable
+    cols[0][:] = b"\xff" * (8 * len(events))  # decode copied: its events do not change
+    np.testing.assert_array_equal(back, events)
+
+
+def test_encode_strided_slice_and_empty():
+    events = make_events(np.arange(10), np.arange(10), np.arange(10), np.arange(10) % 2)[::3]
+    np.testing.assert_array_equal(decode(*encode(events)), events)
+    assert encode(empty()) == EncodedEvents(b"", b"", b"", b"")
+    assert len(decode(b"", b"", b"", b"")) == 0
+
+
+@pytest.mark.parametrize(
+    "column, cut, field, match",
+    [
+        ("t", 1, "t", r"events\.t: byte length 23 is not a multiple of 8 \(int64\)"),
+        ("x", 1, "x", r"events\.x: byte length 5 is not a multiple of 2 \(uint16\)"),
+        ("y", 1, "y", r"events\.y: byte length 5 is not a multiple of 2 \(uint16\)"),
+        ("x", 2, "x", r"events\.x: 2 values but t has 3"),
+        ("y", 4, "y", r"events\.y: 1 values but t has 3"),
+        ("p", 1, "p", r"events\.p: 2 values but t has 3"),
+        ("t", 8, "x", r"events\.x: 3 values but t has 2"),
+    ],
+)
+def test_decode_rejects_malformed_columns(column, cut, field, match):
+    enc = encode(make_events([1, 2, 3], [4, 5, 6], [7, 8, 9], [0, 1, 0]))._asdict()
+    enc[column] = enc[column][:-cut]
+    with pytest.raises(EventError, match=match) as info:
+        decode(**enc)
+    assert info.value.field == field
+
+
+def test_decode_rejects_extra_bytes_of_p():
+    enc = encode(make_events([1], [2], [3], [1]))
+    with pytest.raises(EventError, match=r"events\.p: 2 values but t has 1"):
+        decode(enc.t, enc.x, enc.y, enc.p + b"\x00")
+
+
+def test_encode_rejects_other_arrays():
+    with pytest.raises(EventError, match=r"events\.dtype"):
+        encode(np.zeros(3, np.int64))
+    with pytest.raises(EventError, match=r"events\.dtype"):
+        encode([(1, 2, 3, 1)])
+    with pytest.raises(EventError, match=r"events\.shape"):
+        encode(empty(4).reshape(2, 2))
+
+
+def test_columns_validate_and_bin_like_the_array():
+    from spikeshot.events import EventColumns, FrameGeometry, Limits, bin_events, validate
+    from spikeshot.events.codec import decode_columns
+
+    rng = np.random.default_rng(3)
+    n = 500
+    ev = make_events(np.sort(rng.integers(0, 10_000, n)), rng.integers(0, 20, n),
+                     rng.integers(0, 10, n), rng.integers(0, 2, n))
+    cols = decode_columns(*encode(ev))
+    assert isinstance(cols, EventColumns) and len(cols) == n
+    g = FrameGeometry(sensor_width=20, sensor_height=10, bins=4, window_us=10_000)
+    limits = Limits(width=20, height=10)
+    np.testing.assert_array_equal(bin_events(validate(cols, limits), g), bin_events(ev, g))
+    bad = decode_columns(*encode(ev))
+    bad_y = bad.y.copy()
+    bad_y[7] = 10
+    with pytest.raises(EventError, match=r"events.y: must be < sensor height 10 \(first bad index 7\)"):
+        validate(EventColumns(bad.t, bad.x, bad_y, bad.p), limits)
