@@ -1,0 +1,550 @@
+"""The engine: everything the service does, in-process and without gRPC.
+
+A robot app can run an ``Engine`` inside its own process; the gRPC servicer only translates
+messages to these calls and ``spikeshot.service.errors`` to status codes. Every method is
+thread-safe. ``owner`` is the caller's identity (sessions of one owner are invisible to others);
+``control`` carries a request's deadline and cancellation (``executor.Control``).
+
+Adapt: the inner loop runs from the model's meta-trained initialisation over the session's whole
+support set (earlier examples kept unless ``replace_support``), with the session's steps, step size,
+weight bits, grid and rounding. Labels map to output units in first-seen order; unused outputs are
+masked. The new support set and weights are built aside and committed only when everything
+succeeded, so a failed, cancelled or broken Adapt leaves the session exactly as it was. Adapts of
+one session run one after the other. Classify reads the session's state once, so it answers with one
+consistent set of weights even while an Adapt of the same session runs.
+
+Model work runs on the bounded ``Executor``; decoding and binning run on the caller's thread as the
+stream arrives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spikeshot.events.binning import FrameGeometry
+from spikeshot.models import checkpoint
+from spikeshot.models.checkpoint import Checkpoint
+from spikeshot.models.maml import accuracy, adapt, masked_loss
+from spikeshot.models.network import Network
+from spikeshot.models.quantize import Quantizer
+from spikeshot.service import inputs, sessions
+from spikeshot.service.config import ServerConfig
+from spikeshot.service.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
+from spikeshot.service.executor import NO_CONTROL, POLL_S, Control, Executor, configure_torch
+from spikeshot.service.inputs import Chunk, EventInput, FrameInput, Input
+from spikeshot.service.sessions import Session, SessionStore, Settings, Shot, State, Weights
+
+ZOO = Path(checkpoint.__file__).resolve().parent / "zoo"
+STREAM_BATCH = 32  # windows of one stream classified in one forward pass
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Milliseconds per stage of a request (stages that did not run are 0)."""
+
+    decode_ms: float = 0.0
+    bin_ms: float = 0.0
+    queue_ms: float = 0.0
+    adapt_ms: float = 0.0
+    forward_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model as ``ListModels`` describes it; ``step_size`` 0 means learned step sizes,
+    ``weight_bits`` 0 float32."""
+
+    name: str
+    is_default: bool
+    card: dict
+    arch: str
+    ways: int
+    bins: int
+    height: int
+    width: int
+    sensor_width: int
+    sensor_height: int
+    window_us: int
+    inner_steps: int
+    step_size: float
+    weight_bits: int
+    parameters: int
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """A session as ``GetSession`` describes it (times in seconds since the Unix epoch)."""
+
+    session_id: str
+    settings: Settings
+    classes: tuple[str, ...]
+    examples: int
+    weights_version: int
+    created_at: float
+    last_used_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class AdaptResult:
+    session_id: str
+    loss_before: float
+    loss_after: float
+    support_accuracy: float
+    examples: int
+    new_examples: int
+    classes: tuple[str, ...]
+    weights_version: int
+    steps: int
+    timings: Timings
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The answer to a query: ``probabilities`` by label, in output order."""
+
+    label: str
+    probabilities: dict[str, float]
+    weights_version: int
+    events: int
+    timings: Timings
+
+
+@dataclass(frozen=True)
+class WindowPrediction:
+    """The answer for one window ``[start_us, end_us)`` of a stream."""
+
+    start_us: int
+    end_us: int
+    label: str
+    probabilities: dict[str, float]
+    events: int
+    complete: bool
+    weights_version: int
+    timings: Timings
+
+
+@dataclass(frozen=True)
+class _Model:
+    name: str
+    checkpoint: Checkpoint
+    network: Network
+    params: dict[str, torch.Tensor]
+    fingerprint: str
+
+    @property
+    def geometry(self) -> FrameGeometry:
+        return self.checkpoint.geometry
+
+
+def fingerprint(ckpt: Checkpoint) -> str:
+    """SHA-256 of a checkpoint's meta-trained weights and learned step sizes."""
+    h = hashlib.sha256()
+    for prefix, tensors in (("", ckpt.params), (checkpoint.LR_PREFIX, ckpt.inner_lr)):
+        for name in sorted(tensors):
+            t = tensors[name].detach().float().contiguous()
+            h.update(f"{prefix}{name}:{list(t.shape)};".encode())
+            h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def find_checkpoints(paths: Sequence[str | Path]) -> list[Checkpoint]:
+    """Load checkpoints named by ``paths`` (files or folders of them; none: the shipped zoo). A
+    checkpoint without a card name takes its file's stem."""
+    found: list[Path] = []
+    for path in [Path(p) for p in paths] or [ZOO]:
+        if path.is_dir():
+            found += sorted(p for p in path.glob("*.json")
+                            if p.with_suffix(".safetensors").is_file())
+        else:
+            found.append(path)
+    if not found:
+        raise ValueError(f"no checkpoints in {', '.join(map(str, paths or [ZOO]))}")
+    out = []
+    for path in found:
+        ckpt = checkpoint.load(path)
+        ckpt.name = ckpt.name or checkpoint.paths(path)[1].stem
+        out.append(ckpt)
+    return out
+
+
+def _seed(seed: int, version: int) -> int:
+    return (seed * 1_000_003 + version) % 2**63
+
+
+class Engine:
+    """Sessions, adaptation and classification over ``models`` (checkpoints with distinct names;
+    the first is the default unless ``config.default_model`` names another)."""
+
+    def __init__(self, models: Sequence[Checkpoint], config: ServerConfig | None = None, *,
+                 clock=time.time):
+        self.config = config or ServerConfig()
+        self._models: dict[str, _Model] = {}
+        for ckpt in models:
+            if not ckpt.name:
+                raise ValueError("every model needs a name (Checkpoint.name)")
+            if ckpt.name in self._models:
+                raise ValueError(f"two models are named {ckpt.name!r}")
+            params = {k: v.detach().float().contiguous() for k, v in ckpt.params.items()}
+            self._models[ckpt.name] = _Model(ckpt.name, ckpt, ckpt.network, params,
+                                             fingerprint(ckpt))
+        if not self._models:
+            raise ValueError("the engine needs at least one model")
+        self.default_model = self.config.default_model or next(iter(self._models))
+        if self.default_model not in self._models:
+            raise ValueError(f"default_model {self.default_model!r} is not among the models "
+                             f"{sorted(self._models)}")
+        self.executor = Executor(self.config.worker_count, self.config.queue_limit)
+        c = self.config
+        self.sessions = SessionStore(c.session_ttl_s, c.max_sessions, c.max_sessions_per_owner,
+                                     c.snapshot_dir or None, clock)
+        self.sessions.restore(self._check_restored)
+
+    @classmethod
+    def from_config(cls, config: ServerConfig) -> Engine:
+        """The server's engine: set torch's thread count (once, here), load the configured
+        checkpoints, restore the snapshot directory's sessions and warm up."""
+        configure_torch(config.torch_thread_count)
+        engine = cls(find_checkpoints(config.models), config)
+        engine.warm_up()
+        return engine
+
+    def warm_up(self) -> None:
+        """One inner step and one forward pass per model on empty frames, so that the first
+        request does not pay torch's one-time set-up of ``torch.func`` (about a second)."""
+        for m in self._models.values():
+            frames = torch.zeros(1, *m.geometry.shape)
+            with torch.no_grad():
+                adapt(m.network.forward, m.params, frames, torch.zeros(1, dtype=torch.long))
+
+    def close(self) -> None:
+        """Stop accepting model work and wait for the running jobs."""
+        self.executor.close()
+
+    # -- models and sessions ------------------------------------------------------------------
+
+    def list_models(self) -> list[ModelInfo]:
+        """Every model, the default first."""
+        names = [self.default_model] + [n for n in self._models if n != self.default_model]
+        out = []
+        for name in names:
+            m = self._models[name]
+            ck, g = m.checkpoint, m.geometry
+            out.append(ModelInfo(
+                name=name, is_default=name == self.default_model, card=ck.card(),
+                arch=ck.config.arch, ways=ck.config.ways, bins=g.bins, height=g.height,
+                width=g.width, sensor_width=g.sensor_width, sensor_height=g.sensor_height,
+                window_us=g.window_us, inner_steps=ck.inner_steps,
+                step_size=0.0 if ck.inner_lr else ck.inner_step_size,
+                weight_bits=ck.quantizer.bits if ck.quantizer else 0,
+                parameters=sum(v.numel() for v in ck.params.values()), fingerprint=m.fingerprint,
+            ))
+        return out
+
+    def _model(self, name: str) -> _Model:
+        if name not in self._models:
+            raise NotFound(f"no model {name!r}; this server has {sorted(self._models)}")
+        return self._models[name]
+
+    def create_session(self, *, owner: str = "", model: str | None = None,
+                       ways: int | None = None, inner_steps: int | None = None,
+                       step_size: float | None = None, weight_bits: int | None = None,
+                       rounding: str | None = None, grid: str | None = None,
+                       seed: int = 0) -> SessionInfo:
+        """A new session; None (or 0 for ``ways``/``inner_steps``/``step_size``) takes the model
+        card's default. ``weight_bits`` 0 means float32 weights."""
+        m = self._model(model or self.default_model)
+        ck = m.checkpoint
+        q = ck.quantizer
+        settings = Settings(
+            model=m.name,
+            ways=ways or ck.config.ways,
+            inner_steps=inner_steps or ck.inner_steps,
+            step_size=step_size or (None if ck.inner_lr else ck.inner_step_size),
+            weight_bits=(q.bits if q else 0) if weight_bits is None else weight_bits,
+            rounding=rounding or (q.rounding if q else "nearest"),
+            grid=grid or (q.mode if q else "global"),
+            seed=seed,
+        )
+        self._check_settings(settings, m)
+        return self._info(self.sessions.create(owner, settings, m.fingerprint))
+
+    def _check_settings(self, settings: Settings, m: _Model) -> None:
+        if settings.ways > m.checkpoint.config.ways:
+            raise InvalidArgument(f"ways={settings.ways} exceeds model {m.name!r}'s "
+                                  f"{m.checkpoint.config.ways} outputs", "ways")
+        if settings.inner_steps > self.config.max_inner_steps:
+            raise InvalidArgument(f"inner_steps={settings.inner_steps} exceeds the server's limit "
+                                  f"of {self.config.max_inner_steps}", "inner_steps")
+        if settings.step_size is None and not m.checkpoint.inner_lr:
+            raise InvalidArgument(f"model {m.name!r} has no learned step sizes: give step_size",
+                                  "step_size")
+
+    def _info(self, session: Session) -> SessionInfo:
+        state = session.state
+        return SessionInfo(session.id, session.settings, state.classes, len(state.support),
+                           state.version, session.created, session.last_used,
+                           self.sessions.expires_at(session))
+
+    def get_session(self, session_id: str, *, owner: str = "") -> SessionInfo:
+        return self._info(self.sessions.get(owner, session_id))
+
+    def list_sessions(self, *, owner: str = "") -> list[SessionInfo]:
+        """``owner``'s sessions, oldest first."""
+        return [self._info(s) for s in self.sessions.list(owner)]
+
+    def delete_session(self, session_id: str, *, owner: str = "") -> None:
+        self.sessions.delete(owner, session_id)
+
+    def export_session(self, session_id: str, *, owner: str = "") -> bytes:
+        """The session's settings, labels, support set and weights (``sessions.dump``)."""
+        return sessions.dump(self.sessions.get(owner, session_id))
+
+    def import_session(self, data: bytes, *, owner: str = "") -> SessionInfo:
+        """A new session of ``owner``'s from ``export_session``'s bytes."""
+        try:
+            info, settings, state = sessions.load(data)
+        except ValueError as e:
+            raise InvalidArgument(f"data: {e}", "data") from None
+        self._check_restored(settings, info["fingerprint"], state)
+        return self._info(self.sessions.create(owner, settings, info["fingerprint"], state))
+
+    def _check_restored(self, settings: Settings, model_fingerprint: str, state: State) -> None:
+        """That an imported or restored session fits a model of this server."""
+        if settings.model not in self._models:
+            raise FailedPrecondition(f"the session was adapted on model {settings.model!r}, which "
+                                     f"this server does not hold ({sorted(self._models)})")
+        m = self._models[settings.model]
+        if model_fingerprint != m.fingerprint:
+            raise FailedPrecondition(f"the session was adapted on other weights of model "
+                                     f"{m.name!r} (fingerprint {model_fingerprint[:12]}..., this "
+                                     f"server's {m.fingerprint[:12]}...)")
+        self._check_settings(settings, m)
+        if len(state.support) > self.config.max_support_examples:
+            raise ResourceExhausted(f"{len(state.support)} support examples exceed the limit of "
+                                    f"{self.config.max_support_examples}")
+        for shot in state.support:
+            if shot.frames.shape != m.geometry.shape:
+                raise InvalidArgument(f"support frames of shape {list(shot.frames.shape)}, model "
+                                      f"{m.name!r} takes {list(m.geometry.shape)}", "data")
+        if len(state.classes) > settings.ways:
+            raise InvalidArgument(f"{len(state.classes)} classes exceed {settings.ways} ways",
+                                  "data")
+        if state.weights is not None:
+            shapes = m.network.shapes()
+            for k, v in state.weights.tensors.items():
+                if shapes.get(k) != tuple(v.shape):
+                    raise InvalidArgument(f"weight {k!r} of shape {list(v.shape)} is not a "
+                                          f"parameter of model {m.name!r}", "data")
+
+    # -- adaptation -----------------------------------------------------------------------------
+
+    def adapt(self, session_id: str, chunks: Iterable[Chunk], *, owner: str = "",
+              replace_support: bool = False, control: Control = NO_CONTROL) -> AdaptResult:
+        """Add the examples of ``chunks`` to the session's support set and adapt it (see the
+        module notes). Errors leave the session unchanged."""
+        begin = time.perf_counter()
+        session = self.sessions.get(owner, session_id)
+        m = self._models[session.settings.model]
+        cap = self.config.max_support_examples
+        samples = []
+        for sample in inputs.examples(chunks, m.geometry, self.config.max_events):
+            samples.append(sample)
+            held = 0 if replace_support else len(session.state.support)
+            if held + len(samples) > cap:
+                raise ResourceExhausted(f"the session would hold more than {cap} support examples; "
+                                        "adapt with replace_support or start a new session")
+            control.check()
+        if not samples:
+            raise InvalidArgument("Adapt received no examples", "example")
+        while not session.adapting.acquire(timeout=POLL_S):
+            control.check()
+        try:
+            base = session.state
+            new = tuple(Shot(s.label, _frozen(s.frames)) for s in samples)
+            support = new if replace_support else base.support + new
+            if len(support) > cap:
+                raise ResourceExhausted(f"the session would hold {len(support)} support examples, "
+                                        f"more than {cap}")
+            classes = sessions.classes_of(support)
+            if len(classes) > session.settings.ways:
+                raise InvalidArgument(f"{len(classes)} classes {list(classes)} exceed the "
+                                      f"session's {session.settings.ways} ways", "label")
+            version = base.version + 1
+            (weights, before, after, acc, adapt_ms), queue_ms = self.executor.run(
+                lambda: self._fit(m, session.settings, support, classes, version, control), control)
+            control.check()  # a request stopped by now leaves the session unchanged
+            self.sessions.commit(session, State(support, classes, weights, version))
+        finally:
+            session.adapting.release()
+        timings = Timings(
+            decode_ms=sum(s.decode_ms for s in samples), bin_ms=sum(s.bin_ms for s in samples),
+            queue_ms=queue_ms, adapt_ms=adapt_ms, total_ms=1000.0 * (time.perf_counter() - begin))
+        return AdaptResult(session.id, before, after, acc, len(support), len(new), classes, version,
+                           session.settings.inner_steps, timings)
+
+    def _quantizer(self, settings: Settings, m: _Model) -> Quantizer | None:
+        if not settings.weight_bits:
+            return None
+        card = m.checkpoint.quantizer
+        same_grid = card is not None and (card.bits, card.mode) == (settings.weight_bits, "global")
+        frac_bits = card.frac_bits if same_grid and settings.grid == "global" else None
+        return Quantizer(settings.weight_bits, settings.grid, settings.rounding, frac_bits)
+
+    def _fit(self, m: _Model, settings: Settings, support: tuple[Shot, ...],
+             classes: tuple[str, ...], version: int, control: Control):
+        """The inner loop (on a worker): weights, loss before and after, support accuracy, ms."""
+        start = time.perf_counter()
+        index = {label: i for i, label in enumerate(classes)}
+        frames = torch.from_numpy(np.stack([s.frames for s in support]))
+        labels = torch.tensor([index[s.label] for s in support])
+        mask = torch.arange(m.checkpoint.config.ways) < len(classes)
+        learned = settings.step_size is None
+        names = tuple(m.checkpoint.inner_lr) if learned else tuple(m.params)
+        lr = m.checkpoint.inner_lr if learned else settings.step_size
+        quantizer = self._quantizer(settings, m)
+        scales = None
+        start_params = m.params
+        if quantizer is not None:
+            scales = quantizer.scales({k: m.params[k] for k in names})
+            nearest = Quantizer(quantizer.bits, quantizer.mode, "nearest", quantizer.frac_bits)
+            start_params = {**m.params, **nearest.fake_all({k: m.params[k] for k in names}, scales)}
+        generator = torch.Generator().manual_seed(_seed(settings.seed, version))
+        forward = m.network.forward
+        with torch.no_grad():
+            before = float(masked_loss(forward(start_params, frames), labels, mask))
+            fast = adapt(forward, m.params, frames, labels, settings.inner_steps, lr, quantizer,
+                         names=names, class_mask=mask, scales=scales, generator=generator,
+                         between_steps=control.check)
+            logits = forward(fast, frames)
+            after = float(masked_loss(logits, labels, mask))
+            acc = accuracy(logits.masked_fill(~mask, -math.inf), labels)
+        weights = Weights.store({k: fast[k] for k in names}, settings.weight_bits, scales)
+        return weights, before, after, acc, 1000.0 * (time.perf_counter() - start)
+
+    # -- classification -------------------------------------------------------------------------
+
+    def _adapted(self, owner: str, session_id: str) -> tuple[Session, _Model]:
+        session = self.sessions.get(owner, session_id)
+        if session.state.weights is None:
+            raise FailedPrecondition(f"session {session_id!r} is not adapted yet: call Adapt first")
+        return session, self._models[session.settings.model]
+
+    @staticmethod
+    def _candidates(state: State, candidates: Sequence[str]) -> list[int]:
+        """Output units of the answer: every class, or the ``candidates`` (all learned)."""
+        if not candidates:
+            return list(range(len(state.classes)))
+        index = {label: i for i, label in enumerate(state.classes)}
+        for label in candidates:
+            if label not in index:
+                raise InvalidArgument(f"label {label!r} was never seen in Adapt; the session's "
+                                      f"classes are {list(state.classes)}", "candidates")
+        return sorted({index[label] for label in candidates})
+
+    def _forward(self, m: _Model, state: State, frames: np.ndarray, units: list[int]):
+        """Probabilities [batch, len(units)] with the weights of ``state``; milliseconds."""
+        start = time.perf_counter()
+        with torch.no_grad():
+            params = {**m.params, **state.weights.values()}
+            logits = m.network.forward(params, torch.from_numpy(frames))
+            probs = torch.softmax(logits[:, units], dim=-1).numpy()
+        return probs, 1000.0 * (time.perf_counter() - start)
+
+    @staticmethod
+    def _answer(state: State, units: list[int], probs: np.ndarray) -> tuple[str, dict[str, float]]:
+        labels = [state.classes[u] for u in units]
+        return labels[int(np.argmax(probs))], dict(zip(labels, map(float, probs), strict=True))
+
+    def classify(self, session_id: str, query: Input | Iterable[Input], *, owner: str = "",
+                 candidates: Sequence[str] = (), control: Control = NO_CONTROL) -> Prediction:
+        """Classify one query (an input, or the chunks of one) with the session's weights,
+        restricted to ``candidates`` when given."""
+        begin = time.perf_counter()
+        session, m = self._adapted(owner, session_id)
+        self._candidates(session.state, candidates)
+        if isinstance(query, EventInput | FrameInput):
+            query = [query]
+        sample = inputs.query(query, m.geometry, self.config.max_events)
+        state = session.state  # one consistent set of weights from here on
+        units = self._candidates(state, candidates)
+        (probs, forward_ms), queue_ms = self.executor.run(
+            lambda: self._forward(m, state, sample.frames[None], units), control)
+        label, probabilities = self._answer(state, units, probs[0])
+        timings = Timings(decode_ms=sample.decode_ms, bin_ms=sample.bin_ms, queue_ms=queue_ms,
+                          forward_ms=forward_ms, total_ms=1000.0 * (time.perf_counter() - begin))
+        return Prediction(label, probabilities, state.version, sample.events, timings)
+
+    def classify_stream(self, session_id: str, chunks: Iterable[EventInput], *, owner: str = "",
+                        window_us: int | None = None, hop_us: int | None = None,
+                        candidates: Sequence[str] = (),
+                        control: Control = NO_CONTROL) -> Iterator[WindowPrediction]:
+        """Classify a live stream window by window (``inputs.Windower``): one prediction per window
+        that holds events, each with the session's weights at that moment. The session, settings
+        and candidates are checked before this returns; the rest as the iterator is consumed."""
+        session, m = self._adapted(owner, session_id)
+        self._candidates(session.state, candidates)
+        windower = inputs.Windower(m.geometry, self.config.max_events, window_us, hop_us)
+        return self._stream(owner, session.id, m, windower, chunks, tuple(candidates), control)
+
+    def _stream(self, owner, session_id, m, windower, chunks, candidates, control):
+        for data in chunks:
+            control.check()
+            yield from self._classify_windows(owner, session_id, m, windower.push(data),
+                                              candidates, control)
+        yield from self._classify_windows(owner, session_id, m, windower.finish(), candidates,
+                                          control)
+
+    def _classify_windows(self, owner, session_id, m, windows, candidates, control):
+        ready = time.perf_counter()
+        for i in range(0, len(windows), STREAM_BATCH):
+            batch = windows[i : i + STREAM_BATCH]
+            state = self.sessions.get(owner, session_id).state
+            units = self._candidates(state, candidates)
+            frames = np.stack([w.frames for w in batch])
+            (probs, forward_ms), queue_ms = self.executor.run(
+                lambda: self._forward(m, state, frames, units), control)  # noqa: B023
+            for w, p in zip(batch, probs, strict=True):
+                label, probabilities = self._answer(state, units, p)
+                timings = Timings(decode_ms=w.decode_ms, bin_ms=w.bin_ms, queue_ms=queue_ms,
+                                  forward_ms=forward_ms,
+                                  total_ms=1000.0 * (time.perf_counter() - ready))
+                yield WindowPrediction(w.start_us, w.end_us, label, probabilities, w.events,
+                                       w.complete, state.version, timings)
+
+
+def _frozen(frames: np.ndarray) -> np.ndarray:
+    frames = np.ascontiguousarray(frames, dtype=np.float32)
+    frames.flags.writeable = False
+    return frames
+
+
+__all__ = [
+    "AdaptResult",
+    "Chunk",
+    "Engine",
+    "EventInput",
+    "FrameInput",
+    "ModelInfo",
+    "Prediction",
+    "SessionInfo",
+    "Timings",
+    "WindowPrediction",
+    "find_checkpoints",
+    "fingerprint",
+]

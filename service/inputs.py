@@ -1,0 +1,361 @@
+"""Requests' events or frames -> the model's input frames ``[bins, 2, height, width]`` (numpy only).
+
+Events of any sensor are mapped to the model card's geometry by one rule:
+
+1. Validate them against the sending sensor's size (``Limits``): coordinates inside it, polarity
+   0/1, timestamps that never decrease (also across the chunks of one example, query or stream).
+2. If the sensor differs from the card's sensor, take the largest centred region of it with the
+   card sensor's aspect ratio (``sensor_region``; the excess columns or rows are split evenly on
+   both sides, an odd one going to the right or bottom) and scale coordinates from that region to
+   the card's sensor: ``x' = (x - x0) * card_width // region_width``, likewise for y. Events outside
+   the region are dropped; a larger sensor is thereby downsampled (counts of merged pixels add up),
+   a smaller one upsampled (each pixel lands on one card pixel, leaving gaps).
+3. Bin with the card's geometry (its crop, downsample and time bins): the window starts at the
+   first event and lasts the card's ``window_us``; later events are ignored.
+
+Frames a client binned itself must already have the model's shape; values are finite and >= 0.
+
+An example or query with no event inside the model's view (window and crop) is an error, as is an
+example of no events at all. Errors are ``InvalidArgument`` naming where (example, chunk), the
+field and the first bad index.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from spikeshot.events.array import EVENT_DTYPE, EventError, Limits, validate
+from spikeshot.events.binning import FrameGeometry, bin_events
+from spikeshot.events.codec import EncodedEvents, decode
+from spikeshot.service.errors import InvalidArgument
+
+FRAME_TYPES = {"float32": np.dtype("<f4"), "uint16": np.dtype("<u2")}
+MAX_SENSOR = 65535
+
+
+@dataclass(frozen=True)
+class EventInput:
+    """Events of one camera: an ``EVENT_DTYPE`` array, or the wire codec's four columns."""
+
+    events: np.ndarray | EncodedEvents
+    sensor_width: int
+    sensor_height: int
+
+
+@dataclass(frozen=True)
+class FrameInput:
+    """Frames ``[bins, 2, height, width]`` in the model's geometry (any real dtype)."""
+
+    frames: np.ndarray
+
+
+Input = EventInput | FrameInput
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of one support example: its label (required on the example's first chunk), data,
+    and whether it is the example's last chunk. The defaults make one chunk a whole example."""
+
+    label: str = ""
+    data: Input | None = None
+    end_of_example: bool = True
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One example or query in the model's geometry. ``frames`` is float32; ``events`` counts the
+    events inside the window (0 for frames); the times are of this sample's decoding and binning."""
+
+    label: str
+    frames: np.ndarray
+    events: int
+    decode_ms: float
+    bin_ms: float
+
+
+@dataclass(frozen=True)
+class Window:
+    """One window of a stream: ``[start_us, end_us)``, its frames and event count; ``complete`` is
+    False for a window cut short by the end of the stream. ``decode_ms`` covers the chunks decoded
+    since the previous window, ``bin_ms`` this window's mapping and binning."""
+
+    start_us: int
+    end_us: int
+    frames: np.ndarray
+    events: int
+    complete: bool
+    decode_ms: float
+    bin_ms: float
+
+
+def frames_from_bytes(data: bytes, bins: int, height: int, width: int, type: str) -> np.ndarray:
+    """The frames of the wire's ``Frames`` message (``type``: "float32" or "uint16")."""
+    if type not in FRAME_TYPES:
+        raise InvalidArgument(f"frames.type must be one of {sorted(FRAME_TYPES)}, got {type!r}",
+                              "frames.type")
+    dt = FRAME_TYPES[type]
+    shape = (bins, 2, height, width)
+    expected = int(np.prod(shape)) * dt.itemsize
+    if len(data) != expected:
+        raise InvalidArgument(
+            f"frames.data: {len(data)} bytes, but {list(shape)} {type} values take {expected}",
+            "frames.data",
+        )
+    return np.frombuffer(data, dtype=dt).reshape(shape)
+
+
+def sensor_region(width: int, height: int, card_width: int, card_height: int):
+    """``(x0, y0, w, h)``: the largest centred region of a ``width`` x ``height`` sensor with the
+    aspect ratio ``card_width : card_height``."""
+    if width * card_height >= height * card_width:
+        w, h = max(1, height * card_width // card_height), height
+    else:
+        w, h = width, max(1, width * card_height // card_width)
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+def map_to_sensor(events: np.ndarray, width: int, height: int, card_width: int, card_height: int):
+    """Events of a ``width`` x ``height`` sensor in the coordinates of the card's sensor (step 2 of
+    the module's rule); the input array itself when the sizes are equal."""
+    if (width, height) == (card_width, card_height):
+        return events
+    x0, y0, w, h = sensor_region(width, height, card_width, card_height)
+    x = events["x"].astype(np.int64) - x0
+    y = events["y"].astype(np.int64) - y0
+    keep = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    out = events[keep]
+    out["x"] = x[keep] * card_width // w
+    out["y"] = y[keep] * card_height // h
+    return out
+
+
+def _invalid(where: str, error: EventError) -> InvalidArgument:
+    field = "events" if error.field == "events" else f"events.{error.field}"
+    return InvalidArgument(f"{where}: {error}", field, error.index)
+
+
+class _Reader:
+    """Decodes the event chunks of one example, query or stream, checking that the sensor stays
+    the same and that timestamps do not decrease across chunks."""
+
+    def __init__(self, what: str, max_events: int):
+        self.what, self.max_events = what, max_events
+        self.sensor: tuple[int, int] | None = None
+        self.last_t: int | None = None
+
+    def read(self, data: EventInput, where: str) -> np.ndarray:
+        sensor = (data.sensor_width, data.sensor_height)
+        for name, size in zip(("sensor_width", "sensor_height"), sensor, strict=True):
+            if not 1 <= size <= MAX_SENSOR:
+                raise InvalidArgument(f"{where}: events.{name} must be in 1..{MAX_SENSOR}, got "
+                                      f"{size}", f"events.{name}")
+        if self.sensor not in (None, sensor):
+            raise InvalidArgument(f"{where}: the sensor size changed from {self.sensor} to "
+                                  f"{sensor} within one {self.what}", "events.sensor_width")
+        self.sensor = sensor
+        events = data.events
+        try:
+            if not isinstance(events, np.ndarray):
+                events = decode(*events)
+            events = validate(events, Limits(*sensor, self.max_events, allow_empty=True))
+            if len(events) and self.last_t is not None and events["t"][0] < self.last_t:
+                raise EventError("t", "timestamps must not decrease across chunks", 0)
+        except EventError as e:
+            raise _invalid(where, e) from None
+        if len(events):
+            self.last_t = int(events["t"][-1])
+        return events
+
+
+def check_frames(frames: np.ndarray, geometry: FrameGeometry, where: str) -> np.ndarray:
+    """Frames as float32 of the model's shape, finite and >= 0."""
+    frames = np.asarray(frames)
+    if frames.shape != geometry.shape:
+        raise InvalidArgument(
+            f"{where}: frames have shape {list(frames.shape)}, the model takes "
+            f"[bins, 2, height, width] = {list(geometry.shape)}", "frames.shape")
+    if frames.dtype.kind not in "iuf":
+        raise InvalidArgument(f"{where}: frames must hold real numbers, got {frames.dtype}",
+                              "frames.data")
+    frames = frames.astype(np.float32)
+    bad = ~np.isfinite(frames) | (frames < 0)
+    if bad.any():
+        index = int(np.argmax(bad.ravel()))
+        raise InvalidArgument(f"{where}: frames.data must be finite and >= 0 (first bad index "
+                              f"{index})", "frames.data", index)
+    return frames
+
+
+class _Builder:
+    """The chunks of one example or query, turned into a ``Sample``."""
+
+    def __init__(self, geometry: FrameGeometry, max_events: int, where: str):
+        self.geometry, self.max_events, self.where = geometry, max_events, where
+        self.parts: list[np.ndarray] = []
+        self.frames: np.ndarray | None = None
+        self.reader = _Reader("example or query", max_events)
+        self.received = 0
+        self.chunks = 0
+        self.t0: int | None = None
+        self.decode_ms = self.bin_ms = 0.0
+
+    def add(self, data: Input) -> None:
+        where = f"{self.where}, chunk {self.chunks}"
+        if self.frames is not None or (isinstance(data, FrameInput) and self.chunks):
+            raise InvalidArgument(f"{where}: frames cannot share an example or query with other "
+                                  "data chunks", "frames")
+        self.chunks += 1
+        start = time.perf_counter()
+        if isinstance(data, FrameInput):
+            self.frames = check_frames(data.frames, self.geometry, where)
+            self.decode_ms += 1000.0 * (time.perf_counter() - start)
+            return
+        events = self.reader.read(data, where)
+        if self.received + len(events) > self.max_events:
+            error = EventError("events", f"more than {self.max_events} events in one example or "
+                               "query", self.max_events - self.received)
+            raise _invalid(where, error)
+        self.received += len(events)
+        mid = time.perf_counter()
+        self.decode_ms += 1000.0 * (mid - start)
+        if len(events):
+            if self.t0 is None:
+                self.t0 = int(events["t"][0])
+            g = self.geometry
+            events = events[events["t"] < self.t0 + g.window_us]
+            self.parts.append(map_to_sensor(events, *self.reader.sensor, g.sensor_width,
+                                            g.sensor_height))
+        self.bin_ms += 1000.0 * (time.perf_counter() - mid)
+
+    def finish(self, label: str) -> Sample:
+        if self.frames is not None:
+            frames, count = self.frames, 0
+        elif not self.received:
+            raise InvalidArgument(f"{self.where}: no events", "events")
+        else:
+            start = time.perf_counter()
+            events = self.parts[0] if len(self.parts) == 1 else np.concatenate(self.parts)
+            frames = bin_events(events, self.geometry, t0=self.t0)
+            count = len(events)
+            self.bin_ms += 1000.0 * (time.perf_counter() - start)
+        if not frames.any():
+            raise InvalidArgument(f"{self.where}: no event falls inside the model's view (its "
+                                  "crop and window)", "events")
+        return Sample(label, frames, count, self.decode_ms, self.bin_ms)
+
+
+def examples(chunks: Iterable[Chunk], geometry: FrameGeometry, max_events: int) -> Iterator[Sample]:
+    """The support examples of an ``Adapt`` stream, one ``Sample`` as each example ends."""
+    builder, label, index = None, "", 0
+    for chunk in chunks:
+        if builder is None:
+            where = f"example {index}" + (f" ({chunk.label!r})" if chunk.label else "")
+            if not chunk.label:
+                raise InvalidArgument(f"{where}: the first chunk of an example needs a label",
+                                      "label")
+            builder, label = _Builder(geometry, max_events, where), chunk.label
+        elif chunk.label and chunk.label != label:
+            raise InvalidArgument(
+                f"{builder.where}: label changed to {chunk.label!r} within one example (set "
+                "end_of_example on an example's last chunk)", "label")
+        if chunk.data is not None:
+            builder.add(chunk.data)
+        if chunk.end_of_example:
+            yield builder.finish(label)
+            builder, index = None, index + 1
+    if builder is not None:
+        raise InvalidArgument(f"{builder.where}: the stream ended inside this example (set "
+                              "end_of_example on its last chunk)", "end_of_example")
+
+
+def query(parts: Iterable[Input], geometry: FrameGeometry, max_events: int) -> Sample:
+    """The one query of a ``Classify`` stream: its chunks concatenated."""
+    builder = _Builder(geometry, max_events, "query")
+    for data in parts:
+        builder.add(data)
+    return builder.finish("")
+
+
+class Windower:
+    """Cuts a live event stream into windows (the windowing of ``StreamConfig`` in the .proto).
+
+    Window k covers ``[t0 + k * hop_us, t0 + k * hop_us + window_us)``, ``t0`` the stream's first
+    timestamp, and is ready once an event at or past its end has arrived; ``finish`` also gives
+    the windows that began but did not end. Windows without events are skipped. ``window_us``
+    (default: the card's) is split into the model's bins; ``hop_us`` (default: the window) is at
+    least one bin. At most ``max_events`` events may wait in unfinished windows.
+    """
+
+    def __init__(self, geometry: FrameGeometry, max_events: int, window_us: int | None = None,
+                 hop_us: int | None = None):
+        window = window_us or geometry.window_us
+        if window < geometry.bins or window % geometry.bins:
+            raise InvalidArgument(f"window_us={window} is not a positive multiple of the model's "
+                                  f"{geometry.bins} bins", "window_us")
+        self.geometry = dataclasses.replace(geometry, window_us=window)
+        self.hop = hop_us or window
+        if self.hop < self.geometry.bin_us:
+            raise InvalidArgument(f"hop_us={self.hop} is shorter than one time bin "
+                                  f"({self.geometry.bin_us} us)", "hop_us")
+        self.max_events = max_events
+        self.buffer = np.zeros(0, EVENT_DTYPE)
+        self.reader = _Reader("stream", max_events)
+        self.t0: int | None = None
+        self.next = 0
+        self.chunks = 0
+        self.decode_ms = self.bin_ms = 0.0
+
+    def push(self, data: EventInput) -> list[Window]:
+        """Add a chunk of events; return the windows it completes."""
+        where = f"chunk {self.chunks}"
+        self.chunks += 1
+        start = time.perf_counter()
+        events = self.reader.read(data, where)
+        mid = time.perf_counter()
+        self.decode_ms += 1000.0 * (mid - start)
+        if not len(events):
+            return []
+        if self.t0 is None:
+            self.t0 = int(events["t"][0])
+        g = self.geometry
+        mapped = map_to_sensor(events, *self.reader.sensor, g.sensor_width, g.sensor_height)
+        self.buffer = np.concatenate([self.buffer, mapped]) if len(self.buffer) else mapped
+        self.bin_ms += 1000.0 * (time.perf_counter() - mid)
+        ready = self._windows(final=False)
+        if len(self.buffer) > self.max_events:
+            raise InvalidArgument(f"{where}: more than {self.max_events} events within one window",
+                                  "events")
+        return ready
+
+    def finish(self) -> list[Window]:
+        """The windows that began before the stream ended and are not yet given."""
+        return self._windows(final=True)
+
+    def _windows(self, final: bool) -> list[Window]:
+        out: list[Window] = []
+        if self.t0 is None:
+            return out
+        g, window, last = self.geometry, self.geometry.window_us, self.reader.last_t
+        while True:
+            begin = self.t0 + self.next * self.hop
+            end = begin + window
+            self.buffer = self.buffer[np.searchsorted(self.buffer["t"], begin):]
+            if not len(self.buffer) or begin > last or (last < end and not final):
+                return out
+            times = self.buffer["t"]
+            if times[0] >= end:  # no event in this window: go to the first window that has one
+                self.next = max(self.next + 1, (int(times[0]) - self.t0 - window) // self.hop + 1)
+                continue
+            start = time.perf_counter()
+            count = int(np.searchsorted(times, end))
+            frames = bin_events(self.buffer, g, t0=begin)
+            self.bin_ms += 1000.0 * (time.perf_counter() - start)
+            out.append(Window(begin, end, frames, count, last >= end, self.decode_ms, self.bin_ms))
+            self.decode_ms = self.bin_ms = 0.0
+            self.next += 1
