@@ -12,7 +12,9 @@ from spikeshot.models.snn import drive, hidden_spikes, prepare_input
 
 
 def firing_rates(net: Network, params: dict, frames: torch.Tensor) -> list[float]:
-    """Mean spike probability per hidden layer and time step on ``frames``."""
+    """Mean spike probability per hidden layer and time step on ``frames`` (none for the ANN)."""
+    if net.config.arch != "snn":
+        return []
     return [float(s.mean()) for s in hidden_spikes(params, frames, net.config)]
 
 

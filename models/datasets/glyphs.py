@@ -16,7 +16,7 @@ glyph's outline to a 28x28 image and recorded with N-MNIST's saccade protocol on
 (``spikeshot.events.dvs_sim.record_saccades``). Splits are by script: meta-test alphabets are
 never seen in meta-training. A fixed number of instances per character is generated once,
 deterministically from ``seed``, into a cache directory keyed by the parameters and the
-generating code; training only reads it (memory-mapped).
+generator's ``CACHE_FORMAT``; training only reads it (memory-mapped).
 """
 
 from __future__ import annotations
