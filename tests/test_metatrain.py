@@ -111,3 +111,14 @@ def test_two_processes_hold_identical_parameters_after_each_step(tmp_path, tiny_
             assert torch.equal(a[step][k], b[step][k]), (step, k)
             # each process ran half the meta-batch; together they equal one process running all
             assert torch.allclose(a[step][k], single.params[k], atol=1e-6), (step, k)
+
+
+def test_the_ann_baseline_trains_and_validates_on_the_same_recipe(tmp_path, tiny_digits):
+    from dataclasses import replace
+
+    cfg = _cfg(iterations=3)
+    cfg = RunConfig(replace(cfg.model, arch="ann"), cfg.geometry, cfg.training)
+    tr = _trainer(cfg, tmp_path / "ann", tiny_digits)
+    tr.run()
+    last = (tmp_path / "ann" / "log.csv").read_text().splitlines()[-1].split(",")
+    assert last[0] == "3" and 0.0 <= float(last[3]) <= 1.0 and last[4] == ""
