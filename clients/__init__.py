@@ -4,3 +4,17 @@ files, folders and live cameras to a spikeshot server.
 Importing this package never imports torch: a robot's client needs only numpy, grpcio, protobuf
 and aedat.
 """
+
+from spikeshot.clients.aio import AsyncClient, AsyncSession
+from spikeshot.clients.client import Client, Session
+from spikeshot.clients.errors import ServerError, ServerUnavailable, SourceError
+
+__all__ = [
+    "AsyncClient",
+    "AsyncSession",
+    "Client",
+    "ServerError",
+    "ServerUnavailable",
+    "Session",
+    "SourceError",
+]

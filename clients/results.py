@@ -1,0 +1,192 @@
+"""What the server answers, as plain frozen dataclasses built from the protobuf responses (fields
+as in ``spikeshot.proto``; probabilities as a dict from label to probability, in output order).
+``to_dict`` gives JSON-ready dicts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+from spikeshot.v1 import spikeshot_pb2 as pb
+
+ROUNDINGS = ("nearest", "stochastic")
+GRIDS = ("global", "per_tensor")
+
+
+def _enum_name(enum, value: int, prefix: str) -> str:
+    """``ROUNDING_NEAREST`` -> ``nearest``; unspecified -> ``""``."""
+    name = enum.Name(value).removeprefix(prefix).lower()
+    return "" if name == "unspecified" else name
+
+
+def _same_fields(cls, message, **extra):
+    """``cls`` from the fields of ``message`` that share its field names, plus ``extra``."""
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in extra]
+    return cls(**{n: getattr(message, n) for n in names}, **extra)
+
+
+class _Result:
+    def to_dict(self) -> dict:
+        """The result as a JSON-ready dict (nested dataclasses become dicts)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Timings(_Result):
+    """Milliseconds per stage of a request on the server (0 for stages that did not run)."""
+
+    decode_ms: float
+    bin_ms: float
+    queue_ms: float
+    adapt_ms: float
+    forward_ms: float
+    total_ms: float
+
+    @classmethod
+    def from_proto(cls, m: pb.Timings) -> Timings:
+        return _same_fields(cls, m)
+
+
+def _probabilities(items) -> dict[str, float]:
+    return {p.label: p.probability for p in items}
+
+
+@dataclass(frozen=True)
+class Prediction(_Result):
+    """The answer to one query."""
+
+    label: str
+    probabilities: dict[str, float]
+    weights_version: int
+    events: int
+    timings: Timings
+
+    @classmethod
+    def from_proto(cls, m: pb.ClassifyResponse) -> Prediction:
+        return _same_fields(cls, m, probabilities=_probabilities(m.probabilities),
+                            timings=Timings.from_proto(m.timings))
+
+
+@dataclass(frozen=True)
+class WindowPrediction(_Result):
+    """The answer for the window ``[start_us, end_us)`` of a stream (on the events' clock)."""
+
+    start_us: int
+    end_us: int
+    label: str
+    probabilities: dict[str, float]
+    events: int
+    complete: bool
+    weights_version: int
+    timings: Timings
+
+    @classmethod
+    def from_proto(cls, m: pb.ClassifyStreamResponse) -> WindowPrediction:
+        return _same_fields(cls, m, start_us=m.window_start_us, end_us=m.window_end_us,
+                            probabilities=_probabilities(m.probabilities),
+                            timings=Timings.from_proto(m.timings))
+
+
+@dataclass(frozen=True)
+class AdaptResult(_Result):
+    """The outcome of an Adapt: losses before and after, support accuracy, the session's labels."""
+
+    session_id: str
+    loss_before: float
+    loss_after: float
+    support_accuracy: float
+    examples: int
+    new_examples: int
+    classes: tuple[str, ...]
+    weights_version: int
+    steps: int
+    timings: Timings
+
+    @classmethod
+    def from_proto(cls, m: pb.AdaptResponse) -> AdaptResult:
+        return _same_fields(cls, m, classes=tuple(m.classes),
+                            timings=Timings.from_proto(m.timings))
+
+
+@dataclass(frozen=True)
+class Settings(_Result):
+    """A session's settings as the server resolved them (``step_size`` 0: the model's learned
+    step sizes; ``weight_bits`` 0: float32 weights)."""
+
+    model: str
+    ways: int
+    inner_steps: int
+    step_size: float
+    weight_bits: int
+    rounding: str
+    grid: str
+    seed: int
+
+    @classmethod
+    def from_proto(cls, m: pb.SessionSettings) -> Settings:
+        return _same_fields(cls, m, rounding=_enum_name(pb.Rounding, m.rounding, "ROUNDING_"),
+                            grid=_enum_name(pb.WeightGrid, m.grid, "WEIGHT_GRID_"))
+
+
+@dataclass(frozen=True)
+class SessionInfo(_Result):
+    """A session as the server holds it (times in seconds since the Unix epoch)."""
+
+    session_id: str
+    settings: Settings
+    classes: tuple[str, ...]
+    examples: int
+    weights_version: int
+    created_at: float
+    last_used_at: float
+    expires_at: float
+
+    @classmethod
+    def from_proto(cls, m: pb.Session) -> SessionInfo:
+        return _same_fields(cls, m, settings=Settings.from_proto(m.settings),
+                            classes=tuple(m.classes))
+
+
+@dataclass(frozen=True)
+class ModelInfo(_Result):
+    """A meta-trained model of the server, with its model card as a dict."""
+
+    name: str
+    is_default: bool
+    card: dict
+    arch: str
+    ways: int
+    bins: int
+    height: int
+    width: int
+    sensor_width: int
+    sensor_height: int
+    window_us: int
+    inner_steps: int
+    step_size: float
+    weight_bits: int
+    parameters: int
+    fingerprint: str
+
+    @classmethod
+    def from_proto(cls, m: pb.Model) -> ModelInfo:
+        return _same_fields(cls, m, card=json.loads(m.card_json) if m.card_json else {})
+
+
+def settings_message(model: str = "", ways: int = 0, inner_steps: int = 0,
+                     step_size: float = 0.0, weight_bits: int | None = None,
+                     rounding: str = "", grid: str = "", seed: int = 0) -> pb.SessionSettings:
+    """The ``SessionSettings`` of a new session; empty or zero values take the model card's."""
+    if rounding and rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    if grid and grid not in GRIDS:
+        raise ValueError(f"grid must be one of {GRIDS}, got {grid!r}")
+    message = pb.SessionSettings(
+        model=model, ways=ways, inner_steps=inner_steps, step_size=step_size, seed=seed,
+        rounding=pb.Rounding.Value(f"ROUNDING_{(rounding or 'unspecified').upper()}"),
+        grid=pb.WeightGrid.Value(f"WEIGHT_GRID_{(grid or 'unspecified').upper()}"),
+    )
+    if weight_bits is not None:
+        message.weight_bits = weight_bits
+    return message
