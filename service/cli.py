@@ -1,12 +1,16 @@
-"""The ``spikeshot`` command: meta-train, evaluate (and, as they land, serve, models, demo)."""
+"""The ``spikeshot`` command: demo, serve, models, meta-train, evaluate."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tomllib
 from pathlib import Path
+
+from spikeshot.service.config import ServerConfig, add_flags, flag_overrides
+from spikeshot.service.demo import add_demo_parser
 
 EXIT_USAGE, EXIT_ERROR = 2, 3
 
@@ -113,6 +117,9 @@ def cmd_evaluate(args) -> int:
         print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
     else:
         print(markdown_table(rows))
+    if args.record:
+        for path, ck in zip([args.checkpoint, args.baseline], ckpts, strict=False):
+            checkpoint.record_evaluation(path, [r for r in rows if r["arch"] == ck.config.arch])
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -120,6 +127,71 @@ def cmd_evaluate(args) -> int:
         (out / "evaluation.md").write_text(markdown_table(rows) + "\n")
         if not single:
             plot_bits(rows, out / "accuracy_vs_bits.png")
+    return 0
+
+
+def resolve_model(spec: str) -> str:
+    """A checkpoint path or folder as given, or else the zoo's checkpoint of that name."""
+    from spikeshot.models import checkpoint
+    from spikeshot.service.engine import ZOO
+
+    if Path(spec).is_dir() or any(p.is_file() for p in checkpoint.paths(spec)):
+        return spec
+    if checkpoint.paths(ZOO / spec)[1].is_file():
+        return str(ZOO / spec)
+    names = sorted(p.stem for p in ZOO.glob("*.json"))
+    raise ValueError(f"no checkpoint {spec!r}: neither a file or folder nor a zoo model (the zoo "
+                     f"has {', '.join(names) or 'none'})")
+
+
+def server_config(args) -> ServerConfig:
+    """The server's settings from defaults, ``--config``, ``SPIKESHOT_*`` and the flags, with
+    zoo names among ``models`` resolved to their files."""
+    overrides = flag_overrides(args)
+    if getattr(args, "model", None):
+        if "models" in overrides:
+            raise ValueError("give --model or --models, not both")
+        overrides["models"] = (args.model,)
+    config = ServerConfig.load(args.config, overrides=overrides)
+    return dataclasses.replace(config, models=tuple(map(resolve_model, config.models)))
+
+
+def cmd_serve(args) -> int:
+    _need_server_extra()
+    import logging
+
+    from spikeshot.service.server import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s")
+    serve(server_config(args), grace=args.grace)
+    return 0
+
+
+def cmd_models(args) -> int:
+    _need_server_extra()
+    from spikeshot.service.engine import Engine, find_checkpoints
+
+    config = dataclasses.replace(server_config(args), snapshot_dir="", workers=1)
+    engine = Engine(find_checkpoints(config.models), config)
+    try:
+        models = engine.list_models()
+    finally:
+        engine.close()
+    if args.json:
+        print(json.dumps([dataclasses.asdict(m) for m in models], indent=2))
+        return 0
+    rows = [("name", "arch", "ways", "input", "sensor", "window", "steps", "bits", "parameters",
+             "fingerprint")]
+    for m in models:
+        rows.append((m.name + (" *" if m.is_default else ""), m.arch, str(m.ways),
+                     f"{m.bins}x2x{m.height}x{m.width}", f"{m.sensor_width}x{m.sensor_height}",
+                     f"{m.window_us / 1000:g} ms", str(m.inner_steps),
+                     str(m.weight_bits or "float"), f"{m.parameters:,}", m.fingerprint[:12]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    print("* the default model")
     return 0
 
 
@@ -150,9 +222,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--out", help="also write evaluation.json/.md and the accuracy-vs-bits plot here")
+    p.add_argument("--record", action="store_true",
+                   help="also store each checkpoint's results in its model card (metrics.evaluation)")
     p.add_argument("--cache", help="meta-dataset cache directory")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "serve", help="serve the gRPC API (flags, SPIKESHOT_* variables and a TOML file's "
+        "[server] table set the same settings)")
+    p.add_argument("--config", help="TOML file with a [server] table")
+    p.add_argument("--model", metavar="NAME|PATH",
+                   help="serve this one model: a zoo name or a checkpoint (default: the zoo)")
+    p.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
+                   help="on SIGTERM or SIGINT, how long requests in flight may still run")
+    add_flags(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("models", help="list the models a server would hold (default: the zoo)")
+    p.add_argument("--config", help="TOML file with a [server] table")
+    p.add_argument("--models", nargs="+", metavar="NAME|PATH",
+                   help="zoo names, checkpoints or folders of them")
+    p.add_argument("--default-model", help="the default model's name")
+    p.add_argument("--json", action="store_true", help="print JSON (with the model cards)")
+    p.set_defaults(func=cmd_models)
+
+    add_demo_parser(sub)
     return parser
 
 
@@ -163,3 +258,7 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as e:
         print(f"spikeshot: {e}", file=sys.stderr)
         return EXIT_ERROR
+
+
+if __name__ == "__main__":  # torchrun -m spikeshot.service.cli meta-train ...
+    sys.exit(main())

@@ -24,18 +24,22 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from spikeshot.events.array import EVENT_DTYPE, EventError, Limits, validate
+from spikeshot.events.array import EventColumns, EventError, Limits, validate
 from spikeshot.events.binning import FrameGeometry, bin_events
-from spikeshot.events.codec import EncodedEvents, decode
+from spikeshot.events.codec import EncodedEvents, decode_columns
 from spikeshot.service.errors import InvalidArgument
 
 FRAME_TYPES = {"float32": np.dtype("<f4"), "uint16": np.dtype("<u2")}
 MAX_SENSOR = 65535
+# Chunks of fewer events are concatenated up to this many before binning, so that each
+# ``bin_events`` call's fixed cost is spread over enough events.
+PIECE_EVENTS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -120,19 +124,80 @@ def sensor_region(width: int, height: int, card_width: int, card_height: int):
     return (width - w) // 2, (height - h) // 2, w, h
 
 
-def map_to_sensor(events: np.ndarray, width: int, height: int, card_width: int, card_height: int):
-    """Events of a ``width`` x ``height`` sensor in the coordinates of the card's sensor (step 2 of
-    the module's rule); the input array itself when the sizes are equal."""
+@dataclass(frozen=True)
+class MappedEvents:
+    """Events in the card sensor's coordinates; ``inside`` marks those inside the sensor region
+    (None: all are). The others are kept, at x = card width or y = card height: off the card's
+    sensor, so binning drops them."""
+
+    events: EventColumns
+    inside: np.ndarray | None
+
+    def __getitem__(self, key: slice) -> MappedEvents:
+        return MappedEvents(self.events[key], None if self.inside is None else self.inside[key])
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def count(self) -> int:
+        """How many events are inside the sensor region."""
+        return len(self.events) if self.inside is None else int(np.count_nonzero(self.inside))
+
+
+def _scale(coord: np.ndarray, start: int, size: int, card: int) -> np.ndarray:
+    """``(coord - start) * card // size`` as uint16 for ``start <= coord < start + size``, else
+    ``card``; unsigned wrap-around sends ``coord < start`` past ``size``."""
+    out = np.subtract(coord, start, dtype=np.uint16 if size * card < 65536 else np.uint32)
+    np.minimum(out, size, out=out)
+    out *= card
+    out //= size
+    return out.astype(np.uint16, copy=False)
+
+
+def map_to_sensor(events, width: int, height: int, card_width: int,
+                  card_height: int) -> MappedEvents:
+    """Events (an event array or ``EventColumns``) of a ``width`` x ``height`` sensor in the
+    coordinates of the card's sensor (step 2 of the module's rule), copying only what changes."""
+    columns = EventColumns(events["t"], events["x"], events["y"], events["p"])
     if (width, height) == (card_width, card_height):
-        return events
+        return MappedEvents(columns, None)
     x0, y0, w, h = sensor_region(width, height, card_width, card_height)
-    x = events["x"].astype(np.int64) - x0
-    y = events["y"].astype(np.int64) - y0
-    keep = (x >= 0) & (x < w) & (y >= 0) & (y < h)
-    out = events[keep]
-    out["x"] = x[keep] * card_width // w
-    out["y"] = y[keep] * card_height // h
-    return out
+    x = _scale(columns.x, x0, w, card_width)
+    y = _scale(columns.y, y0, h, card_height)
+    # The region spans the sensor's full width or its full height: one axis at most drops events.
+    inside = x < card_width if w < width else y < card_height if h < height else None
+    return MappedEvents(EventColumns(columns.t, x, y, columns.p), inside)
+
+
+def _before(t: np.ndarray, end: int) -> int:
+    """How many of the (non-empty, sorted) timestamps ``t`` are before ``end``."""
+    return 0 if t[0] >= end else len(t) if t[-1] < end else int(np.searchsorted(t, end))
+
+
+class _Pieces:
+    """Groups mapped chunks, in order, into pieces of at least ``PIECE_EVENTS`` events (but the
+    last): a chunk that large is a piece of its own, smaller ones are concatenated."""
+
+    def __init__(self):
+        self.small: list[MappedEvents] = []
+        self.count = 0
+
+    def add(self, mapped: MappedEvents) -> list[MappedEvents]:
+        """The pieces that ``mapped`` completes."""
+        if len(mapped) >= PIECE_EVENTS:
+            return [*self.flush(), mapped]
+        self.small.append(mapped)
+        self.count += len(mapped)
+        return self.flush() if self.count >= PIECE_EVENTS else []
+
+    def flush(self) -> list[MappedEvents]:
+        """The small chunks added since the last piece, as one piece (none if there are none)."""
+        small, self.small, self.count = self.small, [], 0
+        if len(small) < 2:
+            return small
+        events = EventColumns(*(np.concatenate([m.events[f] for m in small]) for f in "txyp"))
+        inside = None if small[0].inside is None else np.concatenate([m.inside for m in small])
+        return [MappedEvents(events, inside)]
 
 
 def _invalid(where: str, error: EventError) -> InvalidArgument:
@@ -149,7 +214,7 @@ class _Reader:
         self.sensor: tuple[int, int] | None = None
         self.last_t: int | None = None
 
-    def read(self, data: EventInput, where: str) -> np.ndarray:
+    def read(self, data: EventInput, where: str) -> EventColumns:
         sensor = (data.sensor_width, data.sensor_height)
         for name, size in zip(("sensor_width", "sensor_height"), sensor, strict=True):
             if not 1 <= size <= MAX_SENSOR:
@@ -162,15 +227,16 @@ class _Reader:
         events = data.events
         try:
             if not isinstance(events, np.ndarray):
-                events = decode(*events)
+                events = decode_columns(*events)
             events = validate(events, Limits(*sensor, self.max_events, allow_empty=True))
-            if len(events) and self.last_t is not None and events["t"][0] < self.last_t:
+            t = events["t"]
+            if len(t) and self.last_t is not None and t[0] < self.last_t:
                 raise EventError("t", "timestamps must not decrease across chunks", 0)
         except EventError as e:
             raise _invalid(where, e) from None
-        if len(events):
-            self.last_t = int(events["t"][-1])
-        return events
+        if len(t):
+            self.last_t = int(t[-1])
+        return EventColumns(t, events["x"], events["y"], events["p"])
 
 
 def check_frames(frames: np.ndarray, geometry: FrameGeometry, where: str) -> np.ndarray:
@@ -193,11 +259,14 @@ def check_frames(frames: np.ndarray, geometry: FrameGeometry, where: str) -> np.
 
 
 class _Builder:
-    """The chunks of one example or query, turned into a ``Sample``."""
+    """The chunks of one example or query, turned into a ``Sample``: the events of each chunk
+    inside the window are mapped as it arrives and binned piece by piece, the counts summed."""
 
     def __init__(self, geometry: FrameGeometry, max_events: int, where: str):
         self.geometry, self.max_events, self.where = geometry, max_events, where
-        self.parts: list[np.ndarray] = []
+        self.pieces = _Pieces()
+        self.counts = np.zeros(geometry.shape, np.int64)
+        self.events = 0
         self.frames: np.ndarray | None = None
         self.reader = _Reader("example or query", max_events)
         self.received = 0
@@ -225,13 +294,19 @@ class _Builder:
         mid = time.perf_counter()
         self.decode_ms += 1000.0 * (mid - start)
         if len(events):
-            if self.t0 is None:
-                self.t0 = int(events["t"][0])
             g = self.geometry
-            events = events[events["t"] < self.t0 + g.window_us]
-            self.parts.append(map_to_sensor(events, *self.reader.sensor, g.sensor_width,
-                                            g.sensor_height))
+            if self.t0 is None:
+                self.t0 = int(events.t[0])
+            events = events[: _before(events.t, self.t0 + g.window_us)]
+            if len(events):
+                self._bin(self.pieces.add(map_to_sensor(
+                    events, *self.reader.sensor, g.sensor_width, g.sensor_height)))
         self.bin_ms += 1000.0 * (time.perf_counter() - mid)
+
+    def _bin(self, pieces: list[MappedEvents]) -> None:
+        for piece in pieces:
+            self.counts += bin_events(piece.events, self.geometry, t0=self.t0, dtype=np.int64)
+            self.events += piece.count()
 
     def finish(self, label: str) -> Sample:
         if self.frames is not None:
@@ -240,9 +315,8 @@ class _Builder:
             raise InvalidArgument(f"{self.where}: no events", "events")
         else:
             start = time.perf_counter()
-            events = self.parts[0] if len(self.parts) == 1 else np.concatenate(self.parts)
-            frames = bin_events(events, self.geometry, t0=self.t0)
-            count = len(events)
+            self._bin(self.pieces.flush())
+            frames, count = self.counts.astype(np.float32), self.events
             self.bin_ms += 1000.0 * (time.perf_counter() - start)
         if not frames.any():
             raise InvalidArgument(f"{self.where}: no event falls inside the model's view (its "
@@ -289,7 +363,8 @@ class Windower:
     timestamp, and is ready once an event at or past its end has arrived; ``finish`` also gives
     the windows that began but did not end. Windows without events are skipped. ``window_us``
     (default: the card's) is split into the model's bins; ``hop_us`` (default: the window) is at
-    least one bin. At most ``max_events`` events may wait in unfinished windows.
+    least one bin. At most ``max_events`` events may wait in unfinished windows, held where they
+    can be as views of the pushed chunks (do not modify those meanwhile).
     """
 
     def __init__(self, geometry: FrameGeometry, max_events: int, window_us: int | None = None,
@@ -304,7 +379,9 @@ class Windower:
             raise InvalidArgument(f"hop_us={self.hop} is shorter than one time bin "
                                   f"({self.geometry.bin_us} us)", "hop_us")
         self.max_events = max_events
-        self.buffer = np.zeros(0, EVENT_DTYPE)
+        self.buffer: deque[MappedEvents] = deque()  # from the first unfinished window on
+        self.pieces = _Pieces()  # the buffer's newest events, until a window needs them
+        self.held = 0  # buffered events inside the sensor region
         self.reader = _Reader("stream", max_events)
         self.t0: int | None = None
         self.next = 0
@@ -322,13 +399,16 @@ class Windower:
         if not len(events):
             return []
         if self.t0 is None:
-            self.t0 = int(events["t"][0])
+            self.t0 = int(events.t[0])
         g = self.geometry
-        mapped = map_to_sensor(events, *self.reader.sensor, g.sensor_width, g.sensor_height)
-        self.buffer = np.concatenate([self.buffer, mapped]) if len(self.buffer) else mapped
+        events = events[_before(events.t, self.t0 + self.next * self.hop):]  # before: no window
+        if len(events):
+            mapped = map_to_sensor(events, *self.reader.sensor, g.sensor_width, g.sensor_height)
+            self.buffer.extend(self.pieces.add(mapped))
+            self.held += mapped.count()
         self.bin_ms += 1000.0 * (time.perf_counter() - mid)
         ready = self._windows(final=False)
-        if len(self.buffer) > self.max_events:
+        if self.held > self.max_events:
             raise InvalidArgument(f"{where}: more than {self.max_events} events within one window",
                                   "events")
         return ready
@@ -345,17 +425,44 @@ class Windower:
         while True:
             begin = self.t0 + self.next * self.hop
             end = begin + window
-            self.buffer = self.buffer[np.searchsorted(self.buffer["t"], begin):]
-            if not len(self.buffer) or begin > last or (last < end and not final):
+            if begin > last or (last < end and not final):
+                self._drop_before(begin)
                 return out
-            times = self.buffer["t"]
-            if times[0] >= end:  # no event in this window: go to the first window that has one
-                self.next = max(self.next + 1, (int(times[0]) - self.t0 - window) // self.hop + 1)
+            self.buffer.extend(self.pieces.flush())
+            self._drop_before(begin)
+            if not self.buffer:
+                return out
+            first = int(self.buffer[0].events.t[0])
+            if first >= end:  # no event in this window: go to the first window that has one
+                self.next = max(self.next + 1, (first - self.t0 - window) // self.hop + 1)
                 continue
             start = time.perf_counter()
-            count = int(np.searchsorted(times, end))
-            frames = bin_events(self.buffer, g, t0=begin)
+            counts, count = np.zeros(g.shape, np.int64), 0
+            for piece in self.buffer:
+                piece = piece[: _before(piece.events.t, end)]
+                if not len(piece):
+                    break
+                counts += bin_events(piece.events, g, t0=begin, dtype=np.int64)
+                count += piece.count()
             self.bin_ms += 1000.0 * (time.perf_counter() - start)
-            out.append(Window(begin, end, frames, count, last >= end, self.decode_ms, self.bin_ms))
+            out.append(Window(begin, end, counts.astype(np.float32), count, last >= end,
+                              self.decode_ms, self.bin_ms))
             self.decode_ms = self.bin_ms = 0.0
             self.next += 1
+
+    def _drop_before(self, begin: int) -> None:
+        """Drop the buffered events before ``begin``, then those outside the sensor region up to
+        the first one inside it: the buffer starts with an event of the model's sensor."""
+        while self.buffer:
+            piece = self.buffer[0]
+            k = _before(piece.events.t, begin)
+            if piece.inside is not None and k < len(piece):
+                first = k + int(np.argmax(piece.inside[k:]))
+                k = first if piece.inside[first] else len(piece)
+            if not k:
+                return
+            self.held -= piece[:k].count()
+            if k < len(piece):
+                self.buffer[0] = piece[k:]
+                return
+            self.buffer.popleft()

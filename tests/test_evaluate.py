@@ -69,3 +69,13 @@ def test_command_prints_one_json_object(folder, tmp_path, capsys):
     assert {"accuracy_mean", "accuracy_ci95", "tasks"} <= set(out)
     assert out["tasks"] == 5 and out["bits"] == 8 and out["ways"] == 2
     assert 0.0 <= out["accuracy_mean"] <= 1.0
+
+
+def test_record_stores_the_results_in_the_card(folder, tmp_path, capsys):
+    save(_ckpt(), tmp_path / "tiny")
+    args = ["evaluate", str(tmp_path / "tiny"), "--dataset", f"folder:{folder}", "--ways", "2",
+            "--steps", "1", "--tasks", "4", "--json", "--record"]
+    assert main(args) == 0 and main(args) == 0
+    printed = json.loads(capsys.readouterr().out.split("\n}\n")[0] + "\n}")
+    card = json.loads((tmp_path / "tiny.json").read_text())
+    assert card["metrics"]["evaluation"] == [printed]  # recorded once, not once per run

@@ -6,6 +6,7 @@ import pytest
 from spikeshot.events.array import make_events
 from spikeshot.events.binning import FrameGeometry, bin_events
 from spikeshot.events.codec import encode
+from spikeshot.service import inputs
 from spikeshot.service.errors import InvalidArgument
 from spikeshot.service.inputs import (
     Chunk,
@@ -38,16 +39,56 @@ def test_sensor_region_is_the_largest_centred_region_of_the_cards_aspect_ratio()
     assert sensor_region(33, 8, 16, 8) == (8, 0, 16, 8)  # odd excess: the extra column right
 
 
-def test_map_to_sensor_scales_the_region_and_drops_the_rest():
+def test_map_to_sensor_scales_the_region_and_marks_the_rest_off_the_cards_sensor():
     events = ev([0, 1, 2, 3, 4], x=[0, 639, 320, 5, 100], y=[80, 399, 240, 79, 400])
     out = map_to_sensor(events, 640, 480, 16, 8)
     # (0,80) -> (0,0); (639,399) -> (15,7); (320,240) -> (8,4); y=79 and y=400 are outside.
-    assert out["t"].tolist() == [0, 1, 2]
-    assert out["x"].tolist() == [0, 15, 8] and out["y"].tolist() == [0, 7, 4]
+    assert out.events.t.tolist() == [0, 1, 2, 3, 4] and out.count() == 3
+    assert out.inside.tolist() == [True, True, True, False, False]
+    assert out.events.x[:3].tolist() == [0, 15, 8] and out.events.y.tolist() == [0, 7, 4, 8, 8]
     same = ev([0], x=[3], y=[2])
-    assert map_to_sensor(same, 16, 8, 16, 8) is same
+    mapped = map_to_sensor(same, 16, 8, 16, 8)
+    assert mapped.inside is None and np.shares_memory(mapped.events.x, same)
     small = map_to_sensor(ev([0, 1], x=[0, 7], y=[0, 3]), 8, 4, 16, 8)  # upsampled: gaps
-    assert small["x"].tolist() == [0, 14] and small["y"].tolist() == [0, 6]
+    assert small.events.x.tolist() == [0, 14] and small.events.y.tolist() == [0, 6]
+    assert small.inside is None
+    wide = map_to_sensor(ev([0, 1, 2, 3], x=[4, 5, 44, 45]), 50, 20, 16, 8)  # crop columns
+    assert wide.events.x.tolist() == [16, 0, 15, 16]
+    assert wide.inside.tolist() == [False, True, True, False]
+
+
+def map_whole(events, width, height, card_width, card_height):
+    """The module's mapping rule spelled out in int64, events outside the region dropped."""
+    x0, y0, w, h = sensor_region(width, height, card_width, card_height)
+    x, y = events["x"].astype(np.int64) - x0, events["y"].astype(np.int64) - y0
+    keep = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    return make_events(events["t"][keep], x[keep] * card_width // w, y[keep] * card_height // h,
+                       events["p"][keep])
+
+
+@pytest.mark.parametrize("width, height", [(16, 8), (346, 260), (30, 40), (8, 4), (5000, 3000)])
+def test_mapping_and_binning_chunk_by_chunk_equals_the_rule_applied_whole(width, height,
+                                                                          monkeypatch):
+    monkeypatch.setattr(inputs, "PIECE_EVENTS", 300)  # large chunks alone, small ones merged
+    rng = np.random.default_rng(2)
+    t = np.sort(rng.integers(0, 9000, 3000))
+    whole = ev(t, rng.integers(0, width, 3000), rng.integers(0, height, 3000),
+               rng.integers(0, 2, 3000))
+    cuts = [0, 1, 100, 250, 250, 1300, 1400, 1450, 3000]
+    parts = [EventInput(encode(whole[a:b]) if i % 2 else whole[a:b], width, height)
+             for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True))]
+    mapped = map_whole(whole, width, height, 16, 8)
+    inside = mapped[mapped["t"] < t[0] + 4000]  # the window starts at the first event
+    sample = query(parts, CROPPED, 3000)
+    np.testing.assert_array_equal(sample.frames, bin_events(inside, CROPPED, t0=t[0]))
+    assert sample.events == len(inside)
+    windower = Windower(CROPPED, 3000, hop_us=1500)
+    windows = [w for part in parts for w in windower.push(part)] + windower.finish()
+    assert [w.start_us for w in windows] == list(range(t[0], t[-1] + 1, 1500))
+    for w in windows:
+        inside = mapped[(mapped["t"] >= w.start_us) & (mapped["t"] < w.end_us)]
+        np.testing.assert_array_equal(w.frames, bin_events(inside, CROPPED, t0=w.start_us))
+        assert w.events == len(inside)
 
 
 def test_an_example_over_chunks_equals_binning_it_whole():
@@ -212,3 +253,20 @@ def test_a_stream_from_a_larger_sensor_is_mapped():
     w = Windower(GEOM, 100)
     out = w.push(EventInput(ev([0, 4000], x=[639, 0], y=[399, 80]), 640, 480)) + w.finish()
     assert out[0].frames[0, 1, 3, 7] == 1 and out[1].frames[0, 1, 0, 0] == 1
+    w = Windower(GEOM, 100)  # a window of events outside the sensor region only is skipped
+    out = w.push(EventInput(ev([0, 4000, 8000], y=[80, 0, 80]), 640, 480)) + w.finish()
+    assert [(x.start_us, x.events) for x in out] == [(0, 1), (8000, 1)]
+
+
+def test_events_in_no_window_do_not_count_against_the_limit():
+    w = Windower(GEOM, 3)  # outside the sensor region
+    w.push(EventInput(ev([0, 1, 2], y=[80, 0, 479]), 640, 480))
+    w.push(EventInput(ev([3, 4, 5], y=[81, 0, 1]), 640, 480))
+    with pytest.raises(InvalidArgument, match="more than 3 events within one window"):
+        w.push(EventInput(ev([6, 7], y=[100, 200]), 640, 480))
+    gaps = Windower(GEOM, 2, hop_us=10_000)  # between windows
+    assert len(gaps.push(EventInput(ev([0, 4000]), 16, 8))) == 1
+    assert gaps.push(EventInput(ev([5000, 6000]), 16, 8)) == []
+    assert gaps.push(EventInput(ev([7000, 8000]), 16, 8)) == []
+    [last] = gaps.push(EventInput(ev([10_000, 20_000]), 16, 8))
+    assert (last.start_us, last.events) == (10_000, 1)

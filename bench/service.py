@@ -1,0 +1,376 @@
+"""Service benchmarks: Adapt and Classify latency over gRPC against the in-process Engine on the
+same inputs, end-to-end event ingest over loopback, and resident memory per adapted session.
+
+    python bench/service.py [--quick] [--json PATH] [--model NAME|PATH] [--bits N]
+
+Model: ``--model`` (a zoo name or a checkpoint), else the zoo's default model, else, while the zoo
+holds none, the shipped recipe ``models/zoo/glyphs.toml`` with random weights (its architecture,
+geometry and inner loop, so its latency and memory; accuracy does not matter here). Sessions adapt
+with ``--bits``-bit weights (default 8), 5-way 1-shot: five examples of 4,000 events each, and
+classify queries of 4,000 events, all synthetic and pre-encoded with the wire codec, the same bytes
+for both paths.
+
+- Latency: at 1, 4 and 16 concurrent clients, each on its own session and, over gRPC, its own
+  channel; every Adapt replaces the support set, so each one does the same work. Engine and gRPC
+  rounds alternate (four rounds, each path first in two) so that background load hits both
+  alike. ``grpc_overhead_classify`` is the gRPC p50 / Engine p50 of Classify at one client, the
+  two paths alternating request by request (the fairest pairing on a busy machine).
+- Ingest (``ingest_mev_s``): one ``Classify`` stream over loopback whose query holds all the
+  events, inside the model's window: the client encodes chunks of 100,000 events as it sends them,
+  the server decodes, validates, maps and bins them (then runs one forward pass); events / wall
+  time of the call, median of three. ``ingest_engine_mev_s``: the same query, pre-encoded, through
+  ``Engine.classify``. ``stream_mev_s``: the same count over ten windows through
+  ``ClassifyStream`` (a forward pass per window included).
+- Memory: resident set growth over N adapted sessions (1,000, or 100 with --quick), per session,
+  against its weights at the chosen bits plus its support frames (``memory_per_session_ratio``);
+  ``_trimmed``: the same after glibc's ``malloc_trim`` hands the heap's free pages back (the
+  difference is freed temporaries of the inner loop that the allocator kept, not session state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import platform
+import threading
+import time
+import tomllib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import torch
+
+from spikeshot.events.array import make_events
+from spikeshot.events.codec import EncodedEvents, encode
+from spikeshot.models import Network, Quantizer
+from spikeshot.models.checkpoint import Checkpoint
+from spikeshot.models.metatrain import RunConfig
+from spikeshot.service.auth import ANONYMOUS
+from spikeshot.service.cli import resolve_model
+from spikeshot.service.config import ServerConfig
+from spikeshot.service.engine import Engine, find_checkpoints
+from spikeshot.service.executor import configure_torch
+from spikeshot.service.inputs import Chunk, EventInput
+from spikeshot.service.server import start
+from spikeshot.v1 import spikeshot_pb2 as pb
+from spikeshot.v1 import spikeshot_pb2_grpc as pb_grpc
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "models" / "zoo" / "glyphs.toml"
+CLIENTS = (1, 4, 16)
+ROUNDS = 4
+WAYS, EVENTS_PER_SAMPLE, CHUNK_EVENTS = 5, 4000, 100_000
+TARGETS = {"ingest_mev_s": (">=", 50.0), "grpc_overhead_classify": ("<=", 1.2),
+           "memory_per_session_ratio": ("<=", 1.5)}
+
+
+def load_model(spec: str | None) -> tuple[Checkpoint, str]:
+    """The checkpoint to measure and where it came from (see the module notes)."""
+    if spec:
+        return find_checkpoints([resolve_model(spec)])[0], spec
+    try:
+        return find_checkpoints([])[0], "zoo"
+    except ValueError:
+        cfg = RunConfig.from_dict(tomllib.loads(RECIPE.read_text()))
+        t = cfg.training
+        ckpt = Checkpoint(cfg.model, cfg.geometry, Network(cfg.model).init(0),
+                          inner_steps=t.inner_steps, inner_step_size=t.inner_lr,
+                          quantizer=Quantizer(t.bits) if t.bits else None, name=RECIPE.stem)
+        return ckpt, f"recipe {RECIPE.relative_to(ROOT)} with random weights"
+
+
+class Inputs:
+    """Synthetic, pre-encoded examples (one per class) and queries on the model's sensor, and the
+sessions' weight bits."""
+
+    def __init__(self, ckpt: Checkpoint, bits: int, seed: int = 0):
+        g = ckpt.geometry
+        self.bits = bits
+        self.width, self.height = g.sensor_width, g.sensor_height
+        rng = np.random.default_rng(seed)
+
+        def sample(cls: int) -> EncodedEvents:
+            cx, cy = (cls + 1) * self.width // (WAYS + 1), self.height // 2
+            n = EVENTS_PER_SAMPLE
+            x = np.clip(rng.normal(cx, self.width / 10, n), 0, self.width - 1)
+            y = np.clip(rng.normal(cy, self.height / 4, n), 0, self.height - 1)
+            t = np.sort(rng.integers(0, g.window_us, n))
+            return encode(make_events(t, x.astype(int), y.astype(int), rng.integers(0, 2, n)))
+
+        self.examples = [sample(c) for c in range(WAYS)]
+        self.queries = [sample(c) for c in range(WAYS)]
+
+    def chunks(self) -> list[Chunk]:
+        return [Chunk(f"class{c}", EventInput(e, self.width, self.height))
+                for c, e in enumerate(self.examples)]
+
+    def events(self, e: EncodedEvents) -> pb.Events:
+        return pb.Events(t=e.t, x=e.x, y=e.y, p=e.p, sensor_width=self.width,
+                         sensor_height=self.height)
+
+    def adapt_requests(self, session_id: str):
+        yield pb.AdaptRequest(header=pb.AdaptHeader(session_id=session_id, replace_support=True))
+        for c, e in enumerate(self.examples):
+            yield pb.AdaptRequest(example=pb.ExampleChunk(label=f"class{c}", events=self.events(e),
+                                                          end_of_example=True))
+
+    def classify_requests(self, session_id: str, i: int):
+        yield pb.ClassifyRequest(header=pb.ClassifyHeader(session_id=session_id))
+        yield pb.ClassifyRequest(events=self.events(self.queries[i % WAYS]))
+
+
+def percentiles(samples: list[float]) -> dict:
+    ms = 1000.0 * np.asarray(samples)
+    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+            "n": len(ms)}
+
+
+def run_clients(clients: int, requests: int, one_request) -> list[float]:
+    """Latencies of ``requests`` sequential calls ``one_request(client, i)`` on each of
+    ``clients`` threads started together."""
+    barrier = threading.Barrier(clients)
+
+    def client(k: int) -> list[float]:
+        barrier.wait()
+        out = []
+        for i in range(requests):
+            start = time.perf_counter()
+            one_request(k, i)
+            out.append(time.perf_counter() - start)
+        return out
+
+    with ThreadPoolExecutor(clients) as pool:
+        return [s for samples in pool.map(client, range(clients)) for s in samples]
+
+
+def bench_latency(engine: Engine, address: str, inputs: Inputs, adapts: int,
+                  classifies: int) -> dict:
+    channels = [grpc.insecure_channel(address) for _ in range(max(CLIENTS))]
+    stubs = [pb_grpc.SpikeShotStub(c) for c in channels]
+    local = [engine.create_session(owner="bench", weight_bits=inputs.bits).session_id
+             for _ in range(max(CLIENTS))]
+    remote = [stubs[k].CreateSession(pb.CreateSessionRequest(settings=pb.SessionSettings(
+        weight_bits=inputs.bits))).session_id for k in range(max(CLIENTS))]
+    calls = {
+        ("engine", "adapt"): lambda k, i: engine.adapt(local[k], inputs.chunks(), owner="bench",
+                                                       replace_support=True),
+        ("grpc", "adapt"): lambda k, i: stubs[k].Adapt(inputs.adapt_requests(remote[k])),
+        ("engine", "classify"): lambda k, i: engine.classify(
+            local[k], EventInput(inputs.queries[i % WAYS], inputs.width, inputs.height),
+            owner="bench"),
+        ("grpc", "classify"): lambda k, i: stubs[k].Classify(
+            inputs.classify_requests(remote[k], i)),
+    }
+    for k in range(max(CLIENTS)):  # every session adapted before any Classify
+        calls["engine", "adapt"](k, 0)
+        calls["grpc", "adapt"](k, 0)
+    out = {}
+    for clients in CLIENTS:
+        for rpc, count in (("adapt", adapts), ("classify", classifies)):
+            samples = {"engine": [], "grpc": []}
+            for r in range(ROUNDS):  # alternating which path goes first
+                for path in ("engine", "grpc")[:: 1 if r % 2 else -1]:
+                    samples[path] += run_clients(clients, count, calls[path, rpc])
+            for path, s in samples.items():
+                for key, v in percentiles(s).items():
+                    out[f"{path}_{rpc}_{clients}c_{key}"] = v
+    for rpc, count in (("adapt", 4 * adapts), ("classify", 4 * classifies)):
+        samples = {"engine": [], "grpc": []}
+        for i in range(count):  # one client, the paths alternating request by request
+            for path in ("engine", "grpc")[:: 1 if i % 2 else -1]:
+                start = time.perf_counter()
+                calls[path, rpc](0, i)
+                samples[path].append(time.perf_counter() - start)
+        out[f"grpc_overhead_{rpc}"] = float(np.median(samples["grpc"]) /
+                                            np.median(samples["engine"]))
+        out[f"grpc_overhead_{rpc}_n"] = count
+    for c in channels:
+        c.close()
+    return out
+
+
+def uniform_events(ckpt: Checkpoint, n: int, windows: int, seed: int = 1) -> np.ndarray:
+    """``n`` events uniform over the sensor and ``windows`` of the model's windows."""
+    g = ckpt.geometry
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.integers(0, windows * g.window_us, n))
+    return make_events(t, rng.integers(0, g.sensor_width, n), rng.integers(0, g.sensor_height, n),
+                       rng.integers(0, 2, n))
+
+
+def median_mev_s(n: int, run, repeats: int = 3) -> float:
+    """Events per second (millions) of the median of ``repeats`` runs of ``run()``."""
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - start)
+    return n / float(np.median(seconds)) / 1e6
+
+
+def bench_ingest(engine: Engine, address: str, inputs: Inputs, ckpt: Checkpoint, n: int) -> dict:
+    session = engine.create_session(owner=ANONYMOUS, weight_bits=inputs.bits).session_id
+    engine.adapt(session, inputs.chunks(), owner=ANONYMOUS)
+    query = uniform_events(ckpt, n, windows=1)
+    stream = uniform_events(ckpt, n, windows=10)
+
+    def pieces(events):
+        return [events[i : i + CHUNK_EVENTS] for i in range(0, n, CHUNK_EVENTS)]
+
+    def classify_requests():
+        yield pb.ClassifyRequest(header=pb.ClassifyHeader(session_id=session))
+        for piece in pieces(query):  # encoded as they are sent, as a camera client does
+            yield pb.ClassifyRequest(events=inputs.events(encode(piece)))
+
+    def stream_requests():
+        yield pb.ClassifyStreamRequest(config=pb.StreamConfig(session_id=session))
+        for piece in pieces(stream):
+            yield pb.ClassifyStreamRequest(events=inputs.events(encode(piece)))
+
+    encoded = [EventInput(encode(p), inputs.width, inputs.height) for p in pieces(query)]
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.SpikeShotStub(channel)
+        assert stub.Classify(classify_requests()).events == n
+        windows = list(stub.ClassifyStream(stream_requests()))
+        assert len(windows) == 10 and sum(w.events for w in windows) == n
+        return {
+            "ingest_events": n,
+            "ingest_mev_s": median_mev_s(n, lambda: stub.Classify(classify_requests())),
+            "ingest_engine_mev_s": median_mev_s(
+                n, lambda: engine.classify(session, encoded, owner=ANONYMOUS)),
+            "stream_mev_s": median_mev_s(n, lambda: list(stub.ClassifyStream(stream_requests()))),
+        }
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def trim() -> None:
+    """Return the C heap's free pages to the system (glibc's ``malloc_trim``; elsewhere none)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def bench_memory(ckpt: Checkpoint, inputs: Inputs, sessions: int, workers: int) -> dict:
+    config = ServerConfig(workers=workers, max_sessions=sessions + 10,
+                          max_sessions_per_owner=sessions + 10)
+    engine = Engine([ckpt], config)
+    try:
+        for _ in range(5):  # one-time allocations first
+            engine.adapt(engine.create_session(weight_bits=inputs.bits).session_id,
+                         inputs.chunks())
+        gc.collect()
+        trim()
+        before = resident_bytes()
+
+        def adapt_one(_):
+            sid = engine.create_session(weight_bits=inputs.bits).session_id
+            engine.adapt(sid, inputs.chunks())
+            return sid
+
+        with ThreadPoolExecutor(workers) as pool:
+            ids = list(pool.map(adapt_one, range(sessions)))
+        gc.collect()
+        per_session = (resident_bytes() - before) / sessions
+        trim()
+        trimmed = (resident_bytes() - before) / sessions
+        state = engine.sessions.get("", ids[0]).state
+        held = state.weights.nbytes + sum(s.frames.nbytes for s in state.support)
+    finally:
+        engine.close()
+    return {"memory_sessions": sessions, "memory_per_session_bytes": per_session,
+            "memory_per_1000_sessions_mib": per_session * 1000 / 2**20,
+            "session_weights_bytes": state.weights.nbytes, "session_support_bytes": held
+            - state.weights.nbytes, "memory_per_session_ratio": per_session / held,
+            "memory_per_session_trimmed_bytes": trimmed,
+            "memory_per_session_ratio_trimmed": trimmed / held}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer requests, 2M events, 100 sessions (about a minute)")
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "service.json",
+                        help="where to write the results (default: %(default)s)")
+    parser.add_argument("--model", help="zoo name or checkpoint (default: the zoo's default)")
+    parser.add_argument("--bits", type=int, default=8, help="weight bits of the sessions")
+    args = parser.parse_args(argv)
+    adapts, classifies, n_events, sessions = (2, 5, 2_000_000, 100) if args.quick else (
+        5, 25, 10_000_000, 1000)  # requests per client and round
+
+    ckpt, source = load_model(args.model)
+    inputs = Inputs(ckpt, args.bits)
+    config = ServerConfig(port=0, metrics_port=0, max_events=n_events,
+                          max_sessions_per_owner=2 * max(CLIENTS) + 2)
+    configure_torch(config.torch_thread_count)
+    engine = Engine([ckpt], config)
+    engine.warm_up()
+    server = start(config, engine)
+    try:
+        results = {
+            **bench_latency(engine, server.address, inputs, adapts, classifies),
+            **bench_ingest(engine, server.address, inputs, ckpt, n_events),
+        }
+    finally:
+        server.stop(grace=1)
+        engine.close()
+    results.update(bench_memory(ckpt, inputs, sessions, config.worker_count))
+
+    report = {
+        "model": ckpt.name,
+        "model_source": source,
+        "parameters": sum(v.numel() for v in ckpt.params.values()),
+        "weight_bits": args.bits,
+        "ways": WAYS,
+        "events_per_sample": EVENTS_PER_SAMPLE,
+        "quick": args.quick,
+        "rounds": ROUNDS,
+        "requests_per_client_and_round": {"adapt": adapts, "classify": classifies},
+        "workers": config.worker_count,
+        "torch_threads": config.torch_thread_count,
+        "load_average_1min": os.getloadavg()[0],  # other work on the machine skews the figures
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "grpc": grpc.__version__,
+        **results,
+        "targets": {k: f"{op} {v:g}" for k, (op, v) in TARGETS.items()},
+        "meets_targets": {k: (results[k] >= v if op == ">=" else results[k] <= v)
+                          for k, (op, v) in TARGETS.items()},
+    }
+
+    print(f"model {ckpt.name} ({source}), {args.bits}-bit sessions, {config.worker_count} workers")
+    print(f"{'clients':>7} {'rpc':<9} {'engine p50':>10} {'p99':>8} {'gRPC p50':>10} {'p99':>8} ms")
+    for clients in CLIENTS:
+        for rpc in ("adapt", "classify"):
+            v = [results[f"{path}_{rpc}_{clients}c_{p}_ms"] for path in ("engine", "grpc")
+                 for p in ("p50", "p99")]
+            print(f"{clients:>7} {rpc:<9} {v[0]:>10.2f} {v[1]:>8.2f} {v[2]:>10.2f} {v[3]:>8.2f}")
+    for key, (op, target) in TARGETS.items():
+        print(f"{key:<28} {results[key]:>8.2f}  target {op} {target:g}")
+    for key in ("ingest_engine_mev_s", "stream_mev_s"):
+        print(f"{key:<28} {results[key]:>8.2f}")
+    print(f"{'memory_per_1000_sessions_mib':<28} {results['memory_per_1000_sessions_mib']:>8.1f}")
+    print(f"{'memory_per_session_ratio_trimmed':<28} "
+          f"{results['memory_per_session_ratio_trimmed']:>8.2f}")
+
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.json.with_name(args.json.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(args.json)
+    print(f"wrote {args.json}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""The gRPC server: the SpikeShot service, health, reflection, authentication, TLS and metrics.
+
+``start(config)`` builds the engine (unless given one), listens on ``config.host:config.port`` and
+returns a ``RunningServer``. The server's ``io_threads`` only read and write streams and convert
+messages; model work runs on the engine's bounded executor. Each RPC in progress holds one of
+them (a live ``ClassifyStream`` for as long as it lasts); at most as many calls again wait for
+one, and a call beyond that is RESOURCE_EXHAUSTED rather than queued without bound.
+
+Health (``grpc.health.v1``) answers SERVING for the whole server ("") and for
+``spikeshot.v1.SpikeShot``, and NOT_SERVING from the moment the server starts draining.
+``serve(config)`` is the blocking ``spikeshot serve``: it stops gracefully on SIGTERM or SIGINT,
+giving requests in flight a grace period to finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from spikeshot.service import metrics
+from spikeshot.service.auth import Authenticator, server_credentials
+from spikeshot.service.config import ServerConfig
+from spikeshot.service.engine import Engine
+from spikeshot.service.servicer import SpikeShotServicer
+from spikeshot.v1 import spikeshot_pb2 as pb
+from spikeshot.v1 import spikeshot_pb2_grpc as pb_grpc
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SpikeShot"].full_name
+DEFAULT_GRACE_S = 30.0
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunningServer:
+    """A started server. ``port`` is the gRPC port it listens on; ``metrics_port`` that of
+    ``/metrics`` (0 when the metrics endpoint is off)."""
+
+    config: ServerConfig
+    engine: Engine
+    port: int
+    metrics_port: int
+    _server: grpc.Server
+    _health: health.HealthServicer
+    _exporter: metrics.Exporter | None
+    _owns_engine: bool
+    _stopped: threading.Event = field(default_factory=threading.Event)
+    _stop_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def address(self) -> str:
+        """``host:port`` to connect to."""
+        return _address(self.config.host, self.port)
+
+    def stop(self, grace: float | None = DEFAULT_GRACE_S) -> None:
+        """Drain: answer NOT_SERVING to health checks, refuse new RPCs, give those in flight
+        ``grace`` seconds (None: no limit) before cancelling them, then close the engine (when
+        ``start`` built it) and the metrics endpoint. Later calls wait for the first to finish."""
+        with self._stop_lock:
+            if self._stopped.is_set():
+                return
+            self._health.enter_graceful_shutdown()
+            self._server.stop(grace).wait()
+            if self._owns_engine:
+                self.engine.close()
+            if self._exporter is not None:
+                self._exporter.close()
+            self._stopped.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until ``stop`` has finished (or ``timeout`` seconds); True when it has."""
+        return self._stopped.wait(timeout)
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _listen(server: grpc.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    try:
+        if credentials is None:
+            return server.add_insecure_port(address)
+        return server.add_secure_port(address, credentials)
+    except RuntimeError:
+        raise OSError(f"cannot listen on {address}: the port is in use or the address is "
+                      "invalid") from None
+
+
+def start(config: ServerConfig, engine: Engine | None = None) -> RunningServer:
+    """Start serving ``engine`` (default: ``Engine.from_config(config)``) as ``config`` says."""
+    authenticator = Authenticator.from_config(config)
+    credentials = server_credentials(config)
+    owns_engine = engine is None
+    engine = Engine.from_config(config) if engine is None else engine
+    server = grpc.server(
+        futures.ThreadPoolExecutor(config.io_threads, "spikeshot-io"),
+        interceptors=[authenticator],
+        maximum_concurrent_rpcs=2 * config.io_threads,
+        options=[
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.max_send_message_length", config.max_message_bytes),
+            ("grpc.so_reuseport", 0),  # a port in use is an error, not shared
+        ],
+    )
+    pb_grpc.add_SpikeShotServicer_to_server(SpikeShotServicer(engine), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    try:
+        port = _listen(server, _address(config.host, config.port), credentials)
+        exporter = (metrics.Exporter(config.host, config.metrics_port) if config.metrics_port
+                    else None)
+    except OSError:
+        if owns_engine:
+            engine.close()
+        raise
+    metrics.track_sessions(lambda: len(engine.sessions))
+    for m in engine.list_models():
+        metrics.MODEL.labels(m.name).info({
+            "arch": m.arch, "ways": str(m.ways), "weight_bits": str(m.weight_bits),
+            "parameters": str(m.parameters), "fingerprint": m.fingerprint,
+            "default": str(m.is_default).lower()})
+    server.start()
+    for service in ("", SERVICE_NAME):
+        health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    running = RunningServer(config, engine, port, exporter.port if exporter else 0, server,
+                            health_servicer, exporter, owns_engine)
+    log.info("spikeshot serving %s on %s (%s), metrics on %s", engine.default_model,
+             running.address, "TLS" if credentials else "plaintext",
+             f"port {running.metrics_port}" if exporter else "no port")
+    return running
+
+
+def serve(config: ServerConfig, grace: float) -> None:
+    """Serve until SIGTERM or SIGINT, then stop gracefully within ``grace`` seconds (main thread
+    only: signal handlers are installed here)."""
+    running = start(config)
+
+    def on_signal(signum, _frame):
+        log.info("%s: draining for up to %.0f s", signal.Signals(signum).name, grace)
+        threading.Thread(target=running.stop, args=(grace,), name="spikeshot-stop").start()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        running.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

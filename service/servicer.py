@@ -1,0 +1,256 @@
+"""The gRPC servicer: ``spikeshot.v1`` messages to ``Engine`` calls and back, and nothing more.
+
+Each method reads its request, calls the engine with the caller's ``owner`` (set by
+``auth.Authenticator``) and a ``Control`` of the call's deadline and cancellation, and translates
+the answer. Request streams are converted lazily, message by message, as the engine consumes
+them, so a stream that breaks mid-way raises inside ``Engine.adapt`` and leaves the session as it
+was.
+
+Errors: a ``ServiceError`` becomes the status code its ``code`` names, with its message; a stream
+that broke or was cancelled is CANCELLED; any other exception is INTERNAL, with its traceback logged
+here and not sent. Every call records its latency, status and stage timings in ``metrics``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterator
+
+import grpc
+
+from spikeshot.events.codec import EncodedEvents
+from spikeshot.service import metrics
+from spikeshot.service.engine import Engine, SessionInfo, Timings
+from spikeshot.service.errors import InvalidArgument, ServiceError
+from spikeshot.service.executor import Control
+from spikeshot.service.inputs import Chunk, EventInput, FrameInput, Input, frames_from_bytes
+from spikeshot.v1 import spikeshot_pb2 as pb
+from spikeshot.v1 import spikeshot_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+ROUNDINGS = {pb.ROUNDING_NEAREST: "nearest", pb.ROUNDING_STOCHASTIC: "stochastic"}
+GRIDS = {pb.WEIGHT_GRID_GLOBAL: "global", pb.WEIGHT_GRID_PER_TENSOR: "per_tensor"}
+FRAME_TYPES = {pb.FRAME_TYPE_FLOAT32: "float32", pb.FRAME_TYPE_UINT16: "uint16"}
+ROUNDING_VALUES = {v: k for k, v in ROUNDINGS.items()}
+GRID_VALUES = {v: k for k, v in GRIDS.items()}
+EVENT_BYTES = 8  # the t column's bytes per event
+
+
+def _choice(table: dict[int, str], value: int, field: str) -> str | None:
+    """The string of an enum value; None for the unspecified 0."""
+    if value == 0:
+        return None
+    if value not in table:
+        raise InvalidArgument(f"{field}: unknown value {value}", field)
+    return table[value]
+
+
+def _first(requests: Iterator, kind: str, name: str):
+    """The stream's first message, which must carry ``kind``."""
+    first = next(requests, None)
+    if first is None or first.WhichOneof("kind") != kind:
+        got = "nothing" if first is None else first.WhichOneof("kind") or "an empty message"
+        raise InvalidArgument(f"the first message must be a {name}, got {got}", kind)
+    return getattr(first, kind)
+
+
+def _session(info: SessionInfo) -> pb.Session:
+    s = info.settings
+    settings = pb.SessionSettings(
+        model=s.model, ways=s.ways, inner_steps=s.inner_steps, step_size=s.step_size or 0.0,
+        weight_bits=s.weight_bits,
+        rounding=ROUNDING_VALUES[s.rounding], grid=GRID_VALUES[s.grid], seed=s.seed)
+    return pb.Session(session_id=info.session_id, settings=settings, classes=info.classes,
+                      examples=info.examples, weights_version=info.weights_version,
+                      created_at=info.created_at, last_used_at=info.last_used_at,
+                      expires_at=info.expires_at)
+
+
+def _timings(t: Timings) -> pb.Timings:
+    return pb.Timings(decode_ms=t.decode_ms, bin_ms=t.bin_ms, queue_ms=t.queue_ms,
+                      adapt_ms=t.adapt_ms, forward_ms=t.forward_ms, total_ms=t.total_ms)
+
+
+def _probabilities(probabilities: dict[str, float]) -> list[pb.LabelProbability]:
+    return [pb.LabelProbability(label=k, probability=v) for k, v in probabilities.items()]
+
+
+class _Call:
+    """One RPC: its method name, owner, control, and the events it received."""
+
+    def __init__(self, method: str, context: grpc.ServicerContext):
+        self.method = method
+        self.owner = context.caller
+        self.control = Control.within(context.time_remaining(), lambda: not context.is_active())
+        self.events = 0
+
+    def data(self, message, kind: str) -> Input | None:
+        """The ``Events`` or ``Frames`` a message carries in its oneof ``kind``, or None."""
+        which = message.WhichOneof(kind)
+        if which == "events":
+            e = message.events
+            n = len(e.t) // EVENT_BYTES
+            self.events += n
+            metrics.EVENTS_RECEIVED.labels(self.method).inc(n)
+            return EventInput(EncodedEvents(e.t, e.x, e.y, e.p), e.sensor_width, e.sensor_height)
+        if which == "frames":
+            f = message.frames
+            dtype = FRAME_TYPES.get(f.type, "unspecified" if f.type == 0 else f"value {f.type}")
+            return FrameInput(frames_from_bytes(f.data, f.bins, f.height, f.width, dtype))
+        return None
+
+    def chunks(self, requests: Iterator[pb.AdaptRequest]) -> Iterator[Chunk]:
+        """The example chunks after an Adapt's header."""
+        for i, request in enumerate(requests, 1):
+            if request.WhichOneof("kind") != "example":
+                raise InvalidArgument(f"message {i}: every message after the AdaptHeader must be "
+                                      "an ExampleChunk", "example")
+            example = request.example
+            yield Chunk(example.label, self.data(example, "data"), example.end_of_example)
+
+    def inputs(self, requests: Iterator, what: str) -> Iterator[Input]:
+        """The events (or frames) after a Classify's header or a ClassifyStream's config."""
+        for i, request in enumerate(requests, 1):
+            data = self.data(request, "kind")
+            if data is None:
+                raise InvalidArgument(f"message {i}: every message after the {what} must carry "
+                                      "events or frames", "events")
+            yield data
+
+    def observe(self, t: Timings, *, forward: bool = True) -> None:
+        """Record a request's stage timings (``forward``: also its queue wait and forward pass)."""
+        metrics.observe_stages(decode=t.decode_ms, bin=t.bin_ms, inner_loop=t.adapt_ms)
+        if forward:
+            metrics.observe_stages(forward=t.forward_ms)
+            metrics.QUEUE_SECONDS.labels(self.method).observe(t.queue_ms / 1000.0)
+
+
+class SpikeShotServicer(pb_grpc.SpikeShotServicer):
+    """The ``spikeshot.v1.SpikeShot`` service over an ``Engine``."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    @contextlib.contextmanager
+    def _rpc(self, method: str, context: grpc.ServicerContext) -> Iterator[_Call]:
+        """Run one RPC's body: map its errors to status codes and record its metrics."""
+        start = time.perf_counter()
+        code, message, call = "CANCELLED", "the request stream broke", None
+        reason = code.lower()
+        try:
+            call = _Call(method, context)
+            yield call
+            code = "OK"
+        except ServiceError as e:
+            code, message = e.code, e.message
+            field = getattr(e, "field", None) or ""
+            reason = field if field.startswith("events") else code.lower()
+        except grpc.RpcError:
+            pass  # the client cancelled, or its stream broke: CANCELLED
+        except Exception:
+            log.exception("%s failed", method)
+            code, message, reason = "INTERNAL", f"internal error in {method}", "internal"
+        finally:
+            metrics.REQUEST_SECONDS.labels(method, code).observe(time.perf_counter() - start)
+            if code != "OK":
+                metrics.ERRORS.labels(method, code).inc()
+                if call is not None and call.events:
+                    metrics.EVENTS_REJECTED.labels(reason).inc(call.events)
+        if code != "OK":
+            context.abort(grpc.StatusCode[code], message)
+
+    def CreateSession(self, request, context):
+        with self._rpc("CreateSession", context) as call:
+            s = request.settings
+            info = self.engine.create_session(
+                owner=call.owner, model=s.model or None, ways=s.ways or None,
+                inner_steps=s.inner_steps or None, step_size=s.step_size or None,
+                weight_bits=s.weight_bits if s.HasField("weight_bits") else None,
+                rounding=_choice(ROUNDINGS, s.rounding, "rounding"),
+                grid=_choice(GRIDS, s.grid, "grid"), seed=s.seed)
+            return _session(info)
+
+    def GetSession(self, request, context):
+        with self._rpc("GetSession", context) as call:
+            return _session(self.engine.get_session(request.session_id, owner=call.owner))
+
+    def ListSessions(self, request, context):
+        with self._rpc("ListSessions", context) as call:
+            infos = self.engine.list_sessions(owner=call.owner)
+            return pb.ListSessionsResponse(sessions=[_session(i) for i in infos])
+
+    def DeleteSession(self, request, context):
+        with self._rpc("DeleteSession", context) as call:
+            self.engine.delete_session(request.session_id, owner=call.owner)
+            return pb.DeleteSessionResponse()
+
+    def Adapt(self, request_iterator, context):
+        with self._rpc("Adapt", context) as call:
+            header = _first(request_iterator, "header", "AdaptHeader")
+            r = self.engine.adapt(header.session_id, call.chunks(request_iterator),
+                                  owner=call.owner, replace_support=header.replace_support,
+                                  control=call.control)
+            metrics.ADAPTATIONS.inc()
+            call.observe(r.timings)
+            return pb.AdaptResponse(
+                session_id=r.session_id, loss_before=r.loss_before, loss_after=r.loss_after,
+                support_accuracy=r.support_accuracy, examples=r.examples,
+                new_examples=r.new_examples, classes=r.classes,
+                weights_version=r.weights_version, steps=r.steps, timings=_timings(r.timings))
+
+    def Classify(self, request_iterator, context):
+        with self._rpc("Classify", context) as call:
+            header = _first(request_iterator, "header", "ClassifyHeader")
+            p = self.engine.classify(header.session_id, call.inputs(request_iterator, "header"),
+                                     owner=call.owner, candidates=list(header.candidates),
+                                     control=call.control)
+            metrics.CLASSIFICATIONS.labels("Classify").inc()
+            call.observe(p.timings)
+            return pb.ClassifyResponse(
+                label=p.label, probabilities=_probabilities(p.probabilities),
+                weights_version=p.weights_version, events=p.events, timings=_timings(p.timings))
+
+    def ClassifyStream(self, request_iterator, context):
+        with self._rpc("ClassifyStream", context) as call:
+            config = _first(request_iterator, "config", "StreamConfig")
+            windows = self.engine.classify_stream(
+                config.session_id, call.inputs(request_iterator, "StreamConfig"),
+                owner=call.owner, window_us=config.window_us or None,
+                hop_us=config.hop_us or None, candidates=list(config.candidates),
+                control=call.control)
+            batch = None
+            for w in windows:
+                t = w.timings
+                # The windows of one forward pass share its queue and forward times: record once.
+                call.observe(t, forward=(t.queue_ms, t.forward_ms) != batch)
+                batch = (t.queue_ms, t.forward_ms)
+                metrics.CLASSIFICATIONS.labels("ClassifyStream").inc()
+                yield pb.ClassifyStreamResponse(
+                    window_start_us=w.start_us, window_end_us=w.end_us, label=w.label,
+                    probabilities=_probabilities(w.probabilities), events=w.events,
+                    complete=w.complete, weights_version=w.weights_version,
+                    timings=_timings(t))
+
+    def ExportSession(self, request, context):
+        with self._rpc("ExportSession", context) as call:
+            data = self.engine.export_session(request.session_id, owner=call.owner)
+            return pb.ExportSessionResponse(data=data)
+
+    def ImportSession(self, request, context):
+        with self._rpc("ImportSession", context) as call:
+            return _session(self.engine.import_session(request.data, owner=call.owner))
+
+    def ListModels(self, request, context):
+        with self._rpc("ListModels", context):
+            return pb.ListModelsResponse(models=[
+                pb.Model(name=m.name, is_default=m.is_default, card_json=json.dumps(m.card),
+                         arch=m.arch, ways=m.ways, bins=m.bins, height=m.height, width=m.width,
+                         sensor_width=m.sensor_width, sensor_height=m.sensor_height,
+                         window_us=m.window_us, inner_steps=m.inner_steps,
+                         step_size=m.step_size, weight_bits=m.weight_bits,
+                         parameters=m.parameters, fingerprint=m.fingerprint)
+                for m in self.engine.list_models()])
