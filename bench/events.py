@@ -55,8 +55,12 @@ def median_seconds(fn, repeats: int) -> float:
 
 def synthetic_events(n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return make_events(np.sort(rng.integers(0, DURATION_US, n)), rng.integers(0, WIDTH, n),
-                       rng.integers(0, HEIGHT, n), rng.integers(0, 2, n))
+    return make_events(
+        np.sort(rng.integers(0, DURATION_US, n)),
+        rng.integers(0, WIDTH, n),
+        rng.integers(0, HEIGHT, n),
+        rng.integers(0, 2, n),
+    )
 
 
 def bench_readers(repeats: int) -> dict:
@@ -77,11 +81,16 @@ def bench_readers(repeats: int) -> dict:
 
 def bench_events(n: int, repeats: int) -> dict:
     events = synthetic_events(n)
-    geometry = FrameGeometry(sensor_width=WIDTH, sensor_height=HEIGHT, bins=BINS,
-                             window_us=DURATION_US)
+    geometry = FrameGeometry(
+        sensor_width=WIDTH, sensor_height=HEIGHT, bins=BINS, window_us=DURATION_US
+    )
     t0 = int(events["t"][0])
-    to_frame = tonic.transforms.ToFrame(sensor_size=(WIDTH, HEIGHT, 2), time_window=geometry.bin_us,
-                                        start_time=t0, end_time=t0 + DURATION_US)
+    to_frame = tonic.transforms.ToFrame(
+        sensor_size=(WIDTH, HEIGHT, 2),
+        time_window=geometry.bin_us,
+        start_time=t0,
+        end_time=t0 + DURATION_US,
+    )
     np.testing.assert_array_equal(bin_events(events, geometry), to_frame(events))
     encoded = encode(events)
     limits = Limits(width=WIDTH, height=HEIGHT)
@@ -105,8 +114,12 @@ def bench_events(n: int, repeats: int) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1M events, fewer repeats (< 30 s)")
-    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "events.json",
-                        help="where to write the results (default: %(default)s)")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=ROOT / "bench" / "results" / "events.json",
+        help="where to write the results (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     n, repeats = (1_000_000, 3) if args.quick else (10_000_000, 7)
     cpu = pin_one_core()

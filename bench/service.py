@@ -65,8 +65,11 @@ RECIPE = ROOT / "models" / "zoo" / "glyphs.toml"
 CLIENTS = (1, 4, 16)
 ROUNDS = 4
 WAYS, EVENTS_PER_SAMPLE, CHUNK_EVENTS = 5, 4000, 100_000
-TARGETS = {"ingest_mev_s": (">=", 50.0), "grpc_overhead_classify": ("<=", 1.2),
-           "memory_per_session_ratio": ("<=", 1.5)}
+TARGETS = {
+    "ingest_mev_s": (">=", 50.0),
+    "grpc_overhead_classify": ("<=", 1.2),
+    "memory_per_session_ratio": ("<=", 1.5),
+}
 
 
 def load_model(spec: str | None) -> tuple[Checkpoint, str]:
@@ -78,15 +81,21 @@ def load_model(spec: str | None) -> tuple[Checkpoint, str]:
     except ValueError:
         cfg = RunConfig.from_dict(tomllib.loads(RECIPE.read_text()))
         t = cfg.training
-        ckpt = Checkpoint(cfg.model, cfg.geometry, Network(cfg.model).init(0),
-                          inner_steps=t.inner_steps, inner_step_size=t.inner_lr,
-                          quantizer=Quantizer(t.bits) if t.bits else None, name=RECIPE.stem)
+        ckpt = Checkpoint(
+            cfg.model,
+            cfg.geometry,
+            Network(cfg.model).init(0),
+            inner_steps=t.inner_steps,
+            inner_step_size=t.inner_lr,
+            quantizer=Quantizer(t.bits) if t.bits else None,
+            name=RECIPE.stem,
+        )
         return ckpt, f"recipe {RECIPE.relative_to(ROOT)} with random weights"
 
 
 class Inputs:
     """Synthetic, pre-encoded examples (one per class) and queries on the model's sensor, and the
-sessions' weight bits."""
+    sessions' weight bits."""
 
     def __init__(self, ckpt: Checkpoint, bits: int, seed: int = 0):
         g = ckpt.geometry
@@ -106,18 +115,24 @@ sessions' weight bits."""
         self.queries = [sample(c) for c in range(WAYS)]
 
     def chunks(self) -> list[Chunk]:
-        return [Chunk(f"class{c}", EventInput(e, self.width, self.height))
-                for c, e in enumerate(self.examples)]
+        return [
+            Chunk(f"class{c}", EventInput(e, self.width, self.height))
+            for c, e in enumerate(self.examples)
+        ]
 
     def events(self, e: EncodedEvents) -> pb.Events:
-        return pb.Events(t=e.t, x=e.x, y=e.y, p=e.p, sensor_width=self.width,
-                         sensor_height=self.height)
+        return pb.Events(
+            t=e.t, x=e.x, y=e.y, p=e.p, sensor_width=self.width, sensor_height=self.height
+        )
 
     def adapt_requests(self, session_id: str):
         yield pb.AdaptRequest(header=pb.AdaptHeader(session_id=session_id, replace_support=True))
         for c, e in enumerate(self.examples):
-            yield pb.AdaptRequest(example=pb.ExampleChunk(label=f"class{c}", events=self.events(e),
-                                                          end_of_example=True))
+            yield pb.AdaptRequest(
+                example=pb.ExampleChunk(
+                    label=f"class{c}", events=self.events(e), end_of_example=True
+                )
+            )
 
     def classify_requests(self, session_id: str, i: int):
         yield pb.ClassifyRequest(header=pb.ClassifyHeader(session_id=session_id))
@@ -126,8 +141,11 @@ sessions' weight bits."""
 
 def percentiles(samples: list[float]) -> dict:
     ms = 1000.0 * np.asarray(samples)
-    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-            "n": len(ms)}
+    return {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "n": len(ms),
+    }
 
 
 def run_clients(clients: int, requests: int, one_request) -> list[float]:
@@ -148,23 +166,36 @@ def run_clients(clients: int, requests: int, one_request) -> list[float]:
         return [s for samples in pool.map(client, range(clients)) for s in samples]
 
 
-def bench_latency(engine: Engine, address: str, inputs: Inputs, adapts: int,
-                  classifies: int) -> dict:
+def bench_latency(
+    engine: Engine, address: str, inputs: Inputs, adapts: int, classifies: int
+) -> dict:
     channels = [grpc.insecure_channel(address) for _ in range(max(CLIENTS))]
     stubs = [pb_grpc.SpikeShotStub(c) for c in channels]
-    local = [engine.create_session(owner="bench", weight_bits=inputs.bits).session_id
-             for _ in range(max(CLIENTS))]
-    remote = [stubs[k].CreateSession(pb.CreateSessionRequest(settings=pb.SessionSettings(
-        weight_bits=inputs.bits))).session_id for k in range(max(CLIENTS))]
+    local = [
+        engine.create_session(owner="bench", weight_bits=inputs.bits).session_id
+        for _ in range(max(CLIENTS))
+    ]
+    remote = [
+        stubs[k]
+        .CreateSession(
+            pb.CreateSessionRequest(settings=pb.SessionSettings(weight_bits=inputs.bits))
+        )
+        .session_id
+        for k in range(max(CLIENTS))
+    ]
     calls = {
-        ("engine", "adapt"): lambda k, i: engine.adapt(local[k], inputs.chunks(), owner="bench",
-                                                       replace_support=True),
+        ("engine", "adapt"): lambda k, i: engine.adapt(
+            local[k], inputs.chunks(), owner="bench", replace_support=True
+        ),
         ("grpc", "adapt"): lambda k, i: stubs[k].Adapt(inputs.adapt_requests(remote[k])),
         ("engine", "classify"): lambda k, i: engine.classify(
-            local[k], EventInput(inputs.queries[i % WAYS], inputs.width, inputs.height),
-            owner="bench"),
+            local[k],
+            EventInput(inputs.queries[i % WAYS], inputs.width, inputs.height),
+            owner="bench",
+        ),
         ("grpc", "classify"): lambda k, i: stubs[k].Classify(
-            inputs.classify_requests(remote[k], i)),
+            inputs.classify_requests(remote[k], i)
+        ),
     }
     for k in range(max(CLIENTS)):  # every session adapted before any Classify
         calls["engine", "adapt"](k, 0)
@@ -186,8 +217,9 @@ def bench_latency(engine: Engine, address: str, inputs: Inputs, adapts: int,
                 start = time.perf_counter()
                 calls[path, rpc](0, i)
                 samples[path].append(time.perf_counter() - start)
-        out[f"grpc_overhead_{rpc}"] = float(np.median(samples["grpc"]) /
-                                            np.median(samples["engine"]))
+        out[f"grpc_overhead_{rpc}"] = float(
+            np.median(samples["grpc"]) / np.median(samples["engine"])
+        )
         out[f"grpc_overhead_{rpc}_n"] = count
     for c in channels:
         c.close()
@@ -199,8 +231,12 @@ def uniform_events(ckpt: Checkpoint, n: int, windows: int, seed: int = 1) -> np.
     g = ckpt.geometry
     rng = np.random.default_rng(seed)
     t = np.sort(rng.integers(0, windows * g.window_us, n))
-    return make_events(t, rng.integers(0, g.sensor_width, n), rng.integers(0, g.sensor_height, n),
-                       rng.integers(0, 2, n))
+    return make_events(
+        t,
+        rng.integers(0, g.sensor_width, n),
+        rng.integers(0, g.sensor_height, n),
+        rng.integers(0, 2, n),
+    )
 
 
 def median_mev_s(n: int, run, repeats: int = 3) -> float:
@@ -242,7 +278,8 @@ def bench_ingest(engine: Engine, address: str, inputs: Inputs, ckpt: Checkpoint,
             "ingest_events": n,
             "ingest_mev_s": median_mev_s(n, lambda: stub.Classify(classify_requests())),
             "ingest_engine_mev_s": median_mev_s(
-                n, lambda: engine.classify(session, encoded, owner=ANONYMOUS)),
+                n, lambda: engine.classify(session, encoded, owner=ANONYMOUS)
+            ),
             "stream_mev_s": median_mev_s(n, lambda: list(stub.ClassifyStream(stream_requests()))),
         }
 
@@ -261,13 +298,13 @@ def trim() -> None:
 
 
 def bench_memory(ckpt: Checkpoint, inputs: Inputs, sessions: int, workers: int) -> dict:
-    config = ServerConfig(workers=workers, max_sessions=sessions + 10,
-                          max_sessions_per_owner=sessions + 10)
+    config = ServerConfig(
+        workers=workers, max_sessions=sessions + 10, max_sessions_per_owner=sessions + 10
+    )
     engine = Engine([ckpt], config)
     try:
         for _ in range(5):  # one-time allocations first
-            engine.adapt(engine.create_session(weight_bits=inputs.bits).session_id,
-                         inputs.chunks())
+            engine.adapt(engine.create_session(weight_bits=inputs.bits).session_id, inputs.chunks())
         gc.collect()
         trim()
         before = resident_bytes()
@@ -287,30 +324,43 @@ def bench_memory(ckpt: Checkpoint, inputs: Inputs, sessions: int, workers: int) 
         held = state.weights.nbytes + sum(s.frames.nbytes for s in state.support)
     finally:
         engine.close()
-    return {"memory_sessions": sessions, "memory_per_session_bytes": per_session,
-            "memory_per_1000_sessions_mib": per_session * 1000 / 2**20,
-            "session_weights_bytes": state.weights.nbytes, "session_support_bytes": held
-            - state.weights.nbytes, "memory_per_session_ratio": per_session / held,
-            "memory_per_session_trimmed_bytes": trimmed,
-            "memory_per_session_ratio_trimmed": trimmed / held}
+    return {
+        "memory_sessions": sessions,
+        "memory_per_session_bytes": per_session,
+        "memory_per_1000_sessions_mib": per_session * 1000 / 2**20,
+        "session_weights_bytes": state.weights.nbytes,
+        "session_support_bytes": held - state.weights.nbytes,
+        "memory_per_session_ratio": per_session / held,
+        "memory_per_session_trimmed_bytes": trimmed,
+        "memory_per_session_ratio_trimmed": trimmed / held,
+    }
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="fewer requests, 2M events, 100 sessions (about a minute)")
-    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "service.json",
-                        help="where to write the results (default: %(default)s)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer requests, 2M events, 100 sessions (about a minute)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=ROOT / "bench" / "results" / "service.json",
+        help="where to write the results (default: %(default)s)",
+    )
     parser.add_argument("--model", help="zoo name or checkpoint (default: the zoo's default)")
     parser.add_argument("--bits", type=int, default=8, help="weight bits of the sessions")
     args = parser.parse_args(argv)
-    adapts, classifies, n_events, sessions = (2, 5, 2_000_000, 100) if args.quick else (
-        5, 25, 10_000_000, 1000)  # requests per client and round
+    adapts, classifies, n_events, sessions = (
+        (2, 5, 2_000_000, 100) if args.quick else (5, 25, 10_000_000, 1000)
+    )  # requests per client and round
 
     ckpt, source = load_model(args.model)
     inputs = Inputs(ckpt, args.bits)
-    config = ServerConfig(port=0, metrics_port=0, max_events=n_events,
-                          max_sessions_per_owner=2 * max(CLIENTS) + 2)
+    config = ServerConfig(
+        port=0, metrics_port=0, max_events=n_events, max_sessions_per_owner=2 * max(CLIENTS) + 2
+    )
     configure_torch(config.torch_thread_count)
     engine = Engine([ckpt], config)
     engine.warm_up()
@@ -345,24 +395,31 @@ def main(argv=None) -> dict:
         "grpc": grpc.__version__,
         **results,
         "targets": {k: f"{op} {v:g}" for k, (op, v) in TARGETS.items()},
-        "meets_targets": {k: (results[k] >= v if op == ">=" else results[k] <= v)
-                          for k, (op, v) in TARGETS.items()},
+        "meets_targets": {
+            k: (results[k] >= v if op == ">=" else results[k] <= v)
+            for k, (op, v) in TARGETS.items()
+        },
     }
 
     print(f"model {ckpt.name} ({source}), {args.bits}-bit sessions, {config.worker_count} workers")
     print(f"{'clients':>7} {'rpc':<9} {'engine p50':>10} {'p99':>8} {'gRPC p50':>10} {'p99':>8} ms")
     for clients in CLIENTS:
         for rpc in ("adapt", "classify"):
-            v = [results[f"{path}_{rpc}_{clients}c_{p}_ms"] for path in ("engine", "grpc")
-                 for p in ("p50", "p99")]
+            v = [
+                results[f"{path}_{rpc}_{clients}c_{p}_ms"]
+                for path in ("engine", "grpc")
+                for p in ("p50", "p99")
+            ]
             print(f"{clients:>7} {rpc:<9} {v[0]:>10.2f} {v[1]:>8.2f} {v[2]:>10.2f} {v[3]:>8.2f}")
     for key, (op, target) in TARGETS.items():
         print(f"{key:<28} {results[key]:>8.2f}  target {op} {target:g}")
     for key in ("ingest_engine_mev_s", "stream_mev_s"):
         print(f"{key:<28} {results[key]:>8.2f}")
     print(f"{'memory_per_1000_sessions_mib':<28} {results['memory_per_1000_sessions_mib']:>8.1f}")
-    print(f"{'memory_per_session_ratio_trimmed':<28} "
-          f"{results['memory_per_session_ratio_trimmed']:>8.2f}")
+    print(
+        f"{'memory_per_session_ratio_trimmed':<28} "
+        f"{results['memory_per_session_ratio_trimmed']:>8.2f}"
+    )
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.json.with_name(args.json.name + ".tmp")

@@ -47,8 +47,9 @@ async def _in_thread(iterable: Iterable) -> AsyncIterator:
         yield item
 
 
-async def _async_requests(first, wrap, chunks: AsyncIterable, sensor: Sensor | None,
-                          on_sent: OnSent) -> AsyncIterator:
+async def _async_requests(
+    first, wrap, chunks: AsyncIterable, sensor: Sensor | None, on_sent: OnSent
+) -> AsyncIterator:
     """``first``, then ``wrap(events_message)`` for each message of an async iterable of event
     arrays."""
     if sensor is None:
@@ -100,43 +101,65 @@ class AsyncSession(SupportQueue):
         self.info = (await self._client.session(self.id)).info
         return self.info
 
-    async def adapt(self, *, replace_support: bool = False, timeout: float | None = ...,
-                    on_sent: OnSent = None) -> AdaptResult:
+    async def adapt(
+        self, *, replace_support: bool = False, timeout: float | None = ..., on_sent: OnSent = None
+    ) -> AdaptResult:
         """Send the queued examples (emptying the queue) and adapt (see ``Session.adapt``)."""
         requests = messages.adapt_requests(self.id, self._take_support(), replace_support, on_sent)
         response = await self._client._stream_unary("Adapt", _in_thread(requests), timeout)
         return AdaptResult.from_proto(response)
 
-    async def classify(self, events, *, sensor: Sensor | None = None,
-                       candidates: Iterable[str] = (), timeout: float | None = ...,
-                       on_sent: OnSent = None) -> Prediction:
+    async def classify(
+        self,
+        events,
+        *,
+        sensor: Sensor | None = None,
+        candidates: Iterable[str] = (),
+        timeout: float | None = ...,
+        on_sent: OnSent = None,
+    ) -> Prediction:
         """Classify one query: events or frames as for ``Session.classify``, or an async
         iterable of event arrays."""
         if isinstance(events, AsyncIterable):
-            stream = _async_requests(messages.classify_header(self.id, candidates),
-                                     lambda e: pb.ClassifyRequest(events=e), events, sensor,
-                                     on_sent)
+            stream = _async_requests(
+                messages.classify_header(self.id, candidates),
+                lambda e: pb.ClassifyRequest(events=e),
+                events,
+                sensor,
+                on_sent,
+            )
         else:
-            stream = _in_thread(messages.classify_requests(self.id, events, sensor, candidates,
-                                                           on_sent))
-        return Prediction.from_proto(await self._client._stream_unary("Classify", stream,
-                                                                      timeout))
+            stream = _in_thread(
+                messages.classify_requests(self.id, events, sensor, candidates, on_sent)
+            )
+        return Prediction.from_proto(await self._client._stream_unary("Classify", stream, timeout))
 
-    async def classify_stream(self, events, *, sensor: Sensor | None = None, window_us: int = 0,
-                              hop_us: int = 0, candidates: Iterable[str] = (),
-                              timeout: float | None = None, on_sent: OnSent = None
-                              ) -> AsyncIterator[WindowPrediction]:
+    async def classify_stream(
+        self,
+        events,
+        *,
+        sensor: Sensor | None = None,
+        window_us: int = 0,
+        hop_us: int = 0,
+        candidates: Iterable[str] = (),
+        timeout: float | None = None,
+        on_sent: OnSent = None,
+    ) -> AsyncIterator[WindowPrediction]:
         """Predictions for the windows of a stream as they come (see
         ``Session.classify_stream``); ``events`` may also be an async iterable of arrays."""
         config = messages.stream_config(self.id, window_us, hop_us, candidates)
         source = None
         if isinstance(events, AsyncIterable):
-            stream = _async_requests(config, lambda e: pb.ClassifyStreamRequest(events=e), events,
-                                     sensor, on_sent)
+            stream = _async_requests(
+                config, lambda e: pb.ClassifyStreamRequest(events=e), events, sensor, on_sent
+            )
         else:
             source = await asyncio.to_thread(as_source, events, sensor)
-            stream = _in_thread(messages.stream_requests(self.id, source, None, window_us, hop_us,
-                                                         candidates, on_sent))
+            stream = _in_thread(
+                messages.stream_requests(
+                    self.id, source, None, window_us, hop_us, candidates, on_sent
+                )
+            )
         try:
             async for response in self._client._stream_stream(stream, timeout):
                 yield WindowPrediction.from_proto(response)
@@ -149,16 +172,18 @@ class AsyncSession(SupportQueue):
         return (await self._client._unary("ExportSession", request, timeout)).data
 
     async def delete(self, *, timeout: float | None = ...) -> None:
-        await self._client._unary("DeleteSession", pb.DeleteSessionRequest(session_id=self.id),
-                                  timeout)
+        await self._client._unary(
+            "DeleteSession", pb.DeleteSessionRequest(session_id=self.id), timeout
+        )
 
 
 class AsyncClient:
     """An asyncio connection to a spikeshot server; arguments as for ``client.Client``."""
 
     def __init__(self, target: str | Connection = DEFAULT_TARGET, **options):
-        self.connection = target if isinstance(target, Connection) else Connection(target,
-                                                                                   **options)
+        self.connection = (
+            target if isinstance(target, Connection) else Connection(target, **options)
+        )
         self._channel = self.connection.aio_channel()
         self._stub = rpc.SpikeShotStub(self._channel)
         self._metadata = self.connection.metadata()
@@ -177,15 +202,17 @@ class AsyncClient:
 
     async def _unary(self, method: str, request, timeout=...):
         try:
-            return await getattr(self._stub, method)(request, timeout=self._deadline(timeout),
-                                                     metadata=self._metadata)
+            return await getattr(self._stub, method)(
+                request, timeout=self._deadline(timeout), metadata=self._metadata
+            )
         except grpc.RpcError as error:
             raise from_rpc_error(error, method) from None
 
     async def _stream_unary(self, method: str, stream: AsyncIterable, timeout=...):
         requests = _Requests(stream)
-        call = getattr(self._stub, method)(requests.__aiter__(), timeout=self._deadline(timeout),
-                                           metadata=self._metadata)
+        call = getattr(self._stub, method)(
+            requests.__aiter__(), timeout=self._deadline(timeout), metadata=self._metadata
+        )
         requests.attach(call)
         try:
             return await call
@@ -200,8 +227,9 @@ class AsyncClient:
 
     async def _stream_stream(self, stream: AsyncIterable, timeout) -> AsyncIterator:
         requests = _Requests(stream)
-        call = self._stub.ClassifyStream(requests.__aiter__(), timeout=self._deadline(timeout),
-                                         metadata=self._metadata)
+        call = self._stub.ClassifyStream(
+            requests.__aiter__(), timeout=self._deadline(timeout), metadata=self._metadata
+        )
         requests.attach(call)
         try:
             async for response in call:
@@ -219,20 +247,32 @@ class AsyncClient:
         response = await self._unary("ListModels", pb.ListModelsRequest(), timeout)
         return [ModelInfo.from_proto(m) for m in response.models]
 
-    async def create_session(self, *, model: str = "", ways: int = 0, inner_steps: int = 0,
-                             step_size: float = 0.0, weight_bits: int | None = None,
-                             rounding: str = "", grid: str = "", seed: int = 0,
-                             timeout: float | None = ...) -> AsyncSession:
+    async def create_session(
+        self,
+        *,
+        model: str = "",
+        ways: int = 0,
+        inner_steps: int = 0,
+        step_size: float = 0.0,
+        weight_bits: int | None = None,
+        rounding: str = "",
+        grid: str = "",
+        seed: int = 0,
+        timeout: float | None = ...,
+    ) -> AsyncSession:
         """A new session (settings as for ``Client.create_session``)."""
-        settings = settings_message(model, ways, inner_steps, step_size, weight_bits, rounding,
-                                    grid, seed)
-        response = await self._unary("CreateSession", pb.CreateSessionRequest(settings=settings),
-                                     timeout)
+        settings = settings_message(
+            model, ways, inner_steps, step_size, weight_bits, rounding, grid, seed
+        )
+        response = await self._unary(
+            "CreateSession", pb.CreateSessionRequest(settings=settings), timeout
+        )
         return AsyncSession(self, SessionInfo.from_proto(response))
 
     async def session(self, session_id: str, *, timeout: float | None = ...) -> AsyncSession:
-        response = await self._unary("GetSession", pb.GetSessionRequest(session_id=session_id),
-                                     timeout)
+        response = await self._unary(
+            "GetSession", pb.GetSessionRequest(session_id=session_id), timeout
+        )
         return AsyncSession(self, SessionInfo.from_proto(response))
 
     async def sessions(self, *, timeout: float | None = ...) -> list[AsyncSession]:

@@ -85,24 +85,38 @@ def _connection_options() -> argparse.ArgumentParser:
     """The options of every command that calls the server."""
     parser = argparse.ArgumentParser(add_help=False)
     group = parser.add_argument_group("connection")
-    group.add_argument("--target", default=os.environ.get("SPIKESHOT_TARGET", DEFAULT_TARGET),
-                       help="server HOST:PORT (default: $SPIKESHOT_TARGET or %(default)s)")
-    group.add_argument("--tls", action="store_true",
-                       help="use TLS with the system's root certificates")
-    group.add_argument("--ca", help="PEM file of the CA that signed the server's certificate "
-                       "(implies --tls)")
+    group.add_argument(
+        "--target",
+        default=os.environ.get("SPIKESHOT_TARGET", DEFAULT_TARGET),
+        help="server HOST:PORT (default: $SPIKESHOT_TARGET or %(default)s)",
+    )
+    group.add_argument(
+        "--tls", action="store_true", help="use TLS with the system's root certificates"
+    )
+    group.add_argument(
+        "--ca", help="PEM file of the CA that signed the server's certificate (implies --tls)"
+    )
     group.add_argument("--cert", help="PEM file of this client's certificate chain")
     group.add_argument("--key", help="PEM file of this client's private key")
     group.add_argument("--server-name", help="name to check the server's certificate against")
-    group.add_argument("--token-file", help="file holding the bearer token (default: "
-                       "$SPIKESHOT_TOKEN)")
-    group.add_argument("--timeout", type=float, default=60.0,
-                       help="deadline in seconds of each call but live streams (default: "
-                       "%(default)s)")
-    group.add_argument("--retries", type=int, default=4, choices=range(MAX_ATTEMPTS),
-                       metavar=f"0..{MAX_ATTEMPTS - 1}",
-                       help="retries of a call the server could not take (UNAVAILABLE), with "
-                       "backoff (default: %(default)s)")
+    group.add_argument(
+        "--token-file", help="file holding the bearer token (default: $SPIKESHOT_TOKEN)"
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="deadline in seconds of each call but live streams (default: %(default)s)",
+    )
+    group.add_argument(
+        "--retries",
+        type=int,
+        default=4,
+        choices=range(MAX_ATTEMPTS),
+        metavar=f"0..{MAX_ATTEMPTS - 1}",
+        help="retries of a call the server could not take (UNAVAILABLE), with "
+        "backoff (default: %(default)s)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON for machines")
     return parser
 
@@ -111,9 +125,19 @@ def _connect(args: argparse.Namespace) -> Client:
     token = os.environ.get("SPIKESHOT_TOKEN") or None
     if args.token_file:
         token = Path(args.token_file).read_text().strip()
-    return Client(Connection(args.target, tls=args.tls, ca=args.ca, cert=args.cert, key=args.key,
-                             server_name=args.server_name, token=token, timeout=args.timeout,
-                             retries=args.retries))
+    return Client(
+        Connection(
+            args.target,
+            tls=args.tls,
+            ca=args.ca,
+            cert=args.cert,
+            key=args.key,
+            server_name=args.server_name,
+            token=token,
+            timeout=args.timeout,
+            retries=args.retries,
+        )
+    )
 
 
 def _print_json(value) -> None:
@@ -127,8 +151,15 @@ def upload_bar(what: str, stream=None) -> Iterator[Callable[[int], None]]:
     from tqdm import tqdm
 
     stream = sys.stderr if stream is None else stream
-    with tqdm(desc=what, unit="ev", unit_scale=True, delay=PROGRESS_DELAY_S, file=stream,
-              disable=not stream.isatty(), leave=False) as bar:
+    with tqdm(
+        desc=what,
+        unit="ev",
+        unit_scale=True,
+        delay=PROGRESS_DELAY_S,
+        file=stream,
+        disable=not stream.isatty(),
+        leave=False,
+    ) as bar:
         yield bar.update
 
 
@@ -144,8 +175,11 @@ def _run_models(args: argparse.Namespace) -> int:
 
 def _add_models(subparsers) -> None:
     parser = subparsers.add_parser(
-        "models", parents=[_connection_options()], help="list the server's models",
-        description="The meta-trained models the server holds: geometry, defaults, size.")
+        "models",
+        parents=[_connection_options()],
+        help="list the server's models",
+        description="The meta-trained models the server holds: geometry, defaults, size.",
+    )
     parser.set_defaults(run=_run_models)
 
 
@@ -159,9 +193,15 @@ def _print_session(args: argparse.Namespace, info) -> None:
 def _run_session_create(args: argparse.Namespace) -> int:
     with _connect(args) as client:
         session = client.create_session(
-            model=args.model, ways=args.ways, inner_steps=args.inner_steps,
-            step_size=args.step_size, weight_bits=args.weight_bits, rounding=args.rounding,
-            grid=args.grid, seed=args.seed)
+            model=args.model,
+            ways=args.ways,
+            inner_steps=args.inner_steps,
+            step_size=args.step_size,
+            weight_bits=args.weight_bits,
+            rounding=args.rounding,
+            grid=args.grid,
+            seed=args.seed,
+        )
     _print_session(args, session.info)
     return EXIT_OK
 
@@ -193,27 +233,34 @@ def _run_session_delete(args: argparse.Namespace) -> int:
 
 
 def _add_session(subparsers) -> None:
-    parser = subparsers.add_parser("session", help="create, list, show or delete sessions",
-                                   description="Manage this caller's sessions.")
+    parser = subparsers.add_parser(
+        "session",
+        help="create, list, show or delete sessions",
+        description="Manage this caller's sessions.",
+    )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     options = _connection_options()
-    create = actions.add_parser("create", parents=[options], help="create a session",
-                                description="A new session; unset settings take the model "
-                                "card's defaults.")
+    create = actions.add_parser(
+        "create",
+        parents=[options],
+        help="create a session",
+        description="A new session; unset settings take the model card's defaults.",
+    )
     create.add_argument("--model", default="", help="model name (default: the server's default)")
     create.add_argument("--ways", type=int, default=0, help="most classes the session learns")
     create.add_argument("--inner-steps", type=int, default=0, help="gradient steps per adapt")
     create.add_argument("--step-size", type=float, default=0.0, help="inner-loop step size")
-    create.add_argument("--weight-bits", type=int,
-                        help="bits of the adapted weights (0: float32)")
+    create.add_argument("--weight-bits", type=int, help="bits of the adapted weights (0: float32)")
     create.add_argument("--rounding", choices=ROUNDINGS, default="")
     create.add_argument("--grid", choices=GRIDS, default="")
     create.add_argument("--seed", type=int, default=0, help="seed of stochastic rounding")
     create.set_defaults(run=_run_session_create)
     listing = actions.add_parser("list", parents=[options], help="list this caller's sessions")
     listing.set_defaults(run=_run_session_list)
-    for name, run, what in (("show", _run_session_show, "describe a session"),
-                            ("delete", _run_session_delete, "delete a session")):
+    for name, run, what in (
+        ("show", _run_session_show, "describe a session"),
+        ("delete", _run_session_delete, "delete a session"),
+    ):
         action = actions.add_parser(name, parents=[options], help=what)
         action.add_argument("id", help="the session's id")
         action.set_defaults(run=run)
@@ -236,14 +283,22 @@ def _run_adapt(args: argparse.Namespace) -> int:
 
 def _add_adapt(subparsers) -> None:
     parser = subparsers.add_parser(
-        "adapt", parents=[_connection_options()], help="adapt a session on a support folder",
+        "adapt",
+        parents=[_connection_options()],
+        help="adapt a session on a support folder",
         description="Send every recording of DIR/<label>/ as a support example of <label> and "
-        "adapt the session on its whole support set.")
+        "adapt the session on its whole support set.",
+    )
     parser.add_argument("--session", required=True, help="the session's id")
-    parser.add_argument("--support", required=True, metavar="DIR",
-                        help="folder with one sub-folder of recordings per class")
-    parser.add_argument("--replace", action="store_true",
-                        help="forget the support examples of earlier adapts")
+    parser.add_argument(
+        "--support",
+        required=True,
+        metavar="DIR",
+        help="folder with one sub-folder of recordings per class",
+    )
+    parser.add_argument(
+        "--replace", action="store_true", help="forget the support examples of earlier adapts"
+    )
     parser.set_defaults(run=_run_adapt)
 
 
@@ -253,12 +308,12 @@ def _run_classify(args: argparse.Namespace) -> int:
         for path in args.files:
             start = time.perf_counter()
             with upload_bar(Path(path).name) as on_sent:
-                prediction = session.classify(path, candidates=args.candidates or (),
-                                              on_sent=on_sent)
+                prediction = session.classify(
+                    path, candidates=args.candidates or (), on_sent=on_sent
+                )
             round_trip_ms = 1000 * (time.perf_counter() - start)
             if args.json:
-                _print_json({"file": path, **prediction.to_dict(),
-                             "round_trip_ms": round_trip_ms})
+                _print_json({"file": path, **prediction.to_dict(), "round_trip_ms": round_trip_ms})
             else:
                 print(formatting.prediction(path, prediction, round_trip_ms), flush=True)
     return EXIT_OK
@@ -266,24 +321,39 @@ def _run_classify(args: argparse.Namespace) -> int:
 
 def _add_classify(subparsers) -> None:
     parser = subparsers.add_parser(
-        "classify", parents=[_connection_options()], help="classify recordings",
-        description="Classify each file as one query (one line, or one JSON object, per file).")
+        "classify",
+        parents=[_connection_options()],
+        help="classify recordings",
+        description="Classify each file as one query (one line, or one JSON object, per file).",
+    )
     parser.add_argument("--session", required=True, help="the session's id")
     parser.add_argument("files", nargs="+", metavar="FILE", help="event files")
-    parser.add_argument("--candidate", action="append", dest="candidates", metavar="LABEL",
-                        help="answer among these labels only (repeatable)")
+    parser.add_argument(
+        "--candidate",
+        action="append",
+        dest="candidates",
+        metavar="LABEL",
+        help="answer among these labels only (repeatable)",
+    )
     parser.set_defaults(run=_run_classify)
 
 
 def _run_stream(args: argparse.Namespace) -> int:
-    source = open_source(args.source, realtime=args.realtime or args.rate is not None,
-                         rate=args.rate or 1.0, chunk_us=round(args.chunk_ms * 1000))
+    source = open_source(
+        args.source,
+        realtime=args.realtime or args.rate is not None,
+        rate=args.rate or 1.0,
+        chunk_us=round(args.chunk_ms * 1000),
+    )
     with source, _connect(args) as client:
         session = client.session(args.session)
         origin = None
         windows = session.classify_stream(
-            source, window_us=round(args.window_ms * 1000), hop_us=round(args.hop_ms * 1000),
-            candidates=args.candidates or ())
+            source,
+            window_us=round(args.window_ms * 1000),
+            hop_us=round(args.hop_ms * 1000),
+            candidates=args.candidates or (),
+        )
         for window in windows:
             if args.json:
                 _print_json(window.to_dict())
@@ -295,25 +365,48 @@ def _run_stream(args: argparse.Namespace) -> int:
 
 def _add_stream(subparsers) -> None:
     parser = subparsers.add_parser(
-        "stream", parents=[_connection_options()], help="classify a live stream window by window",
+        "stream",
+        parents=[_connection_options()],
+        help="classify a live stream window by window",
         description="Stream events to the session and print one line (or JSON object) per "
-        "window's prediction as it comes.")
+        "window's prediction as it comes.",
+    )
     parser.add_argument("--session", required=True, help="the session's id")
-    parser.add_argument("--source", required=True, metavar="SOURCE",
-                        help="an event file, dv://HOST:PORT or dv+unix://PATH (a DV network "
-                        "stream), camera or camera:SERIAL")
-    parser.add_argument("--realtime", action="store_true",
-                        help="replay a file at its recorded pace")
-    parser.add_argument("--rate", type=float,
-                        help="replay a file this many times faster than recorded")
-    parser.add_argument("--chunk-ms", type=float, default=10.0,
-                        help="duration of each chunk of a replay (default: %(default)s)")
-    parser.add_argument("--window-ms", type=float, default=0.0,
-                        help="window length (default: the model card's)")
-    parser.add_argument("--hop-ms", type=float, default=0.0,
-                        help="start-to-start distance of windows (default: the window)")
-    parser.add_argument("--candidate", action="append", dest="candidates", metavar="LABEL",
-                        help="answer among these labels only (repeatable)")
+    parser.add_argument(
+        "--source",
+        required=True,
+        metavar="SOURCE",
+        help="an event file, dv://HOST:PORT or dv+unix://PATH (a DV network "
+        "stream), camera or camera:SERIAL",
+    )
+    parser.add_argument(
+        "--realtime", action="store_true", help="replay a file at its recorded pace"
+    )
+    parser.add_argument(
+        "--rate", type=float, help="replay a file this many times faster than recorded"
+    )
+    parser.add_argument(
+        "--chunk-ms",
+        type=float,
+        default=10.0,
+        help="duration of each chunk of a replay (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--window-ms", type=float, default=0.0, help="window length (default: the model card's)"
+    )
+    parser.add_argument(
+        "--hop-ms",
+        type=float,
+        default=0.0,
+        help="start-to-start distance of windows (default: the window)",
+    )
+    parser.add_argument(
+        "--candidate",
+        action="append",
+        dest="candidates",
+        metavar="LABEL",
+        help="answer among these labels only (repeatable)",
+    )
     parser.set_defaults(run=_run_stream)
 
 
@@ -330,9 +423,12 @@ def _run_export(args: argparse.Namespace) -> int:
 
 def _add_export(subparsers) -> None:
     parser = subparsers.add_parser(
-        "export", parents=[_connection_options()], help="save an adapted session to a file",
+        "export",
+        parents=[_connection_options()],
+        help="save an adapted session to a file",
         description="Write the session (settings, labels, support set, weights) to a file that "
-        "'import' turns into a session again, on this or another server with the same model.")
+        "'import' turns into a session again, on this or another server with the same model.",
+    )
     parser.add_argument("--session", required=True, help="the session's id")
     parser.add_argument("--out", "-o", required=True, metavar="FILE", help="where to write it")
     parser.set_defaults(run=_run_export)
@@ -347,14 +443,25 @@ def _run_import(args: argparse.Namespace) -> int:
 
 def _add_import(subparsers) -> None:
     parser = subparsers.add_parser(
-        "import", parents=[_connection_options()], help="create a session from an exported file",
-        description="A new session of this caller's from a file that 'export' wrote.")
+        "import",
+        parents=[_connection_options()],
+        help="create a session from an exported file",
+        description="A new session of this caller's from a file that 'export' wrote.",
+    )
     parser.add_argument("file", metavar="FILE", help="a file written by 'export'")
     parser.set_defaults(run=_run_import)
 
 
-COMMANDS: tuple[Callable, ...] = (_add_info, _add_models, _add_session, _add_adapt, _add_classify,
-                                  _add_stream, _add_export, _add_import)
+COMMANDS: tuple[Callable, ...] = (
+    _add_info,
+    _add_models,
+    _add_session,
+    _add_adapt,
+    _add_classify,
+    _add_stream,
+    _add_export,
+    _add_import,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -383,8 +490,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except ServerUnavailable as error:
-        return _fail(EXIT_CONNECTION, f"cannot reach the server at "
-                     f"{getattr(args, 'target', '?')}: {error.details}")
+        return _fail(
+            EXIT_CONNECTION,
+            f"cannot reach the server at {getattr(args, 'target', '?')}: {error.details}",
+        )
     except ServerError as error:
         return _fail(EXIT_SERVER, f"the server answered {error}")
     except (FormatError, EventError, OSError, ImportError) as error:

@@ -130,29 +130,45 @@ class Session(SupportQueue):
         self.info = self._client.session(self.id).info
         return self.info
 
-    def adapt(self, *, replace_support: bool = False, timeout: float | None = ...,
-              on_sent: OnSent = None) -> AdaptResult:
+    def adapt(
+        self, *, replace_support: bool = False, timeout: float | None = ..., on_sent: OnSent = None
+    ) -> AdaptResult:
         """Send the queued examples (emptying the queue, whatever the outcome) and adapt on the
         session's whole support set (only these examples when ``replace_support``)."""
         requests = messages.adapt_requests(self.id, self._take_support(), replace_support, on_sent)
         return AdaptResult.from_proto(self._client._stream_unary("Adapt", requests, timeout))
 
-    def classify(self, events, *, sensor: Sensor | None = None, candidates: Iterable[str] = (),
-                 timeout: float | None = ..., on_sent: OnSent = None) -> Prediction:
+    def classify(
+        self,
+        events,
+        *,
+        sensor: Sensor | None = None,
+        candidates: Iterable[str] = (),
+        timeout: float | None = ...,
+        on_sent: OnSent = None,
+    ) -> Prediction:
         """Classify one query (events or frames), among ``candidates`` when given."""
         requests = messages.classify_requests(self.id, events, sensor, candidates, on_sent)
         return Prediction.from_proto(self._client._stream_unary("Classify", requests, timeout))
 
-    def classify_stream(self, events, *, sensor: Sensor | None = None, window_us: int = 0,
-                        hop_us: int = 0, candidates: Iterable[str] = (),
-                        timeout: float | None = None, on_sent: OnSent = None
-                        ) -> Iterator[WindowPrediction]:
+    def classify_stream(
+        self,
+        events,
+        *,
+        sensor: Sensor | None = None,
+        window_us: int = 0,
+        hop_us: int = 0,
+        candidates: Iterable[str] = (),
+        timeout: float | None = None,
+        on_sent: OnSent = None,
+    ) -> Iterator[WindowPrediction]:
         """Predictions for the windows of a stream (a live source, a replay, a file, chunks) as
         they come; window and hop 0 take the model card's. The source is opened now, the call
         starts at the first ``next``; leaving the loop cancels the call and closes the source."""
         source = as_source(events, sensor)
-        requests = messages.stream_requests(self.id, source, None, window_us, hop_us, candidates,
-                                            on_sent)
+        requests = messages.stream_requests(
+            self.id, source, None, window_us, hop_us, candidates, on_sent
+        )
         return self._client._stream_stream(requests, source, timeout)
 
     def export(self, *, timeout: float | None = ...) -> bytes:
@@ -162,8 +178,7 @@ class Session(SupportQueue):
 
     def delete(self, *, timeout: float | None = ...) -> None:
         """Delete the session on the server."""
-        self._client._unary("DeleteSession", pb.DeleteSessionRequest(session_id=self.id),
-                            timeout)
+        self._client._unary("DeleteSession", pb.DeleteSessionRequest(session_id=self.id), timeout)
 
 
 class Client:
@@ -173,8 +188,9 @@ class Client:
     connection's."""
 
     def __init__(self, target: str | Connection = DEFAULT_TARGET, **options):
-        self.connection = target if isinstance(target, Connection) else Connection(target,
-                                                                                   **options)
+        self.connection = (
+            target if isinstance(target, Connection) else Connection(target, **options)
+        )
         self._channel = self.connection.channel()
         self._stub = rpc.SpikeShotStub(self._channel)
         self._metadata = self.connection.metadata()
@@ -193,15 +209,17 @@ class Client:
 
     def _unary(self, method: str, request, timeout=...):
         try:
-            return getattr(self._stub, method)(request, timeout=self._deadline(timeout),
-                                               metadata=self._metadata)
+            return getattr(self._stub, method)(
+                request, timeout=self._deadline(timeout), metadata=self._metadata
+            )
         except grpc.RpcError as error:
             raise from_rpc_error(error, method) from None
 
     def _stream_unary(self, method: str, messages, timeout=...):
         requests = _Requests(messages)
         future = getattr(self._stub, method).future(
-            iter(requests), timeout=self._deadline(timeout), metadata=self._metadata)
+            iter(requests), timeout=self._deadline(timeout), metadata=self._metadata
+        )
         requests.attach(future)
         try:
             return future.result()
@@ -217,8 +235,9 @@ class Client:
     def _stream_stream(self, messages, source: Source, timeout) -> Iterator[WindowPrediction]:
         requests = _Requests(messages)
         try:
-            call = self._stub.ClassifyStream(iter(requests), timeout=self._deadline(timeout),
-                                             metadata=self._metadata)
+            call = self._stub.ClassifyStream(
+                iter(requests), timeout=self._deadline(timeout), metadata=self._metadata
+            )
             requests.attach(call)
             try:
                 for response in call:
@@ -236,17 +255,26 @@ class Client:
         response = self._unary("ListModels", pb.ListModelsRequest(), timeout)
         return [ModelInfo.from_proto(m) for m in response.models]
 
-    def create_session(self, *, model: str = "", ways: int = 0, inner_steps: int = 0,
-                       step_size: float = 0.0, weight_bits: int | None = None,
-                       rounding: str = "", grid: str = "", seed: int = 0,
-                       timeout: float | None = ...) -> Session:
+    def create_session(
+        self,
+        *,
+        model: str = "",
+        ways: int = 0,
+        inner_steps: int = 0,
+        step_size: float = 0.0,
+        weight_bits: int | None = None,
+        rounding: str = "",
+        grid: str = "",
+        seed: int = 0,
+        timeout: float | None = ...,
+    ) -> Session:
         """A new session; empty or zero settings take the model card's (``weight_bits`` None:
         the card's quantization, 0: float32 weights). ``rounding`` is ``nearest`` or
         ``stochastic``, ``grid`` ``global`` or ``per_tensor``."""
-        settings = settings_message(model, ways, inner_steps, step_size, weight_bits, rounding,
-                                    grid, seed)
-        response = self._unary("CreateSession", pb.CreateSessionRequest(settings=settings),
-                               timeout)
+        settings = settings_message(
+            model, ways, inner_steps, step_size, weight_bits, rounding, grid, seed
+        )
+        response = self._unary("CreateSession", pb.CreateSessionRequest(settings=settings), timeout)
         return Session(self, SessionInfo.from_proto(response))
 
     def session(self, session_id: str, *, timeout: float | None = ...) -> Session:

@@ -64,8 +64,10 @@ class Connection:
         if not 0 <= self.retries < MAX_ATTEMPTS:
             raise ValueError(f"retries must be in 0..{MAX_ATTEMPTS - 1}, got {self.retries}")
         if not 0 < self.backoff_s <= self.max_backoff_s:
-            raise ValueError(f"need 0 < backoff_s <= max_backoff_s, got {self.backoff_s} and "
-                             f"{self.max_backoff_s}")
+            raise ValueError(
+                f"need 0 < backoff_s <= max_backoff_s, got {self.backoff_s} and "
+                f"{self.max_backoff_s}"
+            )
         if self.timeout is not None and self.timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds or None, got {self.timeout}")
 

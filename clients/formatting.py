@@ -26,8 +26,9 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """Columns separated by two spaces, each as wide as its widest cell."""
     cells = [list(map(str, header))] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-                     for row in cells)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
 
 
 def _when(epoch_s: float) -> str:
@@ -39,12 +40,36 @@ def _bits(bits: int) -> str:
 
 
 def models(items: Sequence[ModelInfo]) -> str:
-    rows = [(m.name, "yes" if m.is_default else "", m.arch, m.ways,
-             f"{m.bins}x2x{m.height}x{m.width}", f"{m.sensor_width}x{m.sensor_height}",
-             f"{m.window_us / 1000:g} ms", m.inner_steps, _bits(m.weight_bits),
-             f"{m.parameters:,}") for m in items]
-    return table(("model", "default", "arch", "ways", "input", "sensor", "window", "steps",
-                  "weights", "parameters"), rows)
+    rows = [
+        (
+            m.name,
+            "yes" if m.is_default else "",
+            m.arch,
+            m.ways,
+            f"{m.bins}x2x{m.height}x{m.width}",
+            f"{m.sensor_width}x{m.sensor_height}",
+            f"{m.window_us / 1000:g} ms",
+            m.inner_steps,
+            _bits(m.weight_bits),
+            f"{m.parameters:,}",
+        )
+        for m in items
+    ]
+    return table(
+        (
+            "model",
+            "default",
+            "arch",
+            "ways",
+            "input",
+            "sensor",
+            "window",
+            "steps",
+            "weights",
+            "parameters",
+        ),
+        rows,
+    )
 
 
 def session(info: SessionInfo) -> str:
@@ -52,26 +77,37 @@ def session(info: SessionInfo) -> str:
     weights = _bits(s.weight_bits)
     if s.weight_bits:
         weights += f" ({s.grid} grid, {s.rounding} rounding)"
-    return pairs([
-        ("session", info.session_id),
-        ("model", s.model),
-        ("ways", s.ways),
-        ("inner steps", s.inner_steps),
-        ("step size", f"{s.step_size:g}" if s.step_size else "learned"),
-        ("weights", weights),
-        ("classes", ", ".join(info.classes) or "none yet"),
-        ("support examples", info.examples),
-        ("adapted", f"version {info.weights_version}" if info.weights_version else "not yet"),
-        ("created", _when(info.created_at)),
-        ("expires if idle", _when(info.expires_at)),
-    ])
+    return pairs(
+        [
+            ("session", info.session_id),
+            ("model", s.model),
+            ("ways", s.ways),
+            ("inner steps", s.inner_steps),
+            ("step size", f"{s.step_size:g}" if s.step_size else "learned"),
+            ("weights", weights),
+            ("classes", ", ".join(info.classes) or "none yet"),
+            ("support examples", info.examples),
+            ("adapted", f"version {info.weights_version}" if info.weights_version else "not yet"),
+            ("created", _when(info.created_at)),
+            ("expires if idle", _when(info.expires_at)),
+        ]
+    )
 
 
 def sessions(items: Sequence[SessionInfo]) -> str:
     if not items:
         return "no sessions"
-    rows = [(i.session_id, i.settings.model, ", ".join(i.classes) or "-", i.examples,
-             i.weights_version, _when(i.last_used_at)) for i in items]
+    rows = [
+        (
+            i.session_id,
+            i.settings.model,
+            ", ".join(i.classes) or "-",
+            i.examples,
+            i.weights_version,
+            _when(i.last_used_at),
+        )
+        for i in items
+    ]
     return table(("session", "model", "classes", "examples", "version", "last used"), rows)
 
 
@@ -81,27 +117,33 @@ def _timings(t: Timings, *stages: str) -> str:
 
 
 def adapt(result: AdaptResult, round_trip_ms: float) -> str:
-    return pairs([
-        ("session", result.session_id),
-        ("classes", ", ".join(result.classes)),
-        ("support examples", f"{result.examples} ({result.new_examples} new)"),
-        ("loss", f"{result.loss_before:.3f} -> {result.loss_after:.3f}"),
-        ("support accuracy", f"{100 * result.support_accuracy:.1f}%"),
-        ("inner steps", result.steps),
-        ("weights version", result.weights_version),
-        ("server time", _timings(result.timings, "decode", "bin", "queue", "adapt")),
-        ("round trip", f"{round_trip_ms:.1f} ms"),
-    ])
+    return pairs(
+        [
+            ("session", result.session_id),
+            ("classes", ", ".join(result.classes)),
+            ("support examples", f"{result.examples} ({result.new_examples} new)"),
+            ("loss", f"{result.loss_before:.3f} -> {result.loss_after:.3f}"),
+            ("support accuracy", f"{100 * result.support_accuracy:.1f}%"),
+            ("inner steps", result.steps),
+            ("weights version", result.weights_version),
+            ("server time", _timings(result.timings, "decode", "bin", "queue", "adapt")),
+            ("round trip", f"{round_trip_ms:.1f} ms"),
+        ]
+    )
 
 
 def prediction(name: str, p: Prediction, round_trip_ms: float) -> str:
-    return (f"{name}  {p.label}  {100 * p.probabilities[p.label]:.1f}%  {p.events:,} events  "
-            f"{round_trip_ms:.1f} ms")
+    return (
+        f"{name}  {p.label}  {100 * p.probabilities[p.label]:.1f}%  {p.events:,} events  "
+        f"{round_trip_ms:.1f} ms"
+    )
 
 
 def window(w: WindowPrediction, origin_us: int) -> str:
     """One stream window, its times in seconds from ``origin_us``."""
     start, end = (w.start_us - origin_us) / 1e6, (w.end_us - origin_us) / 1e6
     note = "" if w.complete else "  (incomplete)"
-    return (f"{start:8.3f} - {end:.3f} s  {w.label}  {100 * w.probabilities[w.label]:.1f}%  "
-            f"{w.events:,} events{note}")
+    return (
+        f"{start:8.3f} - {end:.3f} s  {w.label}  {100 * w.probabilities[w.label]:.1f}%  "
+        f"{w.events:,} events{note}"
+    )

@@ -30,13 +30,20 @@ def frames_message(frames: np.ndarray) -> pb.Frames:
     """Frames ``[bins, 2, height, width]``: uint16 counts travel as such, anything else as
     float32."""
     if not is_frames(frames) or frames.shape[1] != 2:
-        raise ValueError(f"frames must be a [bins, 2, height, width] array, got shape "
-                         f"{getattr(frames, 'shape', None)}")
+        raise ValueError(
+            f"frames must be a [bins, 2, height, width] array, got shape "
+            f"{getattr(frames, 'shape', None)}"
+        )
     kind = pb.FRAME_TYPE_UINT16 if frames.dtype == np.uint16 else pb.FRAME_TYPE_FLOAT32
     dtype = "<u2" if kind == pb.FRAME_TYPE_UINT16 else "<f4"
     bins, _, height, width = frames.shape
-    return pb.Frames(bins=bins, height=height, width=width, type=kind,
-                     data=np.ascontiguousarray(frames, dtype=dtype).tobytes())
+    return pb.Frames(
+        bins=bins,
+        height=height,
+        width=width,
+        type=kind,
+        data=np.ascontiguousarray(frames, dtype=dtype).tobytes(),
+    )
 
 
 def events_message(events: np.ndarray, width: int, height: int) -> pb.Events:
@@ -66,23 +73,31 @@ def _with_last(items: Iterator) -> Iterator[tuple[object, bool]]:
         yield previous, True
 
 
-def adapt_requests(session_id: str, examples: Iterable[tuple[str, object, Sensor | None]],
-                   replace_support: bool = False, on_sent: OnSent = None
-                   ) -> Iterator[pb.AdaptRequest]:
+def adapt_requests(
+    session_id: str,
+    examples: Iterable[tuple[str, object, Sensor | None]],
+    replace_support: bool = False,
+    on_sent: OnSent = None,
+) -> Iterator[pb.AdaptRequest]:
     """The Adapt stream: the header, then each ``(label, data, sensor)`` example as chunks (data
     as for ``sources.as_source``, or frames)."""
-    yield pb.AdaptRequest(header=pb.AdaptHeader(session_id=session_id,
-                                                replace_support=replace_support))
+    yield pb.AdaptRequest(
+        header=pb.AdaptHeader(session_id=session_id, replace_support=replace_support)
+    )
     for label, data, sensor in examples:
         if is_frames(data):
-            yield pb.AdaptRequest(example=pb.ExampleChunk(
-                label=label, frames=frames_message(data), end_of_example=True))
+            yield pb.AdaptRequest(
+                example=pb.ExampleChunk(
+                    label=label, frames=frames_message(data), end_of_example=True
+                )
+            )
             continue
         with as_source(data, sensor) as source:
             sent = False
             for message, last in _with_last(event_messages(source, on_sent)):
-                yield pb.AdaptRequest(example=pb.ExampleChunk(
-                    label=label, events=message, end_of_example=last))
+                yield pb.AdaptRequest(
+                    example=pb.ExampleChunk(label=label, events=message, end_of_example=last)
+                )
                 sent = True
         if not sent:
             raise ValueError(f"support example {label!r} ({source.name}) holds no events")
@@ -90,13 +105,18 @@ def adapt_requests(session_id: str, examples: Iterable[tuple[str, object, Sensor
 
 def classify_header(session_id: str, candidates: Iterable[str] = ()) -> pb.ClassifyRequest:
     """The first message of Classify."""
-    return pb.ClassifyRequest(header=pb.ClassifyHeader(session_id=session_id,
-                                                       candidates=list(candidates)))
+    return pb.ClassifyRequest(
+        header=pb.ClassifyHeader(session_id=session_id, candidates=list(candidates))
+    )
 
 
-def classify_requests(session_id: str, data, sensor: Sensor | None = None,
-                      candidates: Iterable[str] = (), on_sent: OnSent = None
-                      ) -> Iterator[pb.ClassifyRequest]:
+def classify_requests(
+    session_id: str,
+    data,
+    sensor: Sensor | None = None,
+    candidates: Iterable[str] = (),
+    on_sent: OnSent = None,
+) -> Iterator[pb.ClassifyRequest]:
     """The Classify stream: the header, then the query's event chunks or frames."""
     yield classify_header(session_id, candidates)
     if is_frames(data):
@@ -111,16 +131,26 @@ def classify_requests(session_id: str, data, sensor: Sensor | None = None,
         raise ValueError(f"the query ({source.name}) holds no events")
 
 
-def stream_config(session_id: str, window_us: int = 0, hop_us: int = 0,
-                  candidates: Iterable[str] = ()) -> pb.ClassifyStreamRequest:
+def stream_config(
+    session_id: str, window_us: int = 0, hop_us: int = 0, candidates: Iterable[str] = ()
+) -> pb.ClassifyStreamRequest:
     """The first message of ClassifyStream (0: the model card's window; a hop equal to it)."""
-    return pb.ClassifyStreamRequest(config=pb.StreamConfig(
-        session_id=session_id, window_us=window_us, hop_us=hop_us, candidates=list(candidates)))
+    return pb.ClassifyStreamRequest(
+        config=pb.StreamConfig(
+            session_id=session_id, window_us=window_us, hop_us=hop_us, candidates=list(candidates)
+        )
+    )
 
 
-def stream_requests(session_id: str, data, sensor: Sensor | None = None, window_us: int = 0,
-                    hop_us: int = 0, candidates: Iterable[str] = (), on_sent: OnSent = None
-                    ) -> Iterator[pb.ClassifyStreamRequest]:
+def stream_requests(
+    session_id: str,
+    data,
+    sensor: Sensor | None = None,
+    window_us: int = 0,
+    hop_us: int = 0,
+    candidates: Iterable[str] = (),
+    on_sent: OnSent = None,
+) -> Iterator[pb.ClassifyStreamRequest]:
     """The ClassifyStream stream: the config, then the events as they come."""
     yield stream_config(session_id, window_us, hop_us, candidates)
     with as_source(data, sensor) as source:

@@ -64,8 +64,12 @@ class Prediction(_Result):
 
     @classmethod
     def from_proto(cls, m: pb.ClassifyResponse) -> Prediction:
-        return _same_fields(cls, m, probabilities=_probabilities(m.probabilities),
-                            timings=Timings.from_proto(m.timings))
+        return _same_fields(
+            cls,
+            m,
+            probabilities=_probabilities(m.probabilities),
+            timings=Timings.from_proto(m.timings),
+        )
 
 
 @dataclass(frozen=True)
@@ -83,9 +87,14 @@ class WindowPrediction(_Result):
 
     @classmethod
     def from_proto(cls, m: pb.ClassifyStreamResponse) -> WindowPrediction:
-        return _same_fields(cls, m, start_us=m.window_start_us, end_us=m.window_end_us,
-                            probabilities=_probabilities(m.probabilities),
-                            timings=Timings.from_proto(m.timings))
+        return _same_fields(
+            cls,
+            m,
+            start_us=m.window_start_us,
+            end_us=m.window_end_us,
+            probabilities=_probabilities(m.probabilities),
+            timings=Timings.from_proto(m.timings),
+        )
 
 
 @dataclass(frozen=True)
@@ -105,8 +114,7 @@ class AdaptResult(_Result):
 
     @classmethod
     def from_proto(cls, m: pb.AdaptResponse) -> AdaptResult:
-        return _same_fields(cls, m, classes=tuple(m.classes),
-                            timings=Timings.from_proto(m.timings))
+        return _same_fields(cls, m, classes=tuple(m.classes), timings=Timings.from_proto(m.timings))
 
 
 @dataclass(frozen=True)
@@ -125,8 +133,12 @@ class Settings(_Result):
 
     @classmethod
     def from_proto(cls, m: pb.SessionSettings) -> Settings:
-        return _same_fields(cls, m, rounding=_enum_name(pb.Rounding, m.rounding, "ROUNDING_"),
-                            grid=_enum_name(pb.WeightGrid, m.grid, "WEIGHT_GRID_"))
+        return _same_fields(
+            cls,
+            m,
+            rounding=_enum_name(pb.Rounding, m.rounding, "ROUNDING_"),
+            grid=_enum_name(pb.WeightGrid, m.grid, "WEIGHT_GRID_"),
+        )
 
 
 @dataclass(frozen=True)
@@ -144,8 +156,9 @@ class SessionInfo(_Result):
 
     @classmethod
     def from_proto(cls, m: pb.Session) -> SessionInfo:
-        return _same_fields(cls, m, settings=Settings.from_proto(m.settings),
-                            classes=tuple(m.classes))
+        return _same_fields(
+            cls, m, settings=Settings.from_proto(m.settings), classes=tuple(m.classes)
+        )
 
 
 @dataclass(frozen=True)
@@ -174,16 +187,27 @@ class ModelInfo(_Result):
         return _same_fields(cls, m, card=json.loads(m.card_json) if m.card_json else {})
 
 
-def settings_message(model: str = "", ways: int = 0, inner_steps: int = 0,
-                     step_size: float = 0.0, weight_bits: int | None = None,
-                     rounding: str = "", grid: str = "", seed: int = 0) -> pb.SessionSettings:
+def settings_message(
+    model: str = "",
+    ways: int = 0,
+    inner_steps: int = 0,
+    step_size: float = 0.0,
+    weight_bits: int | None = None,
+    rounding: str = "",
+    grid: str = "",
+    seed: int = 0,
+) -> pb.SessionSettings:
     """The ``SessionSettings`` of a new session; empty or zero values take the model card's."""
     if rounding and rounding not in ROUNDINGS:
         raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
     if grid and grid not in GRIDS:
         raise ValueError(f"grid must be one of {GRIDS}, got {grid!r}")
     message = pb.SessionSettings(
-        model=model, ways=ways, inner_steps=inner_steps, step_size=step_size, seed=seed,
+        model=model,
+        ways=ways,
+        inner_steps=inner_steps,
+        step_size=step_size,
+        seed=seed,
         rounding=pb.Rounding.Value(f"ROUNDING_{(rounding or 'unspecified').upper()}"),
         grid=pb.WeightGrid.Value(f"WEIGHT_GRID_{(grid or 'unspecified').upper()}"),
     )

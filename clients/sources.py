@@ -43,8 +43,15 @@ class Source:
     """Events of one camera: ``width`` x ``height`` and time-ordered chunks, read once. ``close``
     releases what the source holds (a thread, a connection); it is safe to call twice."""
 
-    def __init__(self, width: int, height: int, chunks: Iterable[np.ndarray], *, name: str = "",
-                 close: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        chunks: Iterable[np.ndarray],
+        *,
+        name: str = "",
+        close: Callable[[], None] | None = None,
+    ):
         if not (1 <= int(width) <= 65535 and 1 <= int(height) <= 65535):
             raise ValueError(f"sensor size must be in 1..65535, got {width}x{height}")
         self.width, self.height, self.name = int(width), int(height), name
@@ -72,8 +79,13 @@ def _split(events: np.ndarray, chunk_events: int) -> Iterator[np.ndarray]:
         yield events[i : i + chunk_events]
 
 
-def from_array(events: np.ndarray, sensor: Sensor | None = None, *,
-               chunk_events: int = CHUNK_EVENTS, name: str = "array") -> Source:
+def from_array(
+    events: np.ndarray,
+    sensor: Sensor | None = None,
+    *,
+    chunk_events: int = CHUNK_EVENTS,
+    name: str = "array",
+) -> Source:
     """Events of an array (``EVENT_DTYPE`` or another library's field names), sorted by time if
     they are not. Without ``sensor`` the size is the largest coordinates plus one, which maps
     them to the model's sensor differently from the camera's true size: pass it when known."""
@@ -95,8 +107,13 @@ def from_chunks(chunks: Iterable[np.ndarray], sensor: Sensor, name: str = "chunk
     return Source(*sensor, (as_events(c) for c in chunks), name=name)
 
 
-def from_file(path: str | os.PathLike, *, sensor: Sensor | None = None, format: str | None = None,
-              chunk_events: int = CHUNK_EVENTS) -> Source:
+def from_file(
+    path: str | os.PathLike,
+    *,
+    sensor: Sensor | None = None,
+    format: str | None = None,
+    chunk_events: int = CHUNK_EVENTS,
+) -> Source:
     """The events of a file in any format ``spikeshot.events`` reads (or an AEDAT4 FIFO)."""
     name = os.fspath(path)
     if not (os.path.isfile(path) or (os.path.exists(path) and aedat4.is_pipe(path))):
@@ -110,8 +127,9 @@ def from_file(path: str | os.PathLike, *, sensor: Sensor | None = None, format: 
     if aedat4.is_pipe(path):
         raise ValueError(f"{name}: a FIFO of {format} states no sensor size: pass sensor=")
     recording = read(path, format)
-    return from_array(recording.events, (recording.width, recording.height),
-                      chunk_events=chunk_events, name=name)
+    return from_array(
+        recording.events, (recording.width, recording.height), chunk_events=chunk_events, name=name
+    )
 
 
 def as_source(data, sensor: Sensor | None = None) -> Source:
@@ -129,8 +147,10 @@ def as_source(data, sensor: Sensor | None = None) -> Source:
         if sensor is None:
             raise ValueError("an iterable of event chunks needs sensor=(width, height)")
         return from_chunks(data, sensor)
-    raise TypeError(f"expected events as a file path, an event array, a Recording, a Source or "
-                    f"an iterable of event arrays, got {type(data).__name__}")
+    raise TypeError(
+        f"expected events as a file path, an event array, a Recording, a Source or "
+        f"an iterable of event arrays, got {type(data).__name__}"
+    )
 
 
 def support_folder(root: str | os.PathLike) -> list[tuple[str, Path]]:
@@ -145,11 +165,15 @@ def support_folder(root: str | os.PathLike) -> list[tuple[str, Path]]:
     if not classes:
         raise ValueError(f"{root}: no class sub-folders (expected {root}/<label>/<recordings>)")
     for folder in classes:
-        files = sorted(p for p in folder.iterdir()
-                       if p.suffix.lower() in EVENT_SUFFIXES and not p.name.startswith("."))
+        files = sorted(
+            p
+            for p in folder.iterdir()
+            if p.suffix.lower() in EVENT_SUFFIXES and not p.name.startswith(".")
+        )
         if not files:
-            raise ValueError(f"{folder}: no recordings (files ending in "
-                             f"{', '.join(EVENT_SUFFIXES)})")
+            raise ValueError(
+                f"{folder}: no recordings (files ending in {', '.join(EVENT_SUFFIXES)})"
+            )
         examples += [(folder.name, f) for f in files]
     return examples
 
@@ -229,8 +253,9 @@ class _Worker:
 
     _END = object()
 
-    def __init__(self, produce: Callable[[threading.Event], Iterator], name: str,
-                 maxsize: int = 64):
+    def __init__(
+        self, produce: Callable[[threading.Event], Iterator], name: str, maxsize: int = 64
+    ):
         self._queue: queue.Queue = queue.Queue(maxsize)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(produce,), name=name, daemon=True)
@@ -316,8 +341,9 @@ def _dv():
     try:
         import dv_processing
     except ImportError:
-        raise ImportError("live sources need dv-processing: pip install 'spikeshot[camera]'") \
-            from None
+        raise ImportError(
+            "live sources need dv-processing: pip install 'spikeshot[camera]'"
+        ) from None
     return dv_processing
 
 
@@ -327,10 +353,12 @@ def dv_network(address: str, port: int | None = None, *, open_timeout: float = 1
     ``port`` is None."""
     dv = _dv()
     if port is None:
-        return _live(lambda: dv.io.NetworkReader(dv.Path(address)), f"dv+unix://{address}",
-                     open_timeout)
-    return _live(lambda: dv.io.NetworkReader(address, int(port)), f"dv://{address}:{port}",
-                 open_timeout)
+        return _live(
+            lambda: dv.io.NetworkReader(dv.Path(address)), f"dv+unix://{address}", open_timeout
+        )
+    return _live(
+        lambda: dv.io.NetworkReader(address, int(port)), f"dv://{address}:{port}", open_timeout
+    )
 
 
 def camera(serial: str | None = None, *, open_timeout: float = 10.0) -> Source:
@@ -340,12 +368,19 @@ def camera(serial: str | None = None, *, open_timeout: float = 10.0) -> Source:
     if not dv.io.camera.discover():
         raise SourceError("no camera found: dv-processing sees no connected iniVation camera")
     what = f"camera {serial}" if serial else "camera"
-    return _live(lambda: dv.io.camera.open(serial) if serial else dv.io.camera.open(), what,
-                 open_timeout)
+    return _live(
+        lambda: dv.io.camera.open(serial) if serial else dv.io.camera.open(), what, open_timeout
+    )
 
 
-def open_source(spec: str, *, sensor: Sensor | None = None, realtime: bool = False,
-                rate: float = 1.0, chunk_us: int = 10_000) -> Source:
+def open_source(
+    spec: str,
+    *,
+    sensor: Sensor | None = None,
+    realtime: bool = False,
+    rate: float = 1.0,
+    chunk_us: int = 10_000,
+) -> Source:
     """A source named by a string: ``camera`` or ``camera:SERIAL``, ``dv://HOST:PORT``,
     ``dv+unix://PATH``, or a file (replayed at its recorded pace times ``rate`` when
     ``realtime``; live sources are real-time anyway)."""

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import aedat
 import numpy as np
+
 from spikeshot.events.array import EVENT_DTYPE, Limits, as_events, validate
 from spikeshot.events.recording import EventSource, FormatError, Recording, collect, rechunk
 

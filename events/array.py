@@ -48,24 +48,26 @@ def make_events(t, x, y, p) -> np.ndarray:
     """Build an event array from four columns (any integer or bool array-likes of one length)."""
     cols = [np.asarray(c) for c in (t, x, y, p)]
     n = len(cols[0])
-    for name, c in zip("txyp", cols):
+    for name, c in zip("txyp", cols, strict=False):
         if c.ndim != 1 or len(c) != n:
             raise EventError(name, f"column must be 1-D of length {n}, got shape {c.shape}")
     ev = empty(n)
-    for name, c in zip("txyp", cols):
+    for name, c in zip("txyp", cols, strict=False):
         ev[name] = c
     return ev
 
 
 def as_events(arr) -> np.ndarray:
     """Convert a structured array from another library (aedat's ``on``, tonic's ``x,y,t,p``,
-    ``ts``/``pol`` from .mat files, ...) to ``EVENT_DTYPE``; an array already in it is returned as is.
-    """
+    ``ts``/``pol`` from .mat files, ...) to ``EVENT_DTYPE``; an array already in it is returned
+    as is."""
     arr = np.asarray(arr)
     if arr.dtype == EVENT_DTYPE:
         return arr
     if arr.dtype.names is None:
-        raise EventError("dtype", f"expected a structured array with t, x, y, p fields, got {arr.dtype}")
+        raise EventError(
+            "dtype", f"expected a structured array with t, x, y, p fields, got {arr.dtype}"
+        )
     cols = {}
     for field, aliases in _ALIASES.items():
         name = next((a for a in aliases if a in arr.dtype.names), None)
@@ -142,7 +144,9 @@ def validate(events, limits: Limits = Limits(), *, sort: bool = False):
     if n == 0 and not limits.allow_empty:
         raise EventError("events", "at least one event is required")
     if limits.max_events is not None and n > limits.max_events:
-        raise EventError("events", f"{n} events exceed the limit of {limits.max_events}", limits.max_events)
+        raise EventError(
+            "events", f"{n} events exceed the limit of {limits.max_events}", limits.max_events
+        )
     if limits.width is not None:
         _check_below(events, "x", limits.width, f"must be < sensor width {limits.width}")
     if limits.height is not None:
@@ -153,7 +157,9 @@ def validate(events, limits: Limits = Limits(), *, sort: bool = False):
         dec = t[1:] < t[:-1]
         if dec.any():
             if not sort:
-                raise EventError("t", "timestamps must not decrease (pass sort=True to sort)", _first(dec) + 1)
+                raise EventError(
+                    "t", "timestamps must not decrease (pass sort=True to sort)", _first(dec) + 1
+                )
             events = events[np.argsort(t, kind="stable")]
     return events
 

@@ -153,7 +153,10 @@ def _axis_index(coord: np.ndarray, start: int, factor: int, size: int) -> np.nda
 
 
 def bin_events(
-    events: np.ndarray | EventColumns, geometry: FrameGeometry, t0: int | None = None, dtype=np.float32
+    events: np.ndarray | EventColumns,
+    geometry: FrameGeometry,
+    t0: int | None = None,
+    dtype=np.float32,
 ) -> np.ndarray:
     """Count time-sorted ``events`` into frames of shape ``geometry.shape`` (see the module notes).
 

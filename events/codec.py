@@ -23,8 +23,12 @@ import numpy as np
 from spikeshot.events.array import EventColumns, EventError, check_events
 
 # (name, wire dtype) in wire order.
-COLUMNS = (("t", np.dtype("<i8")), ("x", np.dtype("<u2")), ("y", np.dtype("<u2")),
-           ("p", np.dtype("u1")))
+COLUMNS = (
+    ("t", np.dtype("<i8")),
+    ("x", np.dtype("<u2")),
+    ("y", np.dtype("<u2")),
+    ("p", np.dtype("u1")),
+)
 
 
 class EncodedEvents(NamedTuple):

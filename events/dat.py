@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+
 from spikeshot.events.array import empty
 from spikeshot.events.prophesee import read_header, sized, unwrap
 from spikeshot.events.recording import (

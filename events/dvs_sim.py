@@ -15,6 +15,7 @@ seen while the sensor makes three saccades along a triangle, about 100 ms each.
 from __future__ import annotations
 
 import numpy as np
+
 from spikeshot.events.array import EVENT_DTYPE
 
 # Vertices of N-MNIST's saccade triangle, in units of the amplitude, as (dx, dy) of the image on

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+
 from spikeshot.events import aedat4, dat, evt2, evt3, nmnist, npyfile
 from spikeshot.events.prophesee import read_header
 from spikeshot.events.recording import (

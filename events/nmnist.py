@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
 from spikeshot.events.array import Limits, as_events, empty, validate
 from spikeshot.events.recording import (
     EventSource,

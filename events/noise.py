@@ -36,16 +36,22 @@ def background_activity_filter(
     """
     width, height, window, radius = (
         _positive_int(name, v)
-        for name, v in (("width", width), ("height", height),
-                        ("time_window_us", time_window_us), ("radius", radius))
+        for name, v in (
+            ("width", width),
+            ("height", height),
+            ("time_window_us", time_window_us),
+            ("radius", radius),
+        )
     )
     events = validate(events, Limits(width, height, allow_empty=True), sort=True)
     n = len(events)
     if n == 0:
         return events.copy()
     if width * height * n >= 2**63:
-        raise ValueError(f"background_activity_filter: {n} events on {width}x{height} overflow "
-                         "the int64 sort key; filter fewer events at a time")
+        raise ValueError(
+            f"background_activity_filter: {n} events on {width}x{height} overflow "
+            "the int64 sort key; filter fewer events at a time"
+        )
     t = events["t"]
     # Each event's window as positions in the time-sorted array: [first, last) with
     # t[first] > t - window and t[last - 1] <= t.
@@ -65,8 +71,9 @@ def background_activity_filter(
             if dx == 0 and dy == 0:
                 continue
             # Queries stay sorted (key order), which keeps searchsorted cache-friendly.
-            todo = np.flatnonzero(~keep & (x + dx >= 0) & (x + dx < width)
-                                  & (y + dy >= 0) & (y + dy < height))
+            todo = np.flatnonzero(
+                ~keep & (x + dx >= 0) & (x + dx < width) & (y + dy >= 0) & (y + dy < height)
+            )
             base = (pixel[todo] + (dy * width + dx)) * n
             # The neighbour's first event at or after position `first`: a hit if before `last`.
             after_first = np.searchsorted(key, base + first[todo])

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
 from spikeshot.events.array import EventError, Limits, as_events, validate
 from spikeshot.events.recording import (
     EventSource,

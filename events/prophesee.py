@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
+
 from spikeshot.events.recording import FormatError
 
 # Camera names found in the plugin_name line, most specific first.
@@ -54,7 +55,7 @@ class Header:
         return fields
 
     def evt_version(self) -> str | None:
-        """"2.0", "2.1" or "3.0" from ``% evt`` or ``% format``, else None."""
+        """ "2.0", "2.1" or "3.0" from ``% evt`` or ``% format``, else None."""
         evt = self.get("evt")
         if evt is not None:
             evt = evt.strip()

@@ -79,7 +79,9 @@ def save(ckpt: Checkpoint, path: str | Path) -> tuple[Path, Path]:
     wpath, cpath = paths(path)
     wpath.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().float() for k, v in ckpt.params.items()}
-    tensors.update({LR_PREFIX + k: v.detach().contiguous().float() for k, v in ckpt.inner_lr.items()})
+    tensors.update(
+        {LR_PREFIX + k: v.detach().contiguous().float() for k, v in ckpt.inner_lr.items()}
+    )
     tmp_w, tmp_c = wpath.with_suffix(".tmp-w"), cpath.with_suffix(".tmp-c")
     save_file(tensors, str(tmp_w), metadata={"format": CARD_FORMAT})
     tmp_c.write_text(json.dumps(ckpt.card(), indent=2) + "\n")
@@ -99,7 +101,9 @@ def load(path: str | Path) -> Checkpoint:
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{cpath}: not valid JSON ({e})") from e
     if card.get("format") != CARD_FORMAT:
-        raise CheckpointError(f"{cpath}: format must be {CARD_FORMAT!r}, got {card.get('format')!r}")
+        raise CheckpointError(
+            f"{cpath}: format must be {CARD_FORMAT!r}, got {card.get('format')!r}"
+        )
     try:
         config = ModelConfig.from_dict(card["model"])
         geometry = FrameGeometry.from_dict(card["geometry"])
@@ -118,15 +122,18 @@ def load(path: str | Path) -> Checkpoint:
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise CheckpointError(f"{wpath}: cannot read safetensors: {e}") from e
     params = {k: v for k, v in tensors.items() if not k.startswith(LR_PREFIX)}
-    inner_lr = {k[len(LR_PREFIX):]: v for k, v in tensors.items() if k.startswith(LR_PREFIX)}
+    inner_lr = {k[len(LR_PREFIX) :]: v for k, v in tensors.items() if k.startswith(LR_PREFIX)}
     expected = Network(config).shapes()
     if set(params) != set(expected):
         missing, extra = sorted(set(expected) - set(params)), sorted(set(params) - set(expected))
-        raise CheckpointError(f"{wpath}: tensors do not match the card: missing {missing}, extra {extra}")
+        raise CheckpointError(
+            f"{wpath}: tensors do not match the card: missing {missing}, extra {extra}"
+        )
     for k, shape in expected.items():
         if tuple(params[k].shape) != shape:
             raise CheckpointError(
-                f"{wpath}: tensor {k} has shape {list(params[k].shape)}, the card implies {list(shape)}"
+                f"{wpath}: tensor {k} has shape {list(params[k].shape)}, "
+                f"the card implies {list(shape)}"
             )
     for k in inner_lr:
         if k not in expected:

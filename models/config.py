@@ -15,7 +15,7 @@ RESETS = ("soft", "hard")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Network constants. ``input_hw`` is (height, width) of the binned frames; ``bins`` their count."""
+    """Network constants. ``input_hw`` is (height, width) of the frames, ``bins`` their count."""
 
     arch: str = "snn"
     ways: int = 5
@@ -54,7 +54,9 @@ class ModelConfig:
         if self.ways < 2:
             problems.append(f"ways must be >= 2, got {self.ways}")
         if self.bins < 1 or not 0 <= self.burn_in < self.bins:
-            problems.append(f"need bins >= 1 and 0 <= burn_in < bins, got {self.bins}, {self.burn_in}")
+            problems.append(
+                f"need bins >= 1 and 0 <= burn_in < bins, got {self.bins}, {self.burn_in}"
+            )
         if self.kernel % 2 != 1:
             problems.append(f"kernel must be odd (same padding), got {self.kernel}")
         h, w = self.input_hw

@@ -46,8 +46,17 @@ def evaluate(ckpt: Checkpoint, dataset: MetaDataset, setting: Setting, progress=
         task = sampler[i]
         support, query = torch.from_numpy(task.support), torch.from_numpy(task.query)
         labels = torch.from_numpy(task.support_labels)
-        fast = adapt(net.forward, ckpt.params, support, labels, steps=s.steps, lr=lr,
-                     quantizer=quantizer, class_mask=mask, generator=gen)
+        fast = adapt(
+            net.forward,
+            ckpt.params,
+            support,
+            labels,
+            steps=s.steps,
+            lr=lr,
+            quantizer=quantizer,
+            class_mask=mask,
+            generator=gen,
+        )
         with torch.no_grad():
             logits = net.forward(fast, query).masked_fill(~mask, float("-inf"))
         accs.append(accuracy(logits, torch.from_numpy(task.query_labels)))
@@ -72,11 +81,16 @@ def grid(tasks: int) -> list[Setting]:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| network | weights | shots | steps | accuracy (95% CI) | tasks |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| network | weights | shots | steps | accuracy (95% CI) | tasks |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         bits = "float32" if r["bits"] is None else f"{r['bits']}-bit"
         acc = f"{100 * r['accuracy_mean']:.1f}% ± {100 * r['accuracy_ci95']:.1f}"
-        lines.append(f"| {r['arch'].upper()} | {bits} | {r['shots']} | {r['steps']} | {acc} | {r['tasks']} |")
+        lines.append(
+            f"| {r['arch'].upper()} | {bits} | {r['shots']} | {r['steps']} | {acc} | {r['tasks']} |"
+        )
     return "\n".join(lines)
 
 
@@ -95,9 +109,14 @@ def plot_bits(rows: list[dict], path) -> None:
             for r in rows
             if (r["arch"], r["shots"], r["steps"]) == (arch, shots, steps)
         )
-        xs, ys, es = zip(*pts)
-        ax.errorbar(xs, [100 * y for y in ys], yerr=[100 * e for e in es], marker="o",
-                    label=f"{arch.upper()} {shots}-shot {steps}-step")
+        xs, ys, es = zip(*pts, strict=False)
+        ax.errorbar(
+            xs,
+            [100 * y for y in ys],
+            yerr=[100 * e for e in es],
+            marker="o",
+            label=f"{arch.upper()} {shots}-shot {steps}-step",
+        )
     ax.set_xscale("log", base=2)
     ax.set_xticks([4, 8, 32], ["4", "8", "float32"])
     ax.set_xlabel("inner-loop weight bits")

@@ -1,9 +1,10 @@
 """MAML as a few pure functions over a parameter dict (after functorch's maml_omniglot example).
 
 ``adapt`` is the inner loop that meta-training (second order), evaluation and the service share.
-Gradients come from ``torch.func.grad``, so ``adapt`` composes with ``torch.func.vmap`` over a batch of
-tasks and with an outer ``backward()`` through it (second-order MAML). With ``create_graph=False``
-the inner gradients are detached: first-order MAML, and no graph kept in evaluation or serving.
+Gradients come from ``torch.func.grad``, so ``adapt`` composes with ``torch.func.vmap`` over a
+batch of tasks and with an outer ``backward()`` through it (second-order MAML). With
+``create_graph=False`` the inner gradients are detached: first-order MAML, and no graph kept in
+evaluation or serving.
 """
 
 from __future__ import annotations

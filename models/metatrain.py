@@ -5,7 +5,7 @@ resumable from its last state, distributed over processes with ``torch.distribut
 Every task is a pure function of (seed, index), so a resumed or distributed run sees exactly the
 tasks an uninterrupted single-process run would. The run directory holds:
 
-- ``state.safetensors`` + ``state.json``: parameters, Adam moments and the iteration (the resume point)
+- ``state.safetensors`` + ``state.json``: parameters, Adam moments, iteration (the resume point)
 - ``best.safetensors`` + ``best.json``: the best checkpoint on meta-validation, with its model card
 - ``log.csv``: the curves
 """
@@ -106,10 +106,16 @@ def task_tensors(task):
 
 
 class MetaTrainer:
-    """One meta-training run in ``run_dir``; ``run()`` resumes where the last saved state stopped."""
+    """One meta-training run in ``run_dir``; ``run()`` resumes where the saved state stopped."""
 
-    def __init__(self, cfg: RunConfig, run_dir: str | Path, cache_dir=None, progress=True,
-                 dataset: MetaDataset | None = None):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        run_dir: str | Path,
+        cache_dir=None,
+        progress=True,
+        dataset: MetaDataset | None = None,
+    ):
         """``dataset`` overrides the one ``cfg.training.dataset`` names (tests use tiny ones)."""
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
         t = cfg.training
@@ -201,7 +207,7 @@ class MetaTrainer:
                 }
 
     def _truncate_log(self):
-        """Drop log rows written after the saved state, so a resumed run logs each iteration once."""
+        """Drop log rows written after the saved state: a resumed run logs each iteration once."""
         path = self.run_dir / "log.csv"
         if not path.exists():
             return
@@ -217,8 +223,15 @@ class MetaTrainer:
     def _adapt(self, params, support, labels, create_graph, generator=None):
         t = self.cfg.training
         return adapt(
-            self.net.forward, params, support, labels, steps=t.inner_steps, lr=self._lr(),
-            quantizer=self.quantizer, create_graph=create_graph, generator=generator,
+            self.net.forward,
+            params,
+            support,
+            labels,
+            steps=t.inner_steps,
+            lr=self._lr(),
+            quantizer=self.quantizer,
+            create_graph=create_graph,
+            generator=generator,
         )
 
     def step(self) -> dict:
@@ -309,15 +322,25 @@ class MetaTrainer:
                         self.best_val = val
                         ckpt_io.save(self.checkpoint(val), self.run_dir / "best")
                 if self.rank == 0:
-                    log.writerow([self.iteration, f"{stats['loss']:.4f}", f"{stats['acc']:.4f}",
-                                  val if val == "" else f"{val:.4f}", rates,
-                                  f"{time.perf_counter() - t0:.3f}"])
+                    log.writerow(
+                        [
+                            self.iteration,
+                            f"{stats['loss']:.4f}",
+                            f"{stats['acc']:.4f}",
+                            val if val == "" else f"{val:.4f}",
+                            rates,
+                            f"{time.perf_counter() - t0:.3f}",
+                        ]
+                    )
                 if self.iteration % t.save_every == 0 or self.iteration == until:
                     fh.flush()
                     self.save_state()
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{ema['loss']:.3f}", acc=f"{ema['acc']:.3f}",
-                                    best_val=f"{max(self.best_val, 0):.3f}")
+                    bar.set_postfix(
+                        loss=f"{ema['loss']:.3f}",
+                        acc=f"{ema['acc']:.3f}",
+                        best_val=f"{max(self.best_val, 0):.3f}",
+                    )
         if bar is not None:
             bar.close()

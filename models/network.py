@@ -1,6 +1,6 @@
 """A network is its config plus pure functions of a parameter dict: ``forward(params, frames)``
 returns logits [B, ways]. Parameters live outside the network, so meta-training, per-session
-adaptation and batched evaluation (``torch.func.vmap``) all call the same forward with any weights."""
+adaptation and batched evaluation (``torch.func.vmap``) call the same forward with any weights."""
 
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ Two grids:
 - ``per_tensor``: a symmetric scale per tensor, max|w| / (2^(bits-1) - 1), fixed once from the
   weights it is built on (``scales``) so that every inner step lands on the same grid.
 
-Rounding is to nearest or stochastic (floor(w/step + u), u ~ U[0, 1) from a seeded generator, unbiased
-in expectation). ``fake`` returns values on the grid with a straight-through gradient, for
+Rounding is to nearest or stochastic (floor(w/step + u), u ~ U[0, 1) from a seeded generator,
+unbiased in expectation). ``fake`` returns values on the grid with a straight-through gradient, for
 quantization-aware meta-training; ``to_int``/``from_int`` store and restore exactly.
 """
 

@@ -56,11 +56,14 @@ def load_tokens(path: str | Path) -> dict[bytes, str]:
             raise ValueError(f"{where}: expected 'TOKEN CALLER', got {len(fields)} fields")
         token, caller = fields
         if len(token) < MIN_TOKEN_CHARS:
-            raise ValueError(f"{where}: the token of {caller!r} has {len(token)} characters, "
-                             f"fewer than {MIN_TOKEN_CHARS}")
+            raise ValueError(
+                f"{where}: the token of {caller!r} has {len(token)} characters, "
+                f"fewer than {MIN_TOKEN_CHARS}"
+            )
         if _digest(token) in callers:
-            raise ValueError(f"{where}: the token of {caller!r} is already given to "
-                             f"{callers[_digest(token)]!r}")
+            raise ValueError(
+                f"{where}: the token of {caller!r} is already given to {callers[_digest(token)]!r}"
+            )
         callers[_digest(token)] = caller
     if not callers:
         raise ValueError(f"{path}: no tokens")
@@ -75,8 +78,9 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
     chain = Path(config.tls_cert).read_bytes()
     key = Path(config.tls_key).read_bytes()
     ca = Path(config.tls_client_ca).read_bytes() if config.tls_client_ca else None
-    return grpc.ssl_server_credentials([(key, chain)], root_certificates=ca,
-                                       require_client_auth=ca is not None)
+    return grpc.ssl_server_credentials(
+        [(key, chain)], root_certificates=ca, require_client_auth=ca is not None
+    )
 
 
 class CallerContext:
@@ -108,8 +112,9 @@ class Authenticator(grpc.ServerInterceptor):
             metadata = dict(context.invocation_metadata() or ())
             scheme, _, token = str(metadata.get("authorization", "")).partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
-                raise Unauthenticated("this server needs a bearer token: send metadata "
-                                      "'authorization: Bearer TOKEN'")
+                raise Unauthenticated(
+                    "this server needs a bearer token: send metadata 'authorization: Bearer TOKEN'"
+                )
             caller = self.tokens.get(_digest(token.strip()))
             if caller is None:
                 raise Unauthenticated("the bearer token is not one this server accepts")

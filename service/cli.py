@@ -19,7 +19,9 @@ def _need_server_extra():
     try:
         import torch  # noqa: F401
     except ImportError:
-        sys.exit("spikeshot: this command needs the server extra: pip install 'spikeshot[server,train]'")
+        sys.exit(
+            "spikeshot: this command needs the server extra: pip install 'spikeshot[server,train]'"
+        )
 
 
 def parse_override(text: str) -> tuple[str, str, object]:
@@ -102,8 +104,16 @@ def cmd_evaluate(args) -> int:
     dataset = open_dataset(spec, cache_dir=args.cache, progress=not args.json)
     single = any(v is not None for v in (args.ways, args.shots, args.steps, args.bits))
     settings = (
-        [Setting(ways=args.ways or 5, shots=args.shots or 1, steps=args.steps or 1, bits=args.bits,
-                 tasks=args.tasks, seed=args.seed)]
+        [
+            Setting(
+                ways=args.ways or 5,
+                shots=args.shots or 1,
+                steps=args.steps or 1,
+                bits=args.bits,
+                tasks=args.tasks,
+                seed=args.seed,
+            )
+        ]
         if single
         else grid(args.tasks)
     )
@@ -140,8 +150,10 @@ def resolve_model(spec: str) -> str:
     if checkpoint.paths(ZOO / spec)[1].is_file():
         return str(ZOO / spec)
     names = sorted(p.stem for p in ZOO.glob("*.json"))
-    raise ValueError(f"no checkpoint {spec!r}: neither a file or folder nor a zoo model (the zoo "
-                     f"has {', '.join(names) or 'none'})")
+    raise ValueError(
+        f"no checkpoint {spec!r}: neither a file or folder nor a zoo model (the zoo "
+        f"has {', '.join(names) or 'none'})"
+    )
 
 
 def server_config(args) -> ServerConfig:
@@ -162,8 +174,9 @@ def cmd_serve(args) -> int:
 
     from spikeshot.service.server import serve
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
-                        "%(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     serve(server_config(args), grace=args.grace)
     return 0
 
@@ -181,13 +194,35 @@ def cmd_models(args) -> int:
     if args.json:
         print(json.dumps([dataclasses.asdict(m) for m in models], indent=2))
         return 0
-    rows = [("name", "arch", "ways", "input", "sensor", "window", "steps", "bits", "parameters",
-             "fingerprint")]
+    rows = [
+        (
+            "name",
+            "arch",
+            "ways",
+            "input",
+            "sensor",
+            "window",
+            "steps",
+            "bits",
+            "parameters",
+            "fingerprint",
+        )
+    ]
     for m in models:
-        rows.append((m.name + (" *" if m.is_default else ""), m.arch, str(m.ways),
-                     f"{m.bins}x2x{m.height}x{m.width}", f"{m.sensor_width}x{m.sensor_height}",
-                     f"{m.window_us / 1000:g} ms", str(m.inner_steps),
-                     str(m.weight_bits or "float"), f"{m.parameters:,}", m.fingerprint[:12]))
+        rows.append(
+            (
+                m.name + (" *" if m.is_default else ""),
+                m.arch,
+                str(m.ways),
+                f"{m.bins}x2x{m.height}x{m.width}",
+                f"{m.sensor_width}x{m.sensor_height}",
+                f"{m.window_us / 1000:g} ms",
+                str(m.inner_steps),
+                str(m.weight_bits or "float"),
+                f"{m.parameters:,}",
+                m.fingerprint[:12],
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
@@ -202,8 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("meta-train", help="meta-train a network (resumable)")
     p.add_argument("--config", help="TOML file with [model], [geometry], [training] tables")
     p.add_argument("--run-dir", required=True, help="where state, log and best checkpoint go")
-    p.add_argument("--set", action="append", type=parse_override, metavar="TABLE.FIELD=VALUE",
-                   help="override one config field (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        type=parse_override,
+        metavar="TABLE.FIELD=VALUE",
+        help="override one config field (repeatable)",
+    )
     p.add_argument("--until", type=int, help="stop at this iteration (resume later)")
     p.add_argument("--cache", help="meta-dataset cache directory")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
@@ -212,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="N-way K-shot accuracy on meta-test classes")
     p.add_argument("checkpoint", help="checkpoint (NAME, NAME.json or NAME.safetensors)")
-    p.add_argument("--baseline", help="a second checkpoint (e.g. the ANN) evaluated on the same tasks")
+    p.add_argument(
+        "--baseline", help="a second checkpoint (e.g. the ANN) evaluated on the same tasks"
+    )
     p.add_argument("--dataset", help="meta-dataset spec (default: the one on the model card)")
     p.add_argument("--ways", type=int)
     p.add_argument("--shots", type=int)
@@ -221,28 +263,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=int, default=600)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--out", help="also write evaluation.json/.md and the accuracy-vs-bits plot here")
-    p.add_argument("--record", action="store_true",
-                   help="also store each checkpoint's results in its model card (metrics.evaluation)")
+    p.add_argument(
+        "--out", help="also write evaluation.json/.md and the accuracy-vs-bits plot here"
+    )
+    p.add_argument(
+        "--record",
+        action="store_true",
+        help="also store each checkpoint's results in its model card (metrics.evaluation)",
+    )
     p.add_argument("--cache", help="meta-dataset cache directory")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
-        "serve", help="serve the gRPC API (flags, SPIKESHOT_* variables and a TOML file's "
-        "[server] table set the same settings)")
+        "serve",
+        help="serve the gRPC API (flags, SPIKESHOT_* variables and a TOML file's "
+        "[server] table set the same settings)",
+    )
     p.add_argument("--config", help="TOML file with a [server] table")
-    p.add_argument("--model", metavar="NAME|PATH",
-                   help="serve this one model: a zoo name or a checkpoint (default: the zoo)")
-    p.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
-                   help="on SIGTERM or SIGINT, how long requests in flight may still run")
+    p.add_argument(
+        "--model",
+        metavar="NAME|PATH",
+        help="serve this one model: a zoo name or a checkpoint (default: the zoo)",
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM or SIGINT, how long requests in flight may still run",
+    )
     add_flags(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("models", help="list the models a server would hold (default: the zoo)")
     p.add_argument("--config", help="TOML file with a [server] table")
-    p.add_argument("--models", nargs="+", metavar="NAME|PATH",
-                   help="zoo names, checkpoints or folders of them")
+    p.add_argument(
+        "--models", nargs="+", metavar="NAME|PATH", help="zoo names, checkpoints or folders of them"
+    )
     p.add_argument("--default-model", help="the default model's name")
     p.add_argument("--json", action="store_true", help="print JSON (with the model cards)")
     p.set_defaults(func=cmd_models)

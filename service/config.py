@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-
-import tomllib
 
 from spikeshot.service.executor import usable_cores
 
@@ -37,28 +36,38 @@ class ServerConfig:
     port: int = _setting(50051, "gRPC port (0: any free port)")
     metrics_port: int = _setting(9464, "Prometheus metrics HTTP port (0: no metrics endpoint)")
     models: tuple[str, ...] = _setting(
-        (), "checkpoints (NAME, NAME.json or NAME.safetensors) or folders of them; "
-        "none: the shipped zoo")
-    default_model: str = _setting("", "model of sessions that name none (empty: the first loaded)")
+        (),
+        "checkpoints (NAME, NAME.json or NAME.safetensors) or folders of them; "
+        "none: the shipped zoo",
+    )
+    default_model: str = _setting(
+        "", "model of sessions that name none (empty: glyphs if loaded, else the first loaded)"
+    )
     session_ttl_s: float = _setting(3600.0, "seconds an idle session lives")
     max_sessions: int = _setting(1000, "sessions held in total")
     max_sessions_per_owner: int = _setting(32, "sessions one caller may hold")
     max_support_examples: int = _setting(200, "support examples one session may hold")
     max_events: int = _setting(
-        2_000_000, "events in one support example, one query or one stream window")
+        2_000_000, "events in one support example, one query or one stream window"
+    )
     max_inner_steps: int = _setting(100, "the most inner-loop steps a session may ask for")
     max_message_bytes: int = _setting(16 * 1024 * 1024, "largest gRPC message, in bytes")
-    snapshot_dir: str = _setting("", "folder where sessions are saved to survive a restart "
-                                 "(empty: sessions live in memory only)")
+    snapshot_dir: str = _setting(
+        "",
+        "folder where sessions are saved to survive a restart "
+        "(empty: sessions live in memory only)",
+    )
     workers: int = _setting(0, "threads of model work (0: one per usable core)")
-    queue_limit: int = _setting(64, "model jobs that may wait for a worker before new requests "
-                                "get RESOURCE_EXHAUSTED")
+    queue_limit: int = _setting(
+        64, "model jobs that may wait for a worker before new requests get RESOURCE_EXHAUSTED"
+    )
     torch_threads: int = _setting(0, "torch intra-op threads (0: usable cores / workers, >= 1)")
     io_threads: int = _setting(16, "gRPC threads that read and write streams")
     tls_cert: str = _setting("", "PEM certificate chain of the server (with tls_key: TLS on)")
     tls_key: str = _setting("", "PEM private key of the server")
-    tls_client_ca: str = _setting("", "PEM CA bundle; when set, clients must present a "
-                                  "certificate it signed")
+    tls_client_ca: str = _setting(
+        "", "PEM CA bundle; when set, clients must present a certificate it signed"
+    )
     tokens_file: str = _setting("", "file of accepted bearer tokens (empty: no token needed)")
 
     def __post_init__(self):
@@ -66,8 +75,15 @@ class ServerConfig:
         for name in ("port", "metrics_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 problems.append(f"{name} must be in 0..65535, got {getattr(self, name)}")
-        for name in ("max_sessions", "max_sessions_per_owner", "max_support_examples",
-                     "max_events", "max_inner_steps", "max_message_bytes", "io_threads"):
+        for name in (
+            "max_sessions",
+            "max_sessions_per_owner",
+            "max_support_examples",
+            "max_events",
+            "max_inner_steps",
+            "max_message_bytes",
+            "io_threads",
+        ):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("workers", "queue_limit", "torch_threads"):
@@ -93,8 +109,12 @@ class ServerConfig:
         return self.torch_threads or max(1, usable_cores() // self.worker_count)
 
     @classmethod
-    def load(cls, toml_path: str | Path | None = None, environ: Mapping[str, str] | None = None,
-             overrides: Mapping[str, object] | None = None) -> ServerConfig:
+    def load(
+        cls,
+        toml_path: str | Path | None = None,
+        environ: Mapping[str, str] | None = None,
+        overrides: Mapping[str, object] | None = None,
+    ) -> ServerConfig:
         """Defaults, then the TOML file's ``[server]`` table, then ``environ`` (default
         ``os.environ``), then ``overrides`` (e.g. from ``flag_overrides``)."""
         values: dict[str, object] = {}
@@ -102,7 +122,9 @@ class ServerConfig:
             table = tomllib.loads(Path(toml_path).read_text()).get("server", {})
             values.update(_parse(table, f"{toml_path} [server]", from_text=False))
         env = os.environ if environ is None else environ
-        found = {k[len(ENV_PREFIX):].lower(): v for k, v in env.items() if k.startswith(ENV_PREFIX)}
+        found = {
+            k[len(ENV_PREFIX) :].lower(): v for k, v in env.items() if k.startswith(ENV_PREFIX)
+        }
         values.update(_parse(found, "environment SPIKESHOT_*", from_text=True, strict=False))
         values.update(_parse(dict(overrides or {}), "flags", from_text=False))
         return cls(**values)
@@ -145,8 +167,13 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     for f in fields(ServerConfig):
         kind = type(f.default)
         extra = {"nargs": "+"} if kind is tuple else {"type": kind}
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
-                            help=f"{f.metadata['help']} (default: {f.default!r})", **extra)
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            default=None,
+            help=f"{f.metadata['help']} (default: {f.default!r})",
+            **extra,
+        )
 
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -157,4 +184,3 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, object]:
         if value is not None:
             out[f.name] = tuple(value) if isinstance(value, list) else value
     return out
-

@@ -30,8 +30,11 @@ import numpy as np
 from spikeshot.clients.formatting import pairs
 
 # The zoo's Glyphs model, found without importing torch (so that this module's parser is cheap).
-DEFAULT_MODEL = (Path(importlib.util.find_spec("spikeshot.models").submodule_search_locations[0])
-                 / "zoo" / "glyphs.json")
+DEFAULT_MODEL = (
+    Path(importlib.util.find_spec("spikeshot.models").submodule_search_locations[0])
+    / "zoo"
+    / "glyphs.json"
+)
 EXIT_NO_MODEL = 3
 
 
@@ -46,8 +49,9 @@ def _label(name: str) -> str:
     return name.replace("/", "-").replace(" ", "_")
 
 
-def write_recordings(folder: Path, cache: Path, ways: int, shots: int, queries: int, seed: int
-                     ) -> tuple[list[tuple[str, Path]], list[tuple[str, Path]]]:
+def write_recordings(
+    folder: Path, cache: Path, ways: int, shots: int, queries: int, seed: int
+) -> tuple[list[tuple[str, Path]], list[tuple[str, Path]]]:
     """Record ``ways`` random Glyphs meta-test characters, ``shots`` support and ``queries``
     query instances each, as ``support/<label>/*.aedat4`` and ``queries/<label>/*.aedat4`` in
     ``folder`` (the characters' cache goes to ``cache``): the (label, path) pairs of both."""
@@ -59,8 +63,9 @@ def write_recordings(folder: Path, cache: Path, ways: int, shots: int, queries: 
     config = replace(base, max_per_script=per_script, instances=shots + queries)
     split = Glyphs(config, cache, workers=1, progress=False).split("test")
     if ways > len(split.classes):
-        raise ValueError(f"ways={ways}: the demo's meta-test split has {len(split.classes)} "
-                         "classes")
+        raise ValueError(
+            f"ways={ways}: the demo's meta-test split has {len(split.classes)} classes"
+        )
     chosen = np.random.default_rng(seed).choice(len(split.classes), ways, replace=False)
     support, query = [], []
     for index in sorted(int(i) for i in chosen):
@@ -74,8 +79,16 @@ def write_recordings(folder: Path, cache: Path, ways: int, shots: int, queries: 
     return support, query
 
 
-def demo(model: Path, folder: Path, cache: Path, ways: int, shots: int, queries: int, seed: int,
-         say=lambda text: None) -> dict:
+def demo(
+    model: Path,
+    folder: Path,
+    cache: Path,
+    ways: int,
+    shots: int,
+    queries: int,
+    seed: int,
+    say=lambda text: None,
+) -> dict:
     """Run the demo with recordings in ``folder`` and scratch files in ``cache``; its results as
     a dict."""
     from spikeshot.clients.client import Client
@@ -140,25 +153,42 @@ def demo(model: Path, folder: Path, cache: Path, ways: int, shots: int, queries:
 
 def format_results(r: dict) -> str:
     """The demo's results as a two-column table."""
-    return pairs([
-        ("model", f"{r['model']} ({r['parameters']:,} parameters)"),
-        ("task", f"{r['ways']}-way {r['shots']}-shot on Glyphs characters the model never saw"),
-        ("classes", ", ".join(r["classes"])),
-        ("accuracy", f"{100 * r['accuracy']:.1f}% ({r['correct']}/{r['classified']} queries; "
-                     f"chance {100 * r['chance']:.1f}%)"),
-        ("adapt latency", f"{r['adapt_ms']:.1f} ms ({r['ways'] * r['shots']} support examples)"),
-        ("classify latency", f"p50 {r['classify_p50_ms']:.1f} ms, "
-                             f"p99 {r['classify_p99_ms']:.1f} ms"),
-        ("events streamed", f"{r['events_streamed']:,}"),
-        ("server", r["server"]),
-        ("metrics", f"{r['metrics']} (while it ran)"),
-        ("total time", f"{r['seconds']:.1f} s"),
-    ])
+    return pairs(
+        [
+            ("model", f"{r['model']} ({r['parameters']:,} parameters)"),
+            ("task", f"{r['ways']}-way {r['shots']}-shot on Glyphs characters the model never saw"),
+            ("classes", ", ".join(r["classes"])),
+            (
+                "accuracy",
+                f"{100 * r['accuracy']:.1f}% ({r['correct']}/{r['classified']} queries; "
+                f"chance {100 * r['chance']:.1f}%)",
+            ),
+            (
+                "adapt latency",
+                f"{r['adapt_ms']:.1f} ms ({r['ways'] * r['shots']} support examples)",
+            ),
+            (
+                "classify latency",
+                f"p50 {r['classify_p50_ms']:.1f} ms, p99 {r['classify_p99_ms']:.1f} ms",
+            ),
+            ("events streamed", f"{r['events_streamed']:,}"),
+            ("server", r["server"]),
+            ("metrics", f"{r['metrics']} (while it ran)"),
+            ("total time", f"{r['seconds']:.1f} s"),
+        ]
+    )
 
 
-def run_demo(json_output: bool = False, *, model: str | Path | None = None, ways: int = 5,
-             shots: int = 1, queries: int = 5, seed: int = 0,
-             keep: str | Path | None = None) -> int:
+def run_demo(
+    json_output: bool = False,
+    *,
+    model: str | Path | None = None,
+    ways: int = 5,
+    shots: int = 1,
+    queries: int = 5,
+    seed: int = 0,
+    keep: str | Path | None = None,
+) -> int:
     """The ``spikeshot demo`` command: print the results (as one JSON object when
     ``json_output``); recordings go to ``keep`` when given, else to a temporary folder. Exit
     code 0, or ``EXIT_NO_MODEL`` when the model is not installed."""
@@ -168,12 +198,18 @@ def run_demo(json_output: bool = False, *, model: str | Path | None = None, ways
     missing = [p.name for p in (json_path, weights_path) if not p.is_file()]
     if missing:
         what = "the default model is not installed" if model is None else "no checkpoint"
-        hint = (" Meta-train it with `spikeshot meta-train --config models/zoo/glyphs.toml "
-                "--run-dir runs/glyphs` and copy runs/glyphs/best.json and best.safetensors there "
-                "as glyphs.json and glyphs.safetensors, or pass --model." if model is None else "")
-        print(f"spikeshot demo: {what}: {' and '.join(missing)} "
-              f"{'is' if len(missing) == 1 else 'are'} missing from {json_path.parent}.{hint}",
-              file=sys.stderr)
+        hint = (
+            " Meta-train it with `spikeshot meta-train --config models/zoo/glyphs.toml "
+            "--run-dir runs/glyphs` and copy runs/glyphs/best.json and best.safetensors there "
+            "as glyphs.json and glyphs.safetensors, or pass --model."
+            if model is None
+            else ""
+        )
+        print(
+            f"spikeshot demo: {what}: {' and '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} missing from {json_path.parent}.{hint}",
+            file=sys.stderr,
+        )
         return EXIT_NO_MODEL
     for name, value in (("ways", ways), ("shots", shots), ("queries", queries)):
         if value < 1:
@@ -191,24 +227,35 @@ def run_demo(json_output: bool = False, *, model: str | Path | None = None, ways
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    return run_demo(args.json, model=args.model, ways=args.ways, shots=args.shots,
-                    queries=args.queries, seed=args.seed, keep=args.keep)
+    return run_demo(
+        args.json,
+        model=args.model,
+        ways=args.ways,
+        shots=args.shots,
+        queries=args.queries,
+        seed=args.seed,
+        keep=args.keep,
+    )
 
 
 def add_demo_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``demo`` to the ``spikeshot`` command's subparsers (its ``func`` runs it)."""
     p = subparsers.add_parser(
-        "demo", help="adapt and classify unseen classes over gRPC, all on this machine",
+        "demo",
+        help="adapt and classify unseen classes over gRPC, all on this machine",
         description="Start a server in-process, record support and query examples of Glyphs "
         "characters the model never saw, adapt a session on them over gRPC and classify the "
-        "queries; print accuracy and latencies.")
+        "queries; print accuracy and latencies.",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--model", help=f"checkpoint (default: {DEFAULT_MODEL.name} in the zoo)")
     p.add_argument("--ways", type=int, default=5, help="classes (default: %(default)s)")
-    p.add_argument("--shots", type=int, default=1,
-                   help="support examples per class (default: %(default)s)")
-    p.add_argument("--queries", type=int, default=5,
-                   help="queries per class (default: %(default)s)")
+    p.add_argument(
+        "--shots", type=int, default=1, help="support examples per class (default: %(default)s)"
+    )
+    p.add_argument(
+        "--queries", type=int, default=5, help="queries per class (default: %(default)s)"
+    )
     p.add_argument("--seed", type=int, default=0, help="which classes (default: %(default)s)")
     p.add_argument("--keep", metavar="DIR", help="write the recordings here and keep them")
     p.set_defaults(func=_cmd_demo)

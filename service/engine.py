@@ -19,6 +19,7 @@ stream arrives.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import time
@@ -48,6 +49,7 @@ from spikeshot.service.inputs import Chunk, EventInput, FrameInput, Input
 from spikeshot.service.sessions import Session, SessionStore, Settings, Shot, State, Weights
 
 ZOO = Path(checkpoint.__file__).resolve().parent / "zoo"
+ZOO_DEFAULT = "glyphs"  # the broad initialisation a robot team starts from
 STREAM_BATCH = 32  # windows of one stream classified in one forward pass
 
 
@@ -169,8 +171,9 @@ def find_checkpoints(paths: Sequence[str | Path]) -> list[Checkpoint]:
     found: list[Path] = []
     for path in [Path(p) for p in paths] or [ZOO]:
         if path.is_dir():
-            found += sorted(p for p in path.glob("*.json")
-                            if p.with_suffix(".safetensors").is_file())
+            found += sorted(
+                p for p in path.glob("*.json") if p.with_suffix(".safetensors").is_file()
+            )
         else:
             found.append(path)
     if not found:
@@ -189,10 +192,12 @@ def _seed(seed: int, version: int) -> int:
 
 class Engine:
     """Sessions, adaptation and classification over ``models`` (checkpoints with distinct names;
-    the first is the default unless ``config.default_model`` names another)."""
+    the default is ``config.default_model``, else the zoo's Glyphs model when loaded, else the
+    first)."""
 
-    def __init__(self, models: Sequence[Checkpoint], config: ServerConfig | None = None, *,
-                 clock=time.time):
+    def __init__(
+        self, models: Sequence[Checkpoint], config: ServerConfig | None = None, *, clock=time.time
+    ):
         self.config = config or ServerConfig()
         self._models: dict[str, _Model] = {}
         for ckpt in models:
@@ -201,18 +206,24 @@ class Engine:
             if ckpt.name in self._models:
                 raise ValueError(f"two models are named {ckpt.name!r}")
             params = {k: v.detach().float().contiguous() for k, v in ckpt.params.items()}
-            self._models[ckpt.name] = _Model(ckpt.name, ckpt, ckpt.network, params,
-                                             fingerprint(ckpt))
+            self._models[ckpt.name] = _Model(
+                ckpt.name, ckpt, ckpt.network, params, fingerprint(ckpt)
+            )
         if not self._models:
             raise ValueError("the engine needs at least one model")
-        self.default_model = self.config.default_model or next(iter(self._models))
+        self.default_model = self.config.default_model or (
+            ZOO_DEFAULT if ZOO_DEFAULT in self._models else next(iter(self._models))
+        )
         if self.default_model not in self._models:
-            raise ValueError(f"default_model {self.default_model!r} is not among the models "
-                             f"{sorted(self._models)}")
+            raise ValueError(
+                f"default_model {self.default_model!r} is not among the models "
+                f"{sorted(self._models)}"
+            )
         self.executor = Executor(self.config.worker_count, self.config.queue_limit)
         c = self.config
-        self.sessions = SessionStore(c.session_ttl_s, c.max_sessions, c.max_sessions_per_owner,
-                                     c.snapshot_dir or None, clock)
+        self.sessions = SessionStore(
+            c.session_ttl_s, c.max_sessions, c.max_sessions_per_owner, c.snapshot_dir or None, clock
+        )
         self.sessions.restore(self._check_restored)
 
     @classmethod
@@ -245,15 +256,26 @@ class Engine:
         for name in names:
             m = self._models[name]
             ck, g = m.checkpoint, m.geometry
-            out.append(ModelInfo(
-                name=name, is_default=name == self.default_model, card=ck.card(),
-                arch=ck.config.arch, ways=ck.config.ways, bins=g.bins, height=g.height,
-                width=g.width, sensor_width=g.sensor_width, sensor_height=g.sensor_height,
-                window_us=g.window_us, inner_steps=ck.inner_steps,
-                step_size=0.0 if ck.inner_lr else ck.inner_step_size,
-                weight_bits=ck.quantizer.bits if ck.quantizer else 0,
-                parameters=sum(v.numel() for v in ck.params.values()), fingerprint=m.fingerprint,
-            ))
+            out.append(
+                ModelInfo(
+                    name=name,
+                    is_default=name == self.default_model,
+                    card=ck.card(),
+                    arch=ck.config.arch,
+                    ways=ck.config.ways,
+                    bins=g.bins,
+                    height=g.height,
+                    width=g.width,
+                    sensor_width=g.sensor_width,
+                    sensor_height=g.sensor_height,
+                    window_us=g.window_us,
+                    inner_steps=ck.inner_steps,
+                    step_size=0.0 if ck.inner_lr else ck.inner_step_size,
+                    weight_bits=ck.quantizer.bits if ck.quantizer else 0,
+                    parameters=sum(v.numel() for v in ck.params.values()),
+                    fingerprint=m.fingerprint,
+                )
+            )
         return out
 
     def _model(self, name: str) -> _Model:
@@ -261,11 +283,19 @@ class Engine:
             raise NotFound(f"no model {name!r}; this server has {sorted(self._models)}")
         return self._models[name]
 
-    def create_session(self, *, owner: str = "", model: str | None = None,
-                       ways: int | None = None, inner_steps: int | None = None,
-                       step_size: float | None = None, weight_bits: int | None = None,
-                       rounding: str | None = None, grid: str | None = None,
-                       seed: int = 0) -> SessionInfo:
+    def create_session(
+        self,
+        *,
+        owner: str = "",
+        model: str | None = None,
+        ways: int | None = None,
+        inner_steps: int | None = None,
+        step_size: float | None = None,
+        weight_bits: int | None = None,
+        rounding: str | None = None,
+        grid: str | None = None,
+        seed: int = 0,
+    ) -> SessionInfo:
         """A new session; None (or 0 for ``ways``/``inner_steps``/``step_size``) takes the model
         card's default. ``weight_bits`` 0 means float32 weights."""
         m = self._model(model or self.default_model)
@@ -286,20 +316,34 @@ class Engine:
 
     def _check_settings(self, settings: Settings, m: _Model) -> None:
         if settings.ways > m.checkpoint.config.ways:
-            raise InvalidArgument(f"ways={settings.ways} exceeds model {m.name!r}'s "
-                                  f"{m.checkpoint.config.ways} outputs", "ways")
+            raise InvalidArgument(
+                f"ways={settings.ways} exceeds model {m.name!r}'s "
+                f"{m.checkpoint.config.ways} outputs",
+                "ways",
+            )
         if settings.inner_steps > self.config.max_inner_steps:
-            raise InvalidArgument(f"inner_steps={settings.inner_steps} exceeds the server's limit "
-                                  f"of {self.config.max_inner_steps}", "inner_steps")
+            raise InvalidArgument(
+                f"inner_steps={settings.inner_steps} exceeds the server's limit "
+                f"of {self.config.max_inner_steps}",
+                "inner_steps",
+            )
         if settings.step_size is None and not m.checkpoint.inner_lr:
-            raise InvalidArgument(f"model {m.name!r} has no learned step sizes: give step_size",
-                                  "step_size")
+            raise InvalidArgument(
+                f"model {m.name!r} has no learned step sizes: give step_size", "step_size"
+            )
 
     def _info(self, session: Session) -> SessionInfo:
         state = session.state
-        return SessionInfo(session.id, session.settings, state.classes, len(state.support),
-                           state.version, session.created, session.last_used,
-                           self.sessions.expires_at(session))
+        return SessionInfo(
+            session.id,
+            session.settings,
+            state.classes,
+            len(state.support),
+            state.version,
+            session.created,
+            session.last_used,
+            self.sessions.expires_at(session),
+        )
 
     def get_session(self, session_id: str, *, owner: str = "") -> SessionInfo:
         return self._info(self.sessions.get(owner, session_id))
@@ -327,35 +371,55 @@ class Engine:
     def _check_restored(self, settings: Settings, model_fingerprint: str, state: State) -> None:
         """That an imported or restored session fits a model of this server."""
         if settings.model not in self._models:
-            raise FailedPrecondition(f"the session was adapted on model {settings.model!r}, which "
-                                     f"this server does not hold ({sorted(self._models)})")
+            raise FailedPrecondition(
+                f"the session was adapted on model {settings.model!r}, which "
+                f"this server does not hold ({sorted(self._models)})"
+            )
         m = self._models[settings.model]
         if model_fingerprint != m.fingerprint:
-            raise FailedPrecondition(f"the session was adapted on other weights of model "
-                                     f"{m.name!r} (fingerprint {model_fingerprint[:12]}..., this "
-                                     f"server's {m.fingerprint[:12]}...)")
+            raise FailedPrecondition(
+                f"the session was adapted on other weights of model "
+                f"{m.name!r} (fingerprint {model_fingerprint[:12]}..., this "
+                f"server's {m.fingerprint[:12]}...)"
+            )
         self._check_settings(settings, m)
         if len(state.support) > self.config.max_support_examples:
-            raise ResourceExhausted(f"{len(state.support)} support examples exceed the limit of "
-                                    f"{self.config.max_support_examples}")
+            raise ResourceExhausted(
+                f"{len(state.support)} support examples exceed the limit of "
+                f"{self.config.max_support_examples}"
+            )
         for shot in state.support:
             if shot.frames.shape != m.geometry.shape:
-                raise InvalidArgument(f"support frames of shape {list(shot.frames.shape)}, model "
-                                      f"{m.name!r} takes {list(m.geometry.shape)}", "data")
+                raise InvalidArgument(
+                    f"support frames of shape {list(shot.frames.shape)}, model "
+                    f"{m.name!r} takes {list(m.geometry.shape)}",
+                    "data",
+                )
         if len(state.classes) > settings.ways:
-            raise InvalidArgument(f"{len(state.classes)} classes exceed {settings.ways} ways",
-                                  "data")
+            raise InvalidArgument(
+                f"{len(state.classes)} classes exceed {settings.ways} ways", "data"
+            )
         if state.weights is not None:
             shapes = m.network.shapes()
             for k, v in state.weights.tensors.items():
                 if shapes.get(k) != tuple(v.shape):
-                    raise InvalidArgument(f"weight {k!r} of shape {list(v.shape)} is not a "
-                                          f"parameter of model {m.name!r}", "data")
+                    raise InvalidArgument(
+                        f"weight {k!r} of shape {list(v.shape)} is not a "
+                        f"parameter of model {m.name!r}",
+                        "data",
+                    )
 
     # -- adaptation -----------------------------------------------------------------------------
 
-    def adapt(self, session_id: str, chunks: Iterable[Chunk], *, owner: str = "",
-              replace_support: bool = False, control: Control = NO_CONTROL) -> AdaptResult:
+    def adapt(
+        self,
+        session_id: str,
+        chunks: Iterable[Chunk],
+        *,
+        owner: str = "",
+        replace_support: bool = False,
+        control: Control = NO_CONTROL,
+    ) -> AdaptResult:
         """Add the examples of ``chunks`` to the session's support set and adapt it (see the
         module notes). Errors leave the session unchanged."""
         begin = time.perf_counter()
@@ -367,8 +431,10 @@ class Engine:
             samples.append(sample)
             held = 0 if replace_support else len(session.state.support)
             if held + len(samples) > cap:
-                raise ResourceExhausted(f"the session would hold more than {cap} support examples; "
-                                        "adapt with replace_support or start a new session")
+                raise ResourceExhausted(
+                    f"the session would hold more than {cap} support examples; "
+                    "adapt with replace_support or start a new session"
+                )
             control.check()
         if not samples:
             raise InvalidArgument("Adapt received no examples", "example")
@@ -379,24 +445,43 @@ class Engine:
             new = tuple(Shot(s.label, _frozen(s.frames)) for s in samples)
             support = new if replace_support else base.support + new
             if len(support) > cap:
-                raise ResourceExhausted(f"the session would hold {len(support)} support examples, "
-                                        f"more than {cap}")
+                raise ResourceExhausted(
+                    f"the session would hold {len(support)} support examples, more than {cap}"
+                )
             classes = sessions.classes_of(support)
             if len(classes) > session.settings.ways:
-                raise InvalidArgument(f"{len(classes)} classes {list(classes)} exceed the "
-                                      f"session's {session.settings.ways} ways", "label")
+                raise InvalidArgument(
+                    f"{len(classes)} classes {list(classes)} exceed the "
+                    f"session's {session.settings.ways} ways",
+                    "label",
+                )
             version = base.version + 1
             (weights, before, after, acc, adapt_ms), queue_ms = self.executor.run(
-                lambda: self._fit(m, session.settings, support, classes, version, control), control)
+                lambda: self._fit(m, session.settings, support, classes, version, control), control
+            )
             control.check()  # a request stopped by now leaves the session unchanged
             self.sessions.commit(session, State(support, classes, weights, version))
         finally:
             session.adapting.release()
         timings = Timings(
-            decode_ms=sum(s.decode_ms for s in samples), bin_ms=sum(s.bin_ms for s in samples),
-            queue_ms=queue_ms, adapt_ms=adapt_ms, total_ms=1000.0 * (time.perf_counter() - begin))
-        return AdaptResult(session.id, before, after, acc, len(support), len(new), classes, version,
-                           session.settings.inner_steps, timings)
+            decode_ms=sum(s.decode_ms for s in samples),
+            bin_ms=sum(s.bin_ms for s in samples),
+            queue_ms=queue_ms,
+            adapt_ms=adapt_ms,
+            total_ms=1000.0 * (time.perf_counter() - begin),
+        )
+        return AdaptResult(
+            session.id,
+            before,
+            after,
+            acc,
+            len(support),
+            len(new),
+            classes,
+            version,
+            session.settings.inner_steps,
+            timings,
+        )
 
     def _quantizer(self, settings: Settings, m: _Model) -> Quantizer | None:
         if not settings.weight_bits:
@@ -406,8 +491,15 @@ class Engine:
         frac_bits = card.frac_bits if same_grid and settings.grid == "global" else None
         return Quantizer(settings.weight_bits, settings.grid, settings.rounding, frac_bits)
 
-    def _fit(self, m: _Model, settings: Settings, support: tuple[Shot, ...],
-             classes: tuple[str, ...], version: int, control: Control):
+    def _fit(
+        self,
+        m: _Model,
+        settings: Settings,
+        support: tuple[Shot, ...],
+        classes: tuple[str, ...],
+        version: int,
+        control: Control,
+    ):
         """The inner loop (on a worker): weights, loss before and after, support accuracy, ms."""
         start = time.perf_counter()
         index = {label: i for i, label in enumerate(classes)}
@@ -428,9 +520,20 @@ class Engine:
         forward = m.network.forward
         with torch.no_grad():
             before = float(masked_loss(forward(start_params, frames), labels, mask))
-            fast = adapt(forward, m.params, frames, labels, settings.inner_steps, lr, quantizer,
-                         names=names, class_mask=mask, scales=scales, generator=generator,
-                         between_steps=control.check)
+            fast = adapt(
+                forward,
+                m.params,
+                frames,
+                labels,
+                settings.inner_steps,
+                lr,
+                quantizer,
+                names=names,
+                class_mask=mask,
+                scales=scales,
+                generator=generator,
+                between_steps=control.check,
+            )
             logits = forward(fast, frames)
             after = float(masked_loss(logits, labels, mask))
             acc = accuracy(logits.masked_fill(~mask, -math.inf), labels)
@@ -453,8 +556,11 @@ class Engine:
         index = {label: i for i, label in enumerate(state.classes)}
         for label in candidates:
             if label not in index:
-                raise InvalidArgument(f"label {label!r} was never seen in Adapt; the session's "
-                                      f"classes are {list(state.classes)}", "candidates")
+                raise InvalidArgument(
+                    f"label {label!r} was never seen in Adapt; the session's "
+                    f"classes are {list(state.classes)}",
+                    "candidates",
+                )
         return sorted({index[label] for label in candidates})
 
     def _forward(self, m: _Model, state: State, frames: np.ndarray, units: list[int]):
@@ -471,8 +577,15 @@ class Engine:
         labels = [state.classes[u] for u in units]
         return labels[int(np.argmax(probs))], dict(zip(labels, map(float, probs), strict=True))
 
-    def classify(self, session_id: str, query: Input | Iterable[Input], *, owner: str = "",
-                 candidates: Sequence[str] = (), control: Control = NO_CONTROL) -> Prediction:
+    def classify(
+        self,
+        session_id: str,
+        query: Input | Iterable[Input],
+        *,
+        owner: str = "",
+        candidates: Sequence[str] = (),
+        control: Control = NO_CONTROL,
+    ) -> Prediction:
         """Classify one query (an input, or the chunks of one) with the session's weights,
         restricted to ``candidates`` when given."""
         begin = time.perf_counter()
@@ -484,16 +597,29 @@ class Engine:
         state = session.state  # one consistent set of weights from here on
         units = self._candidates(state, candidates)
         (probs, forward_ms), queue_ms = self.executor.run(
-            lambda: self._forward(m, state, sample.frames[None], units), control)
+            lambda: self._forward(m, state, sample.frames[None], units), control
+        )
         label, probabilities = self._answer(state, units, probs[0])
-        timings = Timings(decode_ms=sample.decode_ms, bin_ms=sample.bin_ms, queue_ms=queue_ms,
-                          forward_ms=forward_ms, total_ms=1000.0 * (time.perf_counter() - begin))
+        timings = Timings(
+            decode_ms=sample.decode_ms,
+            bin_ms=sample.bin_ms,
+            queue_ms=queue_ms,
+            forward_ms=forward_ms,
+            total_ms=1000.0 * (time.perf_counter() - begin),
+        )
         return Prediction(label, probabilities, state.version, sample.events, timings)
 
-    def classify_stream(self, session_id: str, chunks: Iterable[EventInput], *, owner: str = "",
-                        window_us: int | None = None, hop_us: int | None = None,
-                        candidates: Sequence[str] = (),
-                        control: Control = NO_CONTROL) -> Iterator[WindowPrediction]:
+    def classify_stream(
+        self,
+        session_id: str,
+        chunks: Iterable[EventInput],
+        *,
+        owner: str = "",
+        window_us: int | None = None,
+        hop_us: int | None = None,
+        candidates: Sequence[str] = (),
+        control: Control = NO_CONTROL,
+    ) -> Iterator[WindowPrediction]:
         """Classify a live stream window by window (``inputs.Windower``): one prediction per window
         that holds events, each with the session's weights at that moment. The session, settings
         and candidates are checked before this returns; the rest as the iterator is consumed."""
@@ -505,10 +631,12 @@ class Engine:
     def _stream(self, owner, session_id, m, windower, chunks, candidates, control):
         for data in chunks:
             control.check()
-            yield from self._classify_windows(owner, session_id, m, windower.push(data),
-                                              candidates, control)
-        yield from self._classify_windows(owner, session_id, m, windower.finish(), candidates,
-                                          control)
+            yield from self._classify_windows(
+                owner, session_id, m, windower.push(data), candidates, control
+            )
+        yield from self._classify_windows(
+            owner, session_id, m, windower.finish(), candidates, control
+        )
 
     def _classify_windows(self, owner, session_id, m, windows, candidates, control):
         ready = time.perf_counter()
@@ -518,14 +646,27 @@ class Engine:
             units = self._candidates(state, candidates)
             frames = np.stack([w.frames for w in batch])
             (probs, forward_ms), queue_ms = self.executor.run(
-                lambda: self._forward(m, state, frames, units), control)  # noqa: B023
+                functools.partial(self._forward, m, state, frames, units), control
+            )
             for w, p in zip(batch, probs, strict=True):
                 label, probabilities = self._answer(state, units, p)
-                timings = Timings(decode_ms=w.decode_ms, bin_ms=w.bin_ms, queue_ms=queue_ms,
-                                  forward_ms=forward_ms,
-                                  total_ms=1000.0 * (time.perf_counter() - ready))
-                yield WindowPrediction(w.start_us, w.end_us, label, probabilities, w.events,
-                                       w.complete, state.version, timings)
+                timings = Timings(
+                    decode_ms=w.decode_ms,
+                    bin_ms=w.bin_ms,
+                    queue_ms=queue_ms,
+                    forward_ms=forward_ms,
+                    total_ms=1000.0 * (time.perf_counter() - ready),
+                )
+                yield WindowPrediction(
+                    w.start_us,
+                    w.end_us,
+                    label,
+                    probabilities,
+                    w.events,
+                    w.complete,
+                    state.version,
+                    timings,
+                )
 
 
 def _frozen(frames: np.ndarray) -> np.ndarray:

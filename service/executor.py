@@ -54,8 +54,9 @@ class Control:
     is_cancelled: Callable[[], bool] | None = None
 
     @classmethod
-    def within(cls, seconds: float | None,
-               is_cancelled: Callable[[], bool] | None = None) -> Control:
+    def within(
+        cls, seconds: float | None, is_cancelled: Callable[[], bool] | None = None
+    ) -> Control:
         """A control whose deadline is ``seconds`` from now (None: no deadline)."""
         return cls(None if seconds is None else time.monotonic() + seconds, is_cancelled)
 
@@ -76,8 +77,9 @@ class Executor:
 
     def __init__(self, workers: int, queue_limit: int):
         if workers < 1 or queue_limit < 0:
-            raise ValueError(f"need workers >= 1 and queue_limit >= 0, got {workers} and "
-                             f"{queue_limit}")
+            raise ValueError(
+                f"need workers >= 1 and queue_limit >= 0, got {workers} and {queue_limit}"
+            )
         self.workers, self.queue_limit = workers, queue_limit
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, "spikeshot-model")
         self._lock = threading.Lock()

@@ -101,8 +101,9 @@ class Window:
 def frames_from_bytes(data: bytes, bins: int, height: int, width: int, type: str) -> np.ndarray:
     """The frames of the wire's ``Frames`` message (``type``: "float32" or "uint16")."""
     if type not in FRAME_TYPES:
-        raise InvalidArgument(f"frames.type must be one of {sorted(FRAME_TYPES)}, got {type!r}",
-                              "frames.type")
+        raise InvalidArgument(
+            f"frames.type must be one of {sorted(FRAME_TYPES)}, got {type!r}", "frames.type"
+        )
     dt = FRAME_TYPES[type]
     shape = (bins, 2, height, width)
     expected = int(np.prod(shape)) * dt.itemsize
@@ -154,8 +155,9 @@ def _scale(coord: np.ndarray, start: int, size: int, card: int) -> np.ndarray:
     return out.astype(np.uint16, copy=False)
 
 
-def map_to_sensor(events, width: int, height: int, card_width: int,
-                  card_height: int) -> MappedEvents:
+def map_to_sensor(
+    events, width: int, height: int, card_width: int, card_height: int
+) -> MappedEvents:
     """Events (an event array or ``EventColumns``) of a ``width`` x ``height`` sensor in the
     coordinates of the card's sensor (step 2 of the module's rule), copying only what changes."""
     columns = EventColumns(events["t"], events["x"], events["y"], events["p"])
@@ -218,11 +220,16 @@ class _Reader:
         sensor = (data.sensor_width, data.sensor_height)
         for name, size in zip(("sensor_width", "sensor_height"), sensor, strict=True):
             if not 1 <= size <= MAX_SENSOR:
-                raise InvalidArgument(f"{where}: events.{name} must be in 1..{MAX_SENSOR}, got "
-                                      f"{size}", f"events.{name}")
+                raise InvalidArgument(
+                    f"{where}: events.{name} must be in 1..{MAX_SENSOR}, got {size}",
+                    f"events.{name}",
+                )
         if self.sensor not in (None, sensor):
-            raise InvalidArgument(f"{where}: the sensor size changed from {self.sensor} to "
-                                  f"{sensor} within one {self.what}", "events.sensor_width")
+            raise InvalidArgument(
+                f"{where}: the sensor size changed from {self.sensor} to "
+                f"{sensor} within one {self.what}",
+                "events.sensor_width",
+            )
         self.sensor = sensor
         events = data.events
         try:
@@ -245,16 +252,22 @@ def check_frames(frames: np.ndarray, geometry: FrameGeometry, where: str) -> np.
     if frames.shape != geometry.shape:
         raise InvalidArgument(
             f"{where}: frames have shape {list(frames.shape)}, the model takes "
-            f"[bins, 2, height, width] = {list(geometry.shape)}", "frames.shape")
+            f"[bins, 2, height, width] = {list(geometry.shape)}",
+            "frames.shape",
+        )
     if frames.dtype.kind not in "iuf":
-        raise InvalidArgument(f"{where}: frames must hold real numbers, got {frames.dtype}",
-                              "frames.data")
+        raise InvalidArgument(
+            f"{where}: frames must hold real numbers, got {frames.dtype}", "frames.data"
+        )
     frames = frames.astype(np.float32)
     bad = ~np.isfinite(frames) | (frames < 0)
     if bad.any():
         index = int(np.argmax(bad.ravel()))
-        raise InvalidArgument(f"{where}: frames.data must be finite and >= 0 (first bad index "
-                              f"{index})", "frames.data", index)
+        raise InvalidArgument(
+            f"{where}: frames.data must be finite and >= 0 (first bad index {index})",
+            "frames.data",
+            index,
+        )
     return frames
 
 
@@ -277,8 +290,9 @@ class _Builder:
     def add(self, data: Input) -> None:
         where = f"{self.where}, chunk {self.chunks}"
         if self.frames is not None or (isinstance(data, FrameInput) and self.chunks):
-            raise InvalidArgument(f"{where}: frames cannot share an example or query with other "
-                                  "data chunks", "frames")
+            raise InvalidArgument(
+                f"{where}: frames cannot share an example or query with other data chunks", "frames"
+            )
         self.chunks += 1
         start = time.perf_counter()
         if isinstance(data, FrameInput):
@@ -287,8 +301,11 @@ class _Builder:
             return
         events = self.reader.read(data, where)
         if self.received + len(events) > self.max_events:
-            error = EventError("events", f"more than {self.max_events} events in one example or "
-                               "query", self.max_events - self.received)
+            error = EventError(
+                "events",
+                f"more than {self.max_events} events in one example or query",
+                self.max_events - self.received,
+            )
             raise _invalid(where, error)
         self.received += len(events)
         mid = time.perf_counter()
@@ -299,8 +316,11 @@ class _Builder:
                 self.t0 = int(events.t[0])
             events = events[: _before(events.t, self.t0 + g.window_us)]
             if len(events):
-                self._bin(self.pieces.add(map_to_sensor(
-                    events, *self.reader.sensor, g.sensor_width, g.sensor_height)))
+                self._bin(
+                    self.pieces.add(
+                        map_to_sensor(events, *self.reader.sensor, g.sensor_width, g.sensor_height)
+                    )
+                )
         self.bin_ms += 1000.0 * (time.perf_counter() - mid)
 
     def _bin(self, pieces: list[MappedEvents]) -> None:
@@ -319,8 +339,10 @@ class _Builder:
             frames, count = self.counts.astype(np.float32), self.events
             self.bin_ms += 1000.0 * (time.perf_counter() - start)
         if not frames.any():
-            raise InvalidArgument(f"{self.where}: no event falls inside the model's view (its "
-                                  "crop and window)", "events")
+            raise InvalidArgument(
+                f"{self.where}: no event falls inside the model's view (its crop and window)",
+                "events",
+            )
         return Sample(label, frames, count, self.decode_ms, self.bin_ms)
 
 
@@ -331,21 +353,27 @@ def examples(chunks: Iterable[Chunk], geometry: FrameGeometry, max_events: int) 
         if builder is None:
             where = f"example {index}" + (f" ({chunk.label!r})" if chunk.label else "")
             if not chunk.label:
-                raise InvalidArgument(f"{where}: the first chunk of an example needs a label",
-                                      "label")
+                raise InvalidArgument(
+                    f"{where}: the first chunk of an example needs a label", "label"
+                )
             builder, label = _Builder(geometry, max_events, where), chunk.label
         elif chunk.label and chunk.label != label:
             raise InvalidArgument(
                 f"{builder.where}: label changed to {chunk.label!r} within one example (set "
-                "end_of_example on an example's last chunk)", "label")
+                "end_of_example on an example's last chunk)",
+                "label",
+            )
         if chunk.data is not None:
             builder.add(chunk.data)
         if chunk.end_of_example:
             yield builder.finish(label)
             builder, index = None, index + 1
     if builder is not None:
-        raise InvalidArgument(f"{builder.where}: the stream ended inside this example (set "
-                              "end_of_example on its last chunk)", "end_of_example")
+        raise InvalidArgument(
+            f"{builder.where}: the stream ended inside this example (set "
+            "end_of_example on its last chunk)",
+            "end_of_example",
+        )
 
 
 def query(parts: Iterable[Input], geometry: FrameGeometry, max_events: int) -> Sample:
@@ -367,17 +395,27 @@ class Windower:
     can be as views of the pushed chunks (do not modify those meanwhile).
     """
 
-    def __init__(self, geometry: FrameGeometry, max_events: int, window_us: int | None = None,
-                 hop_us: int | None = None):
+    def __init__(
+        self,
+        geometry: FrameGeometry,
+        max_events: int,
+        window_us: int | None = None,
+        hop_us: int | None = None,
+    ):
         window = window_us or geometry.window_us
         if window < geometry.bins or window % geometry.bins:
-            raise InvalidArgument(f"window_us={window} is not a positive multiple of the model's "
-                                  f"{geometry.bins} bins", "window_us")
+            raise InvalidArgument(
+                f"window_us={window} is not a positive multiple of the model's "
+                f"{geometry.bins} bins",
+                "window_us",
+            )
         self.geometry = dataclasses.replace(geometry, window_us=window)
         self.hop = hop_us or window
         if self.hop < self.geometry.bin_us:
-            raise InvalidArgument(f"hop_us={self.hop} is shorter than one time bin "
-                                  f"({self.geometry.bin_us} us)", "hop_us")
+            raise InvalidArgument(
+                f"hop_us={self.hop} is shorter than one time bin ({self.geometry.bin_us} us)",
+                "hop_us",
+            )
         self.max_events = max_events
         self.buffer: deque[MappedEvents] = deque()  # from the first unfinished window on
         self.pieces = _Pieces()  # the buffer's newest events, until a window needs them
@@ -401,7 +439,7 @@ class Windower:
         if self.t0 is None:
             self.t0 = int(events.t[0])
         g = self.geometry
-        events = events[_before(events.t, self.t0 + self.next * self.hop):]  # before: no window
+        events = events[_before(events.t, self.t0 + self.next * self.hop) :]  # before: no window
         if len(events):
             mapped = map_to_sensor(events, *self.reader.sensor, g.sensor_width, g.sensor_height)
             self.buffer.extend(self.pieces.add(mapped))
@@ -409,8 +447,9 @@ class Windower:
         self.bin_ms += 1000.0 * (time.perf_counter() - mid)
         ready = self._windows(final=False)
         if self.held > self.max_events:
-            raise InvalidArgument(f"{where}: more than {self.max_events} events within one window",
-                                  "events")
+            raise InvalidArgument(
+                f"{where}: more than {self.max_events} events within one window", "events"
+            )
         return ready
 
     def finish(self) -> list[Window]:
@@ -445,8 +484,17 @@ class Windower:
                 counts += bin_events(piece.events, g, t0=begin, dtype=np.int64)
                 count += piece.count()
             self.bin_ms += 1000.0 * (time.perf_counter() - start)
-            out.append(Window(begin, end, counts.astype(np.float32), count, last >= end,
-                              self.decode_ms, self.bin_ms))
+            out.append(
+                Window(
+                    begin,
+                    end,
+                    counts.astype(np.float32),
+                    count,
+                    last >= end,
+                    self.decode_ms,
+                    self.bin_ms,
+                )
+            )
             self.decode_ms = self.bin_ms = 0.0
             self.next += 1
 

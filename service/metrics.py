@@ -22,46 +22,63 @@ STAGES = ("decode", "bin", "inner_loop", "forward")
 REQUEST_SECONDS = Histogram(
     "spikeshot_request_duration_seconds",
     "Time from the start of an RPC to its end, by method and status code.",
-    ["method", "code"], buckets=BUCKETS, registry=REGISTRY)
+    ["method", "code"],
+    buckets=BUCKETS,
+    registry=REGISTRY,
+)
 STAGE_SECONDS = Histogram(
     "spikeshot_stage_duration_seconds",
     "Time of one stage of a request: decode (decode and validate events or frames), bin (map and "
     "bin events), inner_loop (an Adapt's gradient steps with its loss evaluations), forward (one "
     "forward pass).",
-    ["stage"], buckets=BUCKETS, registry=REGISTRY)
+    ["stage"],
+    buckets=BUCKETS,
+    registry=REGISTRY,
+)
 QUEUE_SECONDS = Histogram(
     "spikeshot_queue_wait_seconds",
     "Time model work waited for an executor worker, by method.",
-    ["method"], buckets=BUCKETS, registry=REGISTRY)
+    ["method"],
+    buckets=BUCKETS,
+    registry=REGISTRY,
+)
 EVENTS_RECEIVED = Counter(
     "spikeshot_events_received_total",
     "Events received on the wire, by method.",
-    ["method"], registry=REGISTRY)
+    ["method"],
+    registry=REGISTRY,
+)
 EVENTS_REJECTED = Counter(
     "spikeshot_events_rejected_total",
     "Events of requests that failed, by reason: the rejected field (events.t, events.x, ...) or "
     "the status code in lower case.",
-    ["reason"], registry=REGISTRY)
+    ["reason"],
+    registry=REGISTRY,
+)
 ACTIVE_SESSIONS = Gauge(
     "spikeshot_active_sessions",
     "Sessions the server holds (an expired one until the next sweep: a create or a list).",
-    registry=REGISTRY)
-ADAPTATIONS = Counter(
-    "spikeshot_adaptations_total",
-    "Successful Adapts.",
-    registry=REGISTRY)
+    registry=REGISTRY,
+)
+ADAPTATIONS = Counter("spikeshot_adaptations_total", "Successful Adapts.", registry=REGISTRY)
 CLASSIFICATIONS = Counter(
     "spikeshot_classifications_total",
     "Predictions answered: one per Classify, one per ClassifyStream window.",
-    ["method"], registry=REGISTRY)
+    ["method"],
+    registry=REGISTRY,
+)
 ERRORS = Counter(
     "spikeshot_errors_total",
     "RPCs that ended with a status other than OK, by method and status code.",
-    ["method", "code"], registry=REGISTRY)
+    ["method", "code"],
+    registry=REGISTRY,
+)
 MODEL = Info(
     "spikeshot_model",
     "The models the server holds, from their model cards.",
-    ["model"], registry=REGISTRY)
+    ["model"],
+    registry=REGISTRY,
+)
 
 
 def observe_stages(**milliseconds: float) -> None:

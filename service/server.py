@@ -88,8 +88,9 @@ def _listen(server: grpc.Server, address: str, credentials: grpc.ServerCredentia
             return server.add_insecure_port(address)
         return server.add_secure_port(address, credentials)
     except RuntimeError:
-        raise OSError(f"cannot listen on {address}: the port is in use or the address is "
-                      "invalid") from None
+        raise OSError(
+            f"cannot listen on {address}: the port is in use or the address is invalid"
+        ) from None
 
 
 def start(config: ServerConfig, engine: Engine | None = None) -> RunningServer:
@@ -112,29 +113,49 @@ def start(config: ServerConfig, engine: Engine | None = None) -> RunningServer:
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
     try:
         port = _listen(server, _address(config.host, config.port), credentials)
-        exporter = (metrics.Exporter(config.host, config.metrics_port) if config.metrics_port
-                    else None)
+        exporter = (
+            metrics.Exporter(config.host, config.metrics_port) if config.metrics_port else None
+        )
     except OSError:
         if owns_engine:
             engine.close()
         raise
     metrics.track_sessions(lambda: len(engine.sessions))
     for m in engine.list_models():
-        metrics.MODEL.labels(m.name).info({
-            "arch": m.arch, "ways": str(m.ways), "weight_bits": str(m.weight_bits),
-            "parameters": str(m.parameters), "fingerprint": m.fingerprint,
-            "default": str(m.is_default).lower()})
+        metrics.MODEL.labels(m.name).info(
+            {
+                "arch": m.arch,
+                "ways": str(m.ways),
+                "weight_bits": str(m.weight_bits),
+                "parameters": str(m.parameters),
+                "fingerprint": m.fingerprint,
+                "default": str(m.is_default).lower(),
+            }
+        )
     server.start()
     for service in ("", SERVICE_NAME):
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    running = RunningServer(config, engine, port, exporter.port if exporter else 0, server,
-                            health_servicer, exporter, owns_engine)
-    log.info("spikeshot serving %s on %s (%s), metrics on %s", engine.default_model,
-             running.address, "TLS" if credentials else "plaintext",
-             f"port {running.metrics_port}" if exporter else "no port")
+    running = RunningServer(
+        config,
+        engine,
+        port,
+        exporter.port if exporter else 0,
+        server,
+        health_servicer,
+        exporter,
+        owns_engine,
+    )
+    log.info(
+        "spikeshot serving %s on %s (%s), metrics on %s",
+        engine.default_model,
+        running.address,
+        "TLS" if credentials else "plaintext",
+        f"port {running.metrics_port}" if exporter else "no port",
+    )
     return running
 
 

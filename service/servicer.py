@@ -61,18 +61,36 @@ def _first(requests: Iterator, kind: str, name: str):
 def _session(info: SessionInfo) -> pb.Session:
     s = info.settings
     settings = pb.SessionSettings(
-        model=s.model, ways=s.ways, inner_steps=s.inner_steps, step_size=s.step_size or 0.0,
+        model=s.model,
+        ways=s.ways,
+        inner_steps=s.inner_steps,
+        step_size=s.step_size or 0.0,
         weight_bits=s.weight_bits,
-        rounding=ROUNDING_VALUES[s.rounding], grid=GRID_VALUES[s.grid], seed=s.seed)
-    return pb.Session(session_id=info.session_id, settings=settings, classes=info.classes,
-                      examples=info.examples, weights_version=info.weights_version,
-                      created_at=info.created_at, last_used_at=info.last_used_at,
-                      expires_at=info.expires_at)
+        rounding=ROUNDING_VALUES[s.rounding],
+        grid=GRID_VALUES[s.grid],
+        seed=s.seed,
+    )
+    return pb.Session(
+        session_id=info.session_id,
+        settings=settings,
+        classes=info.classes,
+        examples=info.examples,
+        weights_version=info.weights_version,
+        created_at=info.created_at,
+        last_used_at=info.last_used_at,
+        expires_at=info.expires_at,
+    )
 
 
 def _timings(t: Timings) -> pb.Timings:
-    return pb.Timings(decode_ms=t.decode_ms, bin_ms=t.bin_ms, queue_ms=t.queue_ms,
-                      adapt_ms=t.adapt_ms, forward_ms=t.forward_ms, total_ms=t.total_ms)
+    return pb.Timings(
+        decode_ms=t.decode_ms,
+        bin_ms=t.bin_ms,
+        queue_ms=t.queue_ms,
+        adapt_ms=t.adapt_ms,
+        forward_ms=t.forward_ms,
+        total_ms=t.total_ms,
+    )
 
 
 def _probabilities(probabilities: dict[str, float]) -> list[pb.LabelProbability]:
@@ -107,8 +125,10 @@ class _Call:
         """The example chunks after an Adapt's header."""
         for i, request in enumerate(requests, 1):
             if request.WhichOneof("kind") != "example":
-                raise InvalidArgument(f"message {i}: every message after the AdaptHeader must be "
-                                      "an ExampleChunk", "example")
+                raise InvalidArgument(
+                    f"message {i}: every message after the AdaptHeader must be an ExampleChunk",
+                    "example",
+                )
             example = request.example
             yield Chunk(example.label, self.data(example, "data"), example.end_of_example)
 
@@ -117,8 +137,10 @@ class _Call:
         for i, request in enumerate(requests, 1):
             data = self.data(request, "kind")
             if data is None:
-                raise InvalidArgument(f"message {i}: every message after the {what} must carry "
-                                      "events or frames", "events")
+                raise InvalidArgument(
+                    f"message {i}: every message after the {what} must carry events or frames",
+                    "events",
+                )
             yield data
 
     def observe(self, t: Timings, *, forward: bool = True) -> None:
@@ -167,11 +189,16 @@ class SpikeShotServicer(pb_grpc.SpikeShotServicer):
         with self._rpc("CreateSession", context) as call:
             s = request.settings
             info = self.engine.create_session(
-                owner=call.owner, model=s.model or None, ways=s.ways or None,
-                inner_steps=s.inner_steps or None, step_size=s.step_size or None,
+                owner=call.owner,
+                model=s.model or None,
+                ways=s.ways or None,
+                inner_steps=s.inner_steps or None,
+                step_size=s.step_size or None,
                 weight_bits=s.weight_bits if s.HasField("weight_bits") else None,
                 rounding=_choice(ROUNDINGS, s.rounding, "rounding"),
-                grid=_choice(GRIDS, s.grid, "grid"), seed=s.seed)
+                grid=_choice(GRIDS, s.grid, "grid"),
+                seed=s.seed,
+            )
             return _session(info)
 
     def GetSession(self, request, context):
@@ -191,37 +218,60 @@ class SpikeShotServicer(pb_grpc.SpikeShotServicer):
     def Adapt(self, request_iterator, context):
         with self._rpc("Adapt", context) as call:
             header = _first(request_iterator, "header", "AdaptHeader")
-            r = self.engine.adapt(header.session_id, call.chunks(request_iterator),
-                                  owner=call.owner, replace_support=header.replace_support,
-                                  control=call.control)
+            r = self.engine.adapt(
+                header.session_id,
+                call.chunks(request_iterator),
+                owner=call.owner,
+                replace_support=header.replace_support,
+                control=call.control,
+            )
             metrics.ADAPTATIONS.inc()
             call.observe(r.timings)
             return pb.AdaptResponse(
-                session_id=r.session_id, loss_before=r.loss_before, loss_after=r.loss_after,
-                support_accuracy=r.support_accuracy, examples=r.examples,
-                new_examples=r.new_examples, classes=r.classes,
-                weights_version=r.weights_version, steps=r.steps, timings=_timings(r.timings))
+                session_id=r.session_id,
+                loss_before=r.loss_before,
+                loss_after=r.loss_after,
+                support_accuracy=r.support_accuracy,
+                examples=r.examples,
+                new_examples=r.new_examples,
+                classes=r.classes,
+                weights_version=r.weights_version,
+                steps=r.steps,
+                timings=_timings(r.timings),
+            )
 
     def Classify(self, request_iterator, context):
         with self._rpc("Classify", context) as call:
             header = _first(request_iterator, "header", "ClassifyHeader")
-            p = self.engine.classify(header.session_id, call.inputs(request_iterator, "header"),
-                                     owner=call.owner, candidates=list(header.candidates),
-                                     control=call.control)
+            p = self.engine.classify(
+                header.session_id,
+                call.inputs(request_iterator, "header"),
+                owner=call.owner,
+                candidates=list(header.candidates),
+                control=call.control,
+            )
             metrics.CLASSIFICATIONS.labels("Classify").inc()
             call.observe(p.timings)
             return pb.ClassifyResponse(
-                label=p.label, probabilities=_probabilities(p.probabilities),
-                weights_version=p.weights_version, events=p.events, timings=_timings(p.timings))
+                label=p.label,
+                probabilities=_probabilities(p.probabilities),
+                weights_version=p.weights_version,
+                events=p.events,
+                timings=_timings(p.timings),
+            )
 
     def ClassifyStream(self, request_iterator, context):
         with self._rpc("ClassifyStream", context) as call:
             config = _first(request_iterator, "config", "StreamConfig")
             windows = self.engine.classify_stream(
-                config.session_id, call.inputs(request_iterator, "StreamConfig"),
-                owner=call.owner, window_us=config.window_us or None,
-                hop_us=config.hop_us or None, candidates=list(config.candidates),
-                control=call.control)
+                config.session_id,
+                call.inputs(request_iterator, "StreamConfig"),
+                owner=call.owner,
+                window_us=config.window_us or None,
+                hop_us=config.hop_us or None,
+                candidates=list(config.candidates),
+                control=call.control,
+            )
             batch = None
             for w in windows:
                 t = w.timings
@@ -230,10 +280,15 @@ class SpikeShotServicer(pb_grpc.SpikeShotServicer):
                 batch = (t.queue_ms, t.forward_ms)
                 metrics.CLASSIFICATIONS.labels("ClassifyStream").inc()
                 yield pb.ClassifyStreamResponse(
-                    window_start_us=w.start_us, window_end_us=w.end_us, label=w.label,
-                    probabilities=_probabilities(w.probabilities), events=w.events,
-                    complete=w.complete, weights_version=w.weights_version,
-                    timings=_timings(t))
+                    window_start_us=w.start_us,
+                    window_end_us=w.end_us,
+                    label=w.label,
+                    probabilities=_probabilities(w.probabilities),
+                    events=w.events,
+                    complete=w.complete,
+                    weights_version=w.weights_version,
+                    timings=_timings(t),
+                )
 
     def ExportSession(self, request, context):
         with self._rpc("ExportSession", context) as call:
@@ -246,11 +301,26 @@ class SpikeShotServicer(pb_grpc.SpikeShotServicer):
 
     def ListModels(self, request, context):
         with self._rpc("ListModels", context):
-            return pb.ListModelsResponse(models=[
-                pb.Model(name=m.name, is_default=m.is_default, card_json=json.dumps(m.card),
-                         arch=m.arch, ways=m.ways, bins=m.bins, height=m.height, width=m.width,
-                         sensor_width=m.sensor_width, sensor_height=m.sensor_height,
-                         window_us=m.window_us, inner_steps=m.inner_steps,
-                         step_size=m.step_size, weight_bits=m.weight_bits,
-                         parameters=m.parameters, fingerprint=m.fingerprint)
-                for m in self.engine.list_models()])
+            return pb.ListModelsResponse(
+                models=[
+                    pb.Model(
+                        name=m.name,
+                        is_default=m.is_default,
+                        card_json=json.dumps(m.card),
+                        arch=m.arch,
+                        ways=m.ways,
+                        bins=m.bins,
+                        height=m.height,
+                        width=m.width,
+                        sensor_width=m.sensor_width,
+                        sensor_height=m.sensor_height,
+                        window_us=m.window_us,
+                        inner_steps=m.inner_steps,
+                        step_size=m.step_size,
+                        weight_bits=m.weight_bits,
+                        parameters=m.parameters,
+                        fingerprint=m.fingerprint,
+                    )
+                    for m in self.engine.list_models()
+                ]
+            )

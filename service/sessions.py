@@ -65,10 +65,16 @@ class Settings:
         checks = (
             ("ways", self.ways >= 2, "must be >= 2"),
             ("inner_steps", self.inner_steps >= 1, "must be >= 1"),
-            ("step_size", self.step_size is None or 0 < self.step_size < math.inf,
-             "must be finite and > 0"),
-            ("weight_bits", self.weight_bits == 0 or 2 <= self.weight_bits <= 16,
-             "must be 0 (float32) or 2..16"),
+            (
+                "step_size",
+                self.step_size is None or 0 < self.step_size < math.inf,
+                "must be finite and > 0",
+            ),
+            (
+                "weight_bits",
+                self.weight_bits == 0 or 2 <= self.weight_bits <= 16,
+                "must be 0 (float32) or 2..16",
+            ),
             ("rounding", self.rounding in ROUNDINGS, f"must be one of {ROUNDINGS}"),
             ("grid", self.grid in GRIDS, f"must be one of {GRIDS}"),
             ("seed", 0 <= self.seed < 2**64, "must be in 0..2^64-1"),
@@ -96,14 +102,17 @@ class Weights:
     scales: dict[str, float] | None = None
 
     @classmethod
-    def store(cls, params: dict[str, torch.Tensor], bits: int = 0,
-              scales: dict[str, float] | None = None) -> Weights:
+    def store(
+        cls, params: dict[str, torch.Tensor], bits: int = 0, scales: dict[str, float] | None = None
+    ) -> Weights:
         """Keep ``params`` (values already on the grid of ``scales`` when ``bits`` > 0)."""
         if not bits:
             return cls({k: v.detach().float().contiguous() for k, v in params.items()})
         q = Quantizer(bits)  # nearest rounding recovers the levels of values on the grid
-        return cls({k: q.to_int(v, scales[k]) for k, v in params.items()},
-                   {k: float(scales[k]) for k in params})
+        return cls(
+            {k: q.to_int(v, scales[k]) for k, v in params.items()},
+            {k: float(scales[k]) for k in params},
+        )
 
     def values(self) -> dict[str, torch.Tensor]:
         """The float32 weights."""
@@ -195,7 +204,7 @@ def load(data: bytes) -> tuple[dict, Settings, State]:
     shots = tuple(Shot(str(label), frames[i]) for i, label in enumerate(labels))
     if classes != classes_of(shots):
         raise ValueError(f"classes {list(classes)} do not match the support labels' order")
-    weights = {k[len(WEIGHT):]: v for k, v in tensors.items() if k.startswith(WEIGHT)}
+    weights = {k[len(WEIGHT) :]: v for k, v in tensors.items() if k.startswith(WEIGHT)}
     if set(tensors) - {WEIGHT + k for k in weights}:
         raise ValueError(f"unknown tensors {sorted(set(tensors) - {WEIGHT + k for k in weights})}")
     if (version > 0) != bool(weights):
@@ -222,8 +231,14 @@ class SessionStore:
     ``clock`` gives seconds since the Unix epoch (injectable for tests). With ``snapshot_dir``
     every change is written there and ``restore`` reads the sessions back."""
 
-    def __init__(self, ttl_s: float, max_sessions: int, max_per_owner: int,
-                 snapshot_dir: str | Path | None = None, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        ttl_s: float,
+        max_sessions: int,
+        max_per_owner: int,
+        snapshot_dir: str | Path | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.ttl_s, self.max_sessions, self.max_per_owner = ttl_s, max_sessions, max_per_owner
         self.snapshot_dir = None if snapshot_dir is None else Path(snapshot_dir)
         self.clock = clock
@@ -247,8 +262,9 @@ class SessionStore:
             del self._sessions[sid]
             self._unlink(sid)
 
-    def create(self, owner: str, settings: Settings, fingerprint: str,
-               state: State = State()) -> Session:
+    def create(
+        self, owner: str, settings: Settings, fingerprint: str, state: State = State()
+    ) -> Session:
         """A new session of ``owner``'s; ``ResourceExhausted`` past a cap."""
         now = self.clock()
         with self._lock:
@@ -256,11 +272,13 @@ class SessionStore:
             if len(self._sessions) >= self.max_sessions:
                 raise ResourceExhausted(
                     f"the server holds its maximum of {self.max_sessions} sessions; delete one or "
-                    "wait for idle ones to expire")
+                    "wait for idle ones to expire"
+                )
             owned = sum(s.owner == owner for s in self._sessions.values())
             if owned >= self.max_per_owner:
                 raise ResourceExhausted(
-                    f"this caller holds its maximum of {self.max_per_owner} sessions; delete one")
+                    f"this caller holds its maximum of {self.max_per_owner} sessions; delete one"
+                )
             session = Session(uuid.uuid4().hex, owner, settings, fingerprint, now, now, state)
             self._sessions[session.id] = session
         self._write(session)
@@ -284,8 +302,9 @@ class SessionStore:
         """``owner``'s sessions, oldest first."""
         with self._lock:
             self._sweep(self.clock())
-            return sorted((s for s in self._sessions.values() if s.owner == owner),
-                          key=lambda s: s.created)
+            return sorted(
+                (s for s in self._sessions.values() if s.owner == owner), key=lambda s: s.created
+            )
 
     def delete(self, owner: str, session_id: str) -> None:
         with self._lock:
@@ -345,7 +364,8 @@ class SessionStore:
                 log.warning("snapshot %s not restored: %s", path, e)
                 continue
             with self._lock:
-                self._sessions[sid] = Session(sid, owner, settings, info["fingerprint"], created,
-                                              now, state)
+                self._sessions[sid] = Session(
+                    sid, owner, settings, info["fingerprint"], created, now, state
+                )
             restored.append(sid)
         return restored

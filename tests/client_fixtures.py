@@ -59,24 +59,44 @@ FAKE_CAMERA = textwrap.dedent(
 
 def sequence(classes: list[int], seed: int = 0, window_us: int = 4000) -> np.ndarray:
     """One window of quadrant events per entry of ``classes``, back to back from t = 0."""
-    parts = [events(c, seed + i, t0=i * window_us, duration_us=window_us)
-             for i, c in enumerate(classes)]
+    parts = [
+        events(c, seed + i, t0=i * window_us, duration_us=window_us) for i, c in enumerate(classes)
+    ]
     for i, part in enumerate(parts):
         part["t"][0] = i * window_us  # each window starts with an event on its boundary
     return np.concatenate(parts)
 
 
 @contextlib.contextmanager
-def fake_camera(folder: Path, ev: np.ndarray, *, port: int | None = None,
-                socket_path: str | None = None, loop: bool = False, size: int = SIZE):
+def fake_camera(
+    folder: Path,
+    ev: np.ndarray,
+    *,
+    port: int | None = None,
+    socket_path: str | None = None,
+    loop: bool = False,
+    size: int = SIZE,
+):
     """A child process serving ``ev`` at its recorded pace on TCP ``port`` (or a Unix socket):
     once, after the first client connects, then exits; or over and over while ``loop``."""
     path = folder / "camera_events.npy"
     np.save(path, ev)
     kind, address = ("tcp", str(port)) if socket_path is None else ("unix", socket_path)
     child = subprocess.Popen(
-        [sys.executable, "-c", FAKE_CAMERA, kind, address, str(path), str(size), str(size),
-         "loop" if loop else "once"], stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            FAKE_CAMERA,
+            kind,
+            address,
+            str(path),
+            str(size),
+            str(size),
+            "loop" if loop else "once",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert child.stdout.readline().strip() == "ready", "the fake camera did not start"
         yield child

@@ -25,16 +25,22 @@ from spikeshot.service.server import start
 from spikeshot.v1 import spikeshot_pb2 as pb
 from spikeshot.v1 import spikeshot_pb2_grpc as pb_grpc
 
-CFG = ModelConfig(arch="ann", ways=4, input_hw=(8, 8), bins=4, burn_in=1, channels=(4, 6),
-                  kernel=3)
+CFG = ModelConfig(arch="ann", ways=4, input_hw=(8, 8), bins=4, burn_in=1, channels=(4, 6), kernel=3)
 GEOM = FrameGeometry(sensor_width=16, sensor_height=16, downsample=2, bins=4, window_us=4000)
 SIZE = 16
 
 
 def tiny(seed: int = 0, name: str = "tiny") -> Checkpoint:
     """A 4-way ANN on 16x16 sensors, 2 inner steps of size 1 on an 8-bit grid."""
-    return Checkpoint(CFG, GEOM, Network(CFG).init(seed), inner_steps=2, inner_step_size=1.0,
-                      quantizer=Quantizer(8), name=name)
+    return Checkpoint(
+        CFG,
+        GEOM,
+        Network(CFG).init(seed),
+        inner_steps=2,
+        inner_step_size=1.0,
+        quantizer=Quantizer(8),
+        name=name,
+    )
 
 
 def free_port() -> int:
@@ -66,8 +72,11 @@ def adapt_requests(session_id: str, examples, parts: int = 1):
     for label, cls, seed in examples:
         pieces = np.array_split(events(cls, seed), parts)
         for i, piece in enumerate(pieces):
-            yield pb.AdaptRequest(example=pb.ExampleChunk(
-                label=label if i == 0 else "", events=wire(piece), end_of_example=i == parts - 1))
+            yield pb.AdaptRequest(
+                example=pb.ExampleChunk(
+                    label=label if i == 0 else "", events=wire(piece), end_of_example=i == parts - 1
+                )
+            )
 
 
 def support(*labels: str, shots: int = 2, seed: int = 0) -> list[tuple[str, int, int]]:
@@ -76,16 +85,23 @@ def support(*labels: str, shots: int = 2, seed: int = 0) -> list[tuple[str, int,
 
 
 def classify_requests(session_id: str, cls: int, seed: int = 99, candidates=()):
-    yield pb.ClassifyRequest(header=pb.ClassifyHeader(session_id=session_id,
-                                                      candidates=candidates))
+    yield pb.ClassifyRequest(header=pb.ClassifyHeader(session_id=session_id, candidates=candidates))
     yield pb.ClassifyRequest(events=wire(events(cls, seed)))
 
 
 @contextlib.contextmanager
 def serving(**settings):
     """A server of the tiny model on a free loopback port (no metrics endpoint unless asked)."""
-    config = ServerConfig(**{"port": 0, "metrics_port": 0, "workers": 2, "queue_limit": 64,
-                             "io_threads": 40, **settings})
+    config = ServerConfig(
+        **{
+            "port": 0,
+            "metrics_port": 0,
+            "workers": 2,
+            "queue_limit": 64,
+            "io_threads": 40,
+            **settings,
+        }
+    )
     engine = Engine([tiny()], config)
     engine.warm_up()
     running = start(config, engine)
@@ -103,8 +119,9 @@ def client(running):
 
 
 def new_session(stub, **settings) -> str:
-    return stub.CreateSession(pb.CreateSessionRequest(
-        settings=pb.SessionSettings(**settings))).session_id
+    return stub.CreateSession(
+        pb.CreateSessionRequest(settings=pb.SessionSettings(**settings))
+    ).session_id
 
 
 def adapted(stub, *labels) -> str:
@@ -137,15 +154,48 @@ def make_certificates(folder: Path, clients: tuple[str, ...]) -> dict[str, Path]
         subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
 
     key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    run("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
-        "-subj", "/CN=spikeshot test CA")
+    run(
+        "req",
+        "-x509",
+        *key,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=spikeshot test CA",
+    )
     (folder / "server.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
     out = {"ca": folder / "ca.pem"}
     for name in ("server", *clients):
-        run("req", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr",
-            "-subj", f"/CN={'localhost' if name == 'server' else name}")
+        run(
+            "req",
+            *key,
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={'localhost' if name == 'server' else name}",
+        )
         ext = ("-extfile", "server.ext") if name == "server" else ()
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", f"{name}.pem", "-days", "1", *ext)
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "1",
+            *ext,
+        )
         out[name], out[f"{name}.key"] = folder / f"{name}.pem", folder / f"{name}.key"
     return out

@@ -47,8 +47,11 @@ def as_caller(token: str) -> tuple[tuple[str, str]]:
 
 @contextlib.contextmanager
 def secure_stub(running, certs, client: str | None = None):
-    key, chain = (None, None) if client is None else (
-        certs[f"{client}.key"].read_bytes(), certs[client].read_bytes())
+    key, chain = (
+        (None, None)
+        if client is None
+        else (certs[f"{client}.key"].read_bytes(), certs[client].read_bytes())
+    )
     credentials = grpc.ssl_channel_credentials(certs["ca"].read_bytes(), key, chain)
     with grpc.secure_channel(f"localhost:{running.port}", credentials) as channel:
         yield pb_grpc.SpikeShotStub(channel)
@@ -68,19 +71,24 @@ def test_tokens_file_is_parsed_and_its_errors_name_the_line(tmp_path, tokens_fil
 
 
 def test_tokens_authenticate_and_sessions_are_owned(tokens_file):
-    with serving(tokens_file=str(tokens_file)) as running, \
-            grpc.insecure_channel(running.address) as channel:
+    with (
+        serving(tokens_file=str(tokens_file)) as running,
+        grpc.insecure_channel(running.address) as channel,
+    ):
         stub = pb_grpc.SpikeShotStub(channel)
         code, details = status_of(stub.ListModels, pb.ListModelsRequest())
         assert code == grpc.StatusCode.UNAUTHENTICATED and "Bearer" in details
-        code, details = status_of(stub.ListModels, pb.ListModelsRequest(),
-                                  metadata=as_caller("x" * 20))
+        code, details = status_of(
+            stub.ListModels, pb.ListModelsRequest(), metadata=as_caller("x" * 20)
+        )
         assert code == grpc.StatusCode.UNAUTHENTICATED and "not one this server" in details
         code, _ = status_of(stub.Adapt, adapt_requests("any", support("a", "b")))
         assert code == grpc.StatusCode.UNAUTHENTICATED
         health = health_pb2_grpc.HealthStub(channel)  # probes need no token
-        assert health.Check(health_pb2.HealthCheckRequest()).status == \
-            health_pb2.HealthCheckResponse.SERVING
+        assert (
+            health.Check(health_pb2.HealthCheckRequest()).status
+            == health_pb2.HealthCheckResponse.SERVING
+        )
 
         alice, bob = as_caller(ALICE), as_caller(BOB)
         sid = stub.CreateSession(pb.CreateSessionRequest(), metadata=alice).session_id
@@ -102,8 +110,10 @@ def test_tokens_authenticate_and_sessions_are_owned(tokens_file):
             assert code == grpc.StatusCode.NOT_FOUND and sid in details
         got = stub.GetSession(pb.GetSessionRequest(session_id=sid), metadata=alice)
         assert (list(got.classes), got.weights_version) == (["cup", "ball"], 1)
-        assert [s.session_id for s in stub.ListSessions(
-            pb.ListSessionsRequest(), metadata=alice).sessions] == [sid]
+        assert [
+            s.session_id
+            for s in stub.ListSessions(pb.ListSessionsRequest(), metadata=alice).sessions
+        ] == [sid]
 
 
 @needs_openssl
@@ -113,29 +123,38 @@ def test_tls_server_certificate(certs):
             sid = new_session(stub)
             assert running.engine.sessions.get(ANONYMOUS, sid).owner == ANONYMOUS
         with grpc.insecure_channel(running.address) as channel:
-            code, _ = status_of(pb_grpc.SpikeShotStub(channel).ListModels,
-                                pb.ListModelsRequest(), timeout=5)
+            code, _ = status_of(
+                pb_grpc.SpikeShotStub(channel).ListModels, pb.ListModelsRequest(), timeout=5
+            )
             assert code == grpc.StatusCode.UNAVAILABLE
 
 
 @needs_openssl
 def test_mutual_tls_owner_is_the_client_certificate(certs, tokens_file):
-    settings = {"tls_cert": str(certs["server"]), "tls_key": str(certs["server.key"]),
-                "tls_client_ca": str(certs["ca"])}
+    settings = {
+        "tls_cert": str(certs["server"]),
+        "tls_key": str(certs["server.key"]),
+        "tls_client_ca": str(certs["ca"]),
+    }
     with serving(**settings) as running:
         with secure_stub(running, certs) as stub:  # no client certificate: refused
             code, _ = status_of(stub.ListModels, pb.ListModelsRequest(), timeout=5)
             assert code == grpc.StatusCode.UNAVAILABLE
-        with secure_stub(running, certs, "robot-1") as one, \
-                secure_stub(running, certs, "robot-2") as two:
+        with (
+            secure_stub(running, certs, "robot-1") as one,
+            secure_stub(running, certs, "robot-2") as two,
+        ):
             sid = new_session(one)
             assert running.engine.sessions.get("robot-1", sid).owner == "robot-1"
-            assert [s.session_id for s in one.ListSessions(pb.ListSessionsRequest()).sessions] \
-                == [sid]
+            assert [s.session_id for s in one.ListSessions(pb.ListSessionsRequest()).sessions] == [
+                sid
+            ]
             code, _ = status_of(two.GetSession, pb.GetSessionRequest(session_id=sid))
             assert code == grpc.StatusCode.NOT_FOUND
-    with serving(**settings, tokens_file=str(tokens_file)) as running, \
-            secure_stub(running, certs, "robot-1") as stub:
+    with (
+        serving(**settings, tokens_file=str(tokens_file)) as running,
+        secure_stub(running, certs, "robot-1") as stub,
+    ):
         code, _ = status_of(stub.ListModels, pb.ListModelsRequest())
         assert code == grpc.StatusCode.UNAUTHENTICATED  # with a tokens file, a token is needed
         sid = stub.CreateSession(pb.CreateSessionRequest(), metadata=as_caller(BOB)).session_id

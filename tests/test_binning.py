@@ -36,9 +36,14 @@ def cases(draw):
         crop = (x0, y0, draw(st.integers(1, sw - x0)), draw(st.integers(1, sh - y0)))
     cw, ch = (sw, sh) if crop is None else crop[2:]
     bins = draw(st.integers(1, 4))
-    g = FrameGeometry(sensor_width=sw, sensor_height=sh, crop=crop,
-                      downsample=draw(st.integers(1, min(cw, ch))), bins=bins,
-                      window_us=bins * draw(st.integers(1, 5)))
+    g = FrameGeometry(
+        sensor_width=sw,
+        sensor_height=sh,
+        crop=crop,
+        downsample=draw(st.integers(1, min(cw, ch))),
+        bins=bins,
+        window_us=bins * draw(st.integers(1, 5)),
+    )
     n = draw(st.integers(0, 60))
     coord = st.one_of(st.integers(0, max(sw, sh) + 2), st.just(65535))
     t = sorted(draw(st.lists(st.integers(-3, 30), min_size=n, max_size=n)))
@@ -68,8 +73,9 @@ def test_bisection_matches_searchsorted(a, v):
 
 def tonic_frames(events, width, height, bin_us, t0, window_us):
     tonic = pytest.importorskip("tonic")
-    to_frame = tonic.transforms.ToFrame(sensor_size=(width, height, 2), time_window=bin_us,
-                                        start_time=t0, end_time=t0 + window_us)
+    to_frame = tonic.transforms.ToFrame(
+        sensor_size=(width, height, 2), time_window=bin_us, start_time=t0, end_time=t0 + window_us
+    )
     return to_frame(events.copy())
 
 
@@ -79,8 +85,9 @@ def test_matches_tonic_to_frame_with_the_same_bin_edges():
     rng = np.random.default_rng(0)
     n, width, height = 5000, 34, 34
     t = np.sort(np.concatenate([rng.integers(0, 1000, n - 7), [99, 100, 199, 200, 599, 600, 601]]))
-    events = make_events(t, rng.integers(0, width, n), rng.integers(0, height, n),
-                         rng.integers(0, 2, n))
+    events = make_events(
+        t, rng.integers(0, width, n), rng.integers(0, height, n), rng.integers(0, 2, n)
+    )
     g = FrameGeometry(sensor_width=width, sensor_height=height, bins=5, window_us=500)
     ours = bin_events(events, g, t0=100)
     theirs = tonic_frames(events, width, height, 100, 100, 500)
@@ -95,8 +102,9 @@ def test_tonic_n_time_bins_uses_other_edges():
     tonic = pytest.importorskip("tonic")
     events = make_events(np.arange(100), np.zeros(100), np.zeros(100), np.ones(100))
     theirs = tonic.transforms.ToFrame(sensor_size=(1, 1, 2), n_time_bins=10)(events.copy())
-    ours = bin_events(events, FrameGeometry(sensor_width=1, sensor_height=1, bins=10,
-                                            window_us=100))
+    ours = bin_events(
+        events, FrameGeometry(sensor_width=1, sensor_height=1, bins=10, window_us=100)
+    )
     assert theirs.sum() == 90  # width 99 // 10 = 9 us: events 90..99 fall outside
     assert ours.sum() == 100 and (ours[:, 1, 0, 0] == 10).all()
 
@@ -104,8 +112,9 @@ def test_tonic_n_time_bins_uses_other_edges():
 def test_matches_tonic_on_a_real_recording(realdata):
     path = realdata / "sample.aedat4"
     aedat = pytest.importorskip("aedat")
-    events = as_events(np.concatenate([p["events"] for p in aedat.Decoder(str(path))
-                                       if "events" in p]))
+    events = as_events(
+        np.concatenate([p["events"] for p in aedat.Decoder(str(path)) if "events" in p])
+    )
     g = FrameGeometry(sensor_width=320, sensor_height=240, bins=20, window_us=500_000)
     t0 = int(events["t"][0]) + 10_000
     ours = bin_events(events, g, t0)
@@ -119,13 +128,15 @@ def test_window_edges():
     frames = bin_events(make_events(t, [0] * 8, [0] * 8, [1] * 8), g, t0=1000)
     np.testing.assert_array_equal(frames[:, 1, 0, 0], [2, 1, 1, 2])
     # t0 defaults to the first event: 999 opens bin 0 and 1039 is past the window.
-    np.testing.assert_array_equal(bin_events(make_events(t, [0] * 8, [0] * 8, [1] * 8), g)
-                                  [:, 1, 0, 0], [2, 2, 0, 2])
+    np.testing.assert_array_equal(
+        bin_events(make_events(t, [0] * 8, [0] * 8, [1] * 8), g)[:, 1, 0, 0], [2, 2, 0, 2]
+    )
 
 
 def test_crop_downsample_sums_blocks_and_drops_the_ragged_edge():
-    g = FrameGeometry(sensor_width=10, sensor_height=8, crop=(2, 1, 7, 5), downsample=2, bins=1,
-                      window_us=1)
+    g = FrameGeometry(
+        sensor_width=10, sensor_height=8, crop=(2, 1, 7, 5), downsample=2, bins=1, window_us=1
+    )
     assert (g.height, g.width) == (2, 3)
     ys, xs = np.mgrid[0:8, 0:10]
     n = xs.size
@@ -169,11 +180,19 @@ def test_bad_events_argument():
 
 
 def test_batch_stacks_each_recording():
-    g = FrameGeometry(sensor_width=5, sensor_height=4, crop=(1, 0, 4, 4), downsample=2, bins=3,
-                      window_us=30)
+    g = FrameGeometry(
+        sensor_width=5, sensor_height=4, crop=(1, 0, 4, 4), downsample=2, bins=3, window_us=30
+    )
     rng = np.random.default_rng(1)
-    recs = [make_events(np.sort(rng.integers(0, 40, k)), rng.integers(0, 5, k),
-                        rng.integers(0, 4, k), rng.integers(0, 2, k)) for k in (0, 20, 50)]
+    recs = [
+        make_events(
+            np.sort(rng.integers(0, 40, k)),
+            rng.integers(0, 5, k),
+            rng.integers(0, 4, k),
+            rng.integers(0, 2, k),
+        )
+        for k in (0, 20, 50)
+    ]
     batch = bin_batch(recs, g, t0=[0, 5, 3])
     assert batch.shape == (3, *g.shape)
     for frames, rec, t0 in zip(batch, recs, [0, 5, 3], strict=True):
@@ -183,8 +202,14 @@ def test_batch_stacks_each_recording():
 
 
 def test_geometry_round_trips_through_json():
-    g = FrameGeometry(sensor_width=240, sensor_height=180, crop=(0, 0, 240, 180), downsample=6,
-                      bins=100, window_us=100_000)
+    g = FrameGeometry(
+        sensor_width=240,
+        sensor_height=180,
+        crop=(0, 0, 240, 180),
+        downsample=6,
+        bins=100,
+        window_us=100_000,
+    )
     assert (g.height, g.width, g.bin_us) == (30, 40, 1000)
     back = FrameGeometry.from_dict(json.loads(json.dumps(g.to_dict())))
     assert back == g and back.crop == (0, 0, 240, 180)

@@ -14,9 +14,16 @@ GEOM = FrameGeometry(sensor_width=16, sensor_height=16, downsample=2, bins=4, wi
 
 def _ckpt():
     params = Network(CFG).init(0)
-    return Checkpoint(CFG, GEOM, params, inner_lr={"out.bias": torch.tensor(0.5)},
-                      quantizer=Quantizer(bits=8), training={"dataset": "double_digits"},
-                      metrics={"val_accuracy": 0.5}, name="tiny")
+    return Checkpoint(
+        CFG,
+        GEOM,
+        params,
+        inner_lr={"out.bias": torch.tensor(0.5)},
+        quantizer=Quantizer(bits=8),
+        training={"dataset": "double_digits"},
+        metrics={"val_accuracy": 0.5},
+        name="tiny",
+    )
 
 
 def test_round_trip(tmp_path):
@@ -38,7 +45,9 @@ def test_tensors_that_do_not_match_the_card(tmp_path):
     card = json.loads((tmp_path / "tiny.json").read_text())
     card["model"]["channels"] = [4, 8]
     (tmp_path / "tiny.json").write_text(json.dumps(card))
-    with pytest.raises(CheckpointError, match=r"conv1.weight has shape \[6, 4, 3, 3\].*\[8, 4, 3, 3\]"):
+    with pytest.raises(
+        CheckpointError, match=r"conv1.weight has shape \[6, 4, 3, 3\].*\[8, 4, 3, 3\]"
+    ):
         load(tmp_path / "tiny")
 
 

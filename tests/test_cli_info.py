@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from spikeshot.clients.cli import main
 from spikeshot.events.formats import read
 

@@ -39,8 +39,7 @@ def test_models_lists_the_checkpoints(zoo, capsys):
     assert "4x2x8x8" in lines[1] and "16x16" in lines[1] and "4 ms" in lines[1]
     assert main(["models", "--models", str(zoo / "alpha"), "--json"]) == 0
     models = json.loads(capsys.readouterr().out)
-    assert [(m["name"], m["is_default"], m["weight_bits"]) for m in models] == [
-        ("alpha", True, 8)]
+    assert [(m["name"], m["is_default"], m["weight_bits"]) for m in models] == [("alpha", True, 8)]
     assert models[0]["card"]["name"] == "alpha" and len(models[0]["fingerprint"]) == 64
 
 
@@ -48,7 +47,9 @@ def test_zoo_names_resolve_and_the_zoo_is_the_default(zoo, monkeypatch, capsys):
     monkeypatch.setattr(engine, "ZOO", zoo)
     assert main(["models"]) == 0
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:3]] == [
-        "alpha", "beta"]
+        "alpha",
+        "beta",
+    ]
     assert main(["models", "--models", "beta", "--json"]) == 0
     assert [m["name"] for m in json.loads(capsys.readouterr().out)] == ["beta"]
     assert main(["models", "--models", "gamma"]) == 3
@@ -65,18 +66,32 @@ def test_models_errors_name_the_problem(tmp_path, capsys):
 def test_serve_takes_settings_from_toml_environment_and_flags_and_drains_on_sigterm(zoo, tmp_path):
     port, metrics_port = free_port(), free_port()
     (tmp_path / "server.toml").write_text(
-        f"[server]\nmetrics_port = {metrics_port}\nport = 1\nworkers = 1\n")
+        f"[server]\nmetrics_port = {metrics_port}\nport = 1\nworkers = 1\n"
+    )
     env = {**os.environ, "SPIKESHOT_MAX_SESSIONS_PER_OWNER": "1", "SPIKESHOT_PORT": "2"}
-    command = [sys.executable, "-c", "from spikeshot.service.cli import main; exit(main())",
-               "serve", "--config", str(tmp_path / "server.toml"), "--model",
-               str(zoo / "alpha"), "--port", str(port), "--grace", "20"]
+    command = [
+        sys.executable,
+        "-c",
+        "from spikeshot.service.cli import main; exit(main())",
+        "serve",
+        "--config",
+        str(tmp_path / "server.toml"),
+        "--model",
+        str(zoo / "alpha"),
+        "--port",
+        str(port),
+        "--grace",
+        "20",
+    ]
     server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             grpc.channel_ready_future(channel).result(timeout=120)
             health = health_pb2_grpc.HealthStub(channel)
-            assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == \
-                health_pb2.HealthCheckResponse.SERVING
+            assert (
+                health.Check(health_pb2.HealthCheckRequest(), timeout=10).status
+                == health_pb2.HealthCheckResponse.SERVING
+            )
             stub = pb_grpc.SpikeShotStub(channel)
             assert [m.name for m in stub.ListModels(pb.ListModelsRequest()).models] == ["alpha"]
             sid = stub.CreateSession(pb.CreateSessionRequest()).session_id

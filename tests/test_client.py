@@ -61,7 +61,13 @@ def test_sessions_adapt_classify_stream_export_and_import(client, tmp_path):
     session = client.create_session(ways=3, weight_bits=6, rounding="stochastic", seed=7)
     s = session.info.settings
     assert (s.model, s.ways, s.weight_bits, s.rounding, s.grid, s.seed) == (
-        "tiny", 3, 6, "stochastic", "global", 7)
+        "tiny",
+        3,
+        6,
+        "stochastic",
+        "global",
+        7,
+    )
     write(tmp_path / "a0.npz", events(0, 1), *SENSOR)
     session.add_support("a", tmp_path / "a0.npz")
     session.add_support("b", events(1, 2), sensor=SENSOR)
@@ -179,8 +185,10 @@ def test_unavailable_is_retried_with_backoff_and_nothing_else_is(flaky):
         assert servicer.attempts["ListModels"] == 3
         with pytest.raises(ServerError) as e:
             client.session("x")
-        assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT and servicer.attempts[
-            "GetSession"] == 1
+        assert (
+            e.value.code == grpc.StatusCode.INVALID_ARGUMENT
+            and servicer.attempts["GetSession"] == 1
+        )
     servicer.attempts["ListModels"] = 0
     with Client(target, retries=0) as client, pytest.raises(ServerUnavailable, match="warming up"):
         client.models()
@@ -189,8 +197,10 @@ def test_unavailable_is_retried_with_backoff_and_nothing_else_is(flaky):
 
 def test_an_unreachable_server_is_server_unavailable():
     start = time.monotonic()
-    with Client(f"127.0.0.1:{free_port()}", retries=1, backoff_s=0.01) as client, \
-            pytest.raises(ServerUnavailable) as e:
+    with (
+        Client(f"127.0.0.1:{free_port()}", retries=1, backoff_s=0.01) as client,
+        pytest.raises(ServerUnavailable) as e,
+    ):
         client.models()
     assert e.value.code == grpc.StatusCode.UNAVAILABLE and time.monotonic() - start < 10
 
@@ -212,8 +222,10 @@ def test_bearer_tokens_authenticate_and_sessions_stay_their_callers(tmp_path):
         with Client(running.address) as anonymous, pytest.raises(ServerError) as e:
             anonymous.models()
         assert e.value.code == grpc.StatusCode.UNAUTHENTICATED and "Bearer" in e.value.details
-        with Client(running.address, token=ALICE) as alice, \
-                Client(running.address, token=BOB) as bob:
+        with (
+            Client(running.address, token=ALICE) as alice,
+            Client(running.address, token=BOB) as bob,
+        ):
             session = adapted(alice)
             assert [s.id for s in alice.sessions()] == [session.id] and bob.sessions() == []
             with pytest.raises(ServerError) as e:
@@ -233,11 +245,14 @@ def test_tls_and_mutual_tls(tmp_path):
             plaintext.models()
     with serving(**tls, tls_client_ca=str(certs["ca"])) as running:
         target = f"localhost:{running.port}"
-        with Client(target, ca=certs["ca"], cert=certs["robot-1"],
-                    key=certs["robot-1.key"]) as robot:
+        with Client(
+            target, ca=certs["ca"], cert=certs["robot-1"], key=certs["robot-1.key"]
+        ) as robot:
             assert robot.create_session().info.settings.model == "tiny"
-        with Client(target, ca=certs["ca"], retries=0) as stranger, \
-                pytest.raises(ServerUnavailable):
+        with (
+            Client(target, ca=certs["ca"], retries=0) as stranger,
+            pytest.raises(ServerUnavailable),
+        ):
             stranger.models()
 
 
@@ -271,8 +286,9 @@ def test_the_asyncio_client(server, tmp_path):
             p = await session.classify(events(1, 9), sensor=SENSOR)
             assert p.label == "b"
             assert (await session.classify(chunks([0]), sensor=SENSOR)).label == "a"
-            windows = [w.label async for w in session.classify_stream(sequence([0, 1, 1]),
-                                                                      sensor=SENSOR)]
+            windows = [
+                w.label async for w in session.classify_stream(sequence([0, 1, 1]), sensor=SENSOR)
+            ]
             assert windows == ["a", "b", "b"]
             live = [w.label async for w in session.classify_stream(chunks([1, 0]), sensor=SENSOR)]
             assert live == ["b", "a"]
@@ -306,17 +322,30 @@ def test_real_recordings_stream_through_the_client(realdata, client):
         assert windows and all(w.label in ("a", "b") for w in windows), name
 
 
-def test_the_robot_loop_example_learns_from_a_camera_and_classifies_its_stream(server, tmp_path,
-                                                                               capsys):
+def test_the_robot_loop_example_learns_from_a_camera_and_classifies_its_stream(
+    server, tmp_path, capsys
+):
     path = Path(__file__).resolve().parents[1] / "clients" / "examples" / "robot_loop.py"
     spec = importlib.util.spec_from_file_location("robot_loop", path)
     robot_loop = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(robot_loop)
     port = free_port()
     with fake_camera(tmp_path, sequence([0, 0, 1, 1]), port=port, loop=True):
-        code = robot_loop.main(["--target", server.address, "--source", f"dv://127.0.0.1:{port}",
-                                "--seconds", "0.012", "--no-prompt", "--predictions", "6",
-                                "cup", "ball"])
+        code = robot_loop.main(
+            [
+                "--target",
+                server.address,
+                "--source",
+                f"dv://127.0.0.1:{port}",
+                "--seconds",
+                "0.012",
+                "--no-prompt",
+                "--predictions",
+                "6",
+                "cup",
+                "ball",
+            ]
+        )
     out = capsys.readouterr().out.strip().splitlines()
     assert code == 0 and out[0].startswith("learned cup, ball from ")
     assert len(out) == 7 and all(line.split()[2] in ("cup", "ball") for line in out[1:])

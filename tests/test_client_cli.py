@@ -65,8 +65,19 @@ def adapted(server, tmp_path, capsys) -> str:
     """The id of a session adapted on quadrant 0 as 'a' and quadrant 1 as 'b'."""
     code, out, _ = run(capsys, "session", "create", "--target", server.address, "--json")
     sid = json.loads(out)["session_id"]
-    assert run(capsys, "adapt", "--target", server.address, "--session", sid, "--support",
-               support_folder(tmp_path / "support"))[0] == 0
+    assert (
+        run(
+            capsys,
+            "adapt",
+            "--target",
+            server.address,
+            "--session",
+            sid,
+            "--support",
+            support_folder(tmp_path / "support"),
+        )[0]
+        == 0
+    )
     return sid
 
 
@@ -84,8 +95,18 @@ def test_models(server, capsys):
 
 def test_session_create_list_show_delete(server, capsys):
     target = ("--target", server.address)
-    code, out, _ = run(capsys, "session", "create", *target, "--ways", "2", "--weight-bits", "6",
-                       "--rounding", "stochastic")
+    code, out, _ = run(
+        capsys,
+        "session",
+        "create",
+        *target,
+        "--ways",
+        "2",
+        "--weight-bits",
+        "6",
+        "--rounding",
+        "stochastic",
+    )
     assert code == 0
     table = rows(out)
     sid = table["session"]
@@ -118,8 +139,9 @@ def test_adapt_classify_export_import(server, tmp_path, capsys):
     table = rows(out)
     assert code == 0 and table["classes"] == "a, b" and table["support examples"] == "4 (4 new)"
     assert table["support accuracy"] == "100.0%"
-    code, out, _ = run(capsys, "adapt", *target, "--session", sid, "--support", folder, "--json",
-                       "--replace")
+    code, out, _ = run(
+        capsys, "adapt", *target, "--session", sid, "--support", folder, "--json", "--replace"
+    )
     result = json.loads(out)
     assert (result["examples"], result["weights_version"]) == (4, 2)
     assert result["round_trip_ms"] >= result["timings"]["adapt_ms"] > 0
@@ -131,9 +153,13 @@ def test_adapt_classify_export_import(server, tmp_path, capsys):
     code, out, _ = run(capsys, "classify", *target, "--session", sid, *queries)
     lines = out.strip().splitlines()
     assert code == 0 and [line.split()[:2] for line in lines] == [
-        [str(queries[0]), "a"], [str(queries[1]), "b"], [str(queries[2]), "a"]]
-    code, out, _ = run(capsys, "classify", *target, "--session", sid, "--candidate", "b",
-                       *queries, "--json")
+        [str(queries[0]), "a"],
+        [str(queries[1]), "b"],
+        [str(queries[2]), "a"],
+    ]
+    code, out, _ = run(
+        capsys, "classify", *target, "--session", sid, "--candidate", "b", *queries, "--json"
+    )
     answers = json_lines(out)
     assert [a["file"] for a in answers] == [str(q) for q in queries]
     assert all(a["label"] == "b" and a["probabilities"] == {"b": 1.0} for a in answers)
@@ -158,8 +184,9 @@ def test_stream_a_file_prints_one_line_per_window(server, adapted, tmp_path, cap
     windows = json_lines(out)
     assert code == 0 and [w["label"] for w in windows] == ["a", "b", "b", "a"]
     assert [w["start_us"] for w in windows] == [0, 4000, 8000, 12000]
-    code, out, _ = run(capsys, "stream", *target, "--source", path, "--window-ms", "8",
-                       "--hop-ms", "4")
+    code, out, _ = run(
+        capsys, "stream", *target, "--source", path, "--window-ms", "8", "--hop-ms", "4"
+    )
     lines = out.strip().splitlines()
     assert code == 0 and len(lines) == 4
     assert lines[0].split()[:4] == ["0.000", "-", "0.008", "s"]
@@ -186,20 +213,31 @@ def test_realtime_replay_takes_the_recordings_duration(server, adapted, capsys):
 def test_stream_from_a_fake_live_camera(server, adapted, tmp_path, capsys):
     port = free_port()
     with fake_camera(tmp_path, sequence([1, 0, 0, 1]), port=port):
-        code, out, _ = run(capsys, "stream", "--target", server.address, "--session", adapted,
-                           "--source", f"dv://127.0.0.1:{port}", "--json")
+        code, out, _ = run(
+            capsys,
+            "stream",
+            "--target",
+            server.address,
+            "--session",
+            adapted,
+            "--source",
+            f"dv://127.0.0.1:{port}",
+            "--json",
+        )
     assert code == 0 and [w["label"] for w in json_lines(out)] == ["b", "a", "a", "b"]
 
 
-def test_exit_codes_tell_usage_input_server_and_connection_errors(server, adapted, tmp_path,
-                                                                   capsys):
+def test_exit_codes_tell_usage_input_server_and_connection_errors(
+    server, adapted, tmp_path, capsys
+):
     target = ("--target", server.address)
     assert run(capsys, "adapt", *target, "--support", tmp_path)[0] == EXIT_USAGE  # no --session
     assert run(capsys, "session", "create", *target, "--rounding", "up")[0] == EXIT_USAGE
     code, _, err = run(capsys, "stream", *target, "--session", adapted, "--source", "dv://camera")
     assert code == EXIT_USAGE and "expected dv://HOST:PORT" in err
-    code, _, err = run(capsys, "adapt", *target, "--session", adapted, "--support",
-                       tmp_path / "support" / "a")
+    code, _, err = run(
+        capsys, "adapt", *target, "--session", adapted, "--support", tmp_path / "support" / "a"
+    )
     assert code == EXIT_USAGE and "no class sub-folders" in err
 
     code, _, err = run(capsys, "classify", *target, "--session", adapted, tmp_path / "none.npz")
@@ -208,13 +246,31 @@ def test_exit_codes_tell_usage_input_server_and_connection_errors(server, adapte
     broken.write_bytes(WAVE.read_bytes()[:5000])
     code, _, err = run(capsys, "classify", *target, "--session", adapted, broken)
     assert code == EXIT_BAD_FILE and "broken.aedat4" in err
-    assert run(capsys, "stream", *target, "--session", adapted, "--source",
-               f"dv://127.0.0.1:{free_port()}")[0] == EXIT_BAD_FILE
+    assert (
+        run(
+            capsys,
+            "stream",
+            *target,
+            "--session",
+            adapted,
+            "--source",
+            f"dv://127.0.0.1:{free_port()}",
+        )[0]
+        == EXIT_BAD_FILE
+    )
 
     code, _, err = run(capsys, "session", "show", *target, "no-such-session")
     assert code == EXIT_SERVER and "NOT_FOUND" in err
-    code, _, err = run(capsys, "classify", *target, "--session", adapted,
-                       tmp_path / "support" / "a" / "0.npz", "--candidate", "zebra")
+    code, _, err = run(
+        capsys,
+        "classify",
+        *target,
+        "--session",
+        adapted,
+        tmp_path / "support" / "a" / "0.npz",
+        "--candidate",
+        "zebra",
+    )
     assert code == EXIT_SERVER and "INVALID_ARGUMENT" in err and "zebra" in err
 
     gone = f"127.0.0.1:{free_port()}"
@@ -224,13 +280,36 @@ def test_exit_codes_tell_usage_input_server_and_connection_errors(server, adapte
 
 def test_the_installed_command_exits_with_its_code(server):
     done = subprocess.run(
-        [sys.executable, "-m", "spikeshot.clients.cli", "models", "--json", "--target",
-         f"127.0.0.1:{free_port()}", "--retries", "0"], capture_output=True, text=True,
-        timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "spikeshot.clients.cli",
+            "models",
+            "--json",
+            "--target",
+            f"127.0.0.1:{free_port()}",
+            "--retries",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == EXIT_CONNECTION and done.stdout == ""
     done = subprocess.run(
-        [sys.executable, "-m", "spikeshot.clients.cli", "models", "--json", "--target",
-         server.address], capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "spikeshot.clients.cli",
+            "models",
+            "--json",
+            "--target",
+            server.address,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0 and json.loads(done.stdout)[0]["name"] == "tiny"
 
 

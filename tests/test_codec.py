@@ -87,8 +87,12 @@ def test_columns_validate_and_bin_like_the_array():
 
     rng = np.random.default_rng(3)
     n = 500
-    ev = make_events(np.sort(rng.integers(0, 10_000, n)), rng.integers(0, 20, n),
-                     rng.integers(0, 10, n), rng.integers(0, 2, n))
+    ev = make_events(
+        np.sort(rng.integers(0, 10_000, n)),
+        rng.integers(0, 20, n),
+        rng.integers(0, 10, n),
+        rng.integers(0, 2, n),
+    )
     cols = decode_columns(*encode(ev))
     assert isinstance(cols, EventColumns) and len(cols) == n
     g = FrameGeometry(sensor_width=20, sensor_height=10, bins=4, window_us=10_000)
@@ -97,5 +101,7 @@ def test_columns_validate_and_bin_like_the_array():
     bad = decode_columns(*encode(ev))
     bad_y = bad.y.copy()
     bad_y[7] = 10
-    with pytest.raises(EventError, match=r"events.y: must be < sensor height 10 \(first bad index 7\)"):
+    with pytest.raises(
+        EventError, match=r"events.y: must be < sensor height 10 \(first bad index 7\)"
+    ):
         validate(EventColumns(bad.t, bad.x, bad_y, bad.p), limits)

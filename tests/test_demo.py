@@ -15,8 +15,17 @@ from spikeshot.models import checkpoint
 from spikeshot.models.datasets.glyphs import GlyphsConfig
 from spikeshot.service import demo
 
-KEYS = {"accuracy", "ways", "shots", "queries", "adapt_ms", "classify_p50_ms",
-        "classify_p99_ms", "events_streamed", "metrics"}
+KEYS = {
+    "accuracy",
+    "ways",
+    "shots",
+    "queries",
+    "adapt_ms",
+    "classify_p50_ms",
+    "classify_p99_ms",
+    "events_streamed",
+    "metrics",
+}
 
 
 @pytest.fixture(scope="module")
@@ -26,16 +35,18 @@ def tiny_model(tmp_path_factory):
     return json_path
 
 
-def test_the_demo_adapts_and_classifies_unseen_characters_over_grpc(tiny_model, tmp_path,
-                                                                    capsys):
+def test_the_demo_adapts_and_classifies_unseen_characters_over_grpc(tiny_model, tmp_path, capsys):
     kept = tmp_path / "recordings"
-    assert demo.run_demo(True, model=tiny_model, ways=2, shots=1, queries=3, seed=1,
-                         keep=kept) == 0
+    assert demo.run_demo(True, model=tiny_model, ways=2, shots=1, queries=3, seed=1, keep=kept) == 0
     out = capsys.readouterr().out
     results = json.loads(out)
     assert KEYS <= set(results)
     assert (results["ways"], results["shots"], results["queries"], results["classified"]) == (
-        2, 1, 3, 6)
+        2,
+        1,
+        3,
+        6,
+    )
     assert 0 <= results["accuracy"] <= 1 and results["correct"] == round(6 * results["accuracy"])
     assert 0 < results["classify_p50_ms"] <= results["classify_p99_ms"]
     assert results["adapt_ms"] > 0 and results["metrics"].startswith("http://127.0.0.1:")
@@ -55,8 +66,18 @@ def test_the_table_names_every_figure(tiny_model, capsys):
     assert demo.run_demo(model=tiny_model, ways=2, shots=1, queries=1) == 0
     out, err = capsys.readouterr()
     names = [line.split("  ")[0] for line in out.strip().splitlines()]
-    assert names == ["model", "task", "classes", "accuracy", "adapt latency",
-                     "classify latency", "events streamed", "server", "metrics", "total time"]
+    assert names == [
+        "model",
+        "task",
+        "classes",
+        "accuracy",
+        "adapt latency",
+        "classify latency",
+        "events streamed",
+        "server",
+        "metrics",
+        "total time",
+    ]
     assert "p50" in out and "p99" in out and "adapting session" in err
 
 
@@ -78,8 +99,10 @@ def test_bad_sizes_are_refused(tiny_model):
         demo.run_demo(model=tiny_model, ways=5)
 
 
-@pytest.mark.skipif(not all(p.is_file() for p in checkpoint.paths(demo.DEFAULT_MODEL)),
-                    reason="the Glyphs model is not in models/zoo yet")
+@pytest.mark.skipif(
+    not all(p.is_file() for p in checkpoint.paths(demo.DEFAULT_MODEL)),
+    reason="the Glyphs model is not in models/zoo yet",
+)
 def test_the_shipped_model_beats_chance_within_two_minutes(capsys):
     assert demo.run_demo(True) == 0
     results = json.loads(capsys.readouterr().out)

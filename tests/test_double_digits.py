@@ -5,6 +5,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
+
 from spikeshot.events.array import EVENT_DTYPE, is_sorted, make_events
 from spikeshot.events.dvs_sim import record_saccades
 from spikeshot.models.datasets import double_digits as dd

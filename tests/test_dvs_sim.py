@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from spikeshot.events.array import EVENT_DTYPE, is_sorted
 from spikeshot.events.dvs_sim import _refractory_keep, record_saccades, saccade_path, simulate
 

@@ -33,14 +33,21 @@ from spikeshot.service.errors import (
 from spikeshot.service.executor import Control, Executor
 from spikeshot.service.inputs import Chunk, EventInput, FrameInput
 
-CFG = ModelConfig(arch="ann", ways=4, input_hw=(8, 8), bins=4, burn_in=1, channels=(4, 6),
-                  kernel=3)
+CFG = ModelConfig(arch="ann", ways=4, input_hw=(8, 8), bins=4, burn_in=1, channels=(4, 6), kernel=3)
 GEOM = FrameGeometry(sensor_width=16, sensor_height=16, downsample=2, bins=4, window_us=4000)
 
 
 def tiny(seed=0, **kw) -> Checkpoint:
-    return Checkpoint(CFG, GEOM, Network(CFG).init(seed), inner_steps=2, inner_step_size=1.0,
-                      quantizer=Quantizer(8), name="tiny", **kw)
+    return Checkpoint(
+        CFG,
+        GEOM,
+        Network(CFG).init(seed),
+        inner_steps=2,
+        inner_step_size=1.0,
+        quantizer=Quantizer(8),
+        name="tiny",
+        **kw,
+    )
 
 
 class Clock:
@@ -70,14 +77,21 @@ def shot(label, cls, seed=0, parts=1, width=16, height=16):
     """One example as ``parts`` wire chunks."""
     ev = events(cls, seed, width=width, height=height)
     pieces = np.array_split(ev, parts)
-    return [Chunk(label if i == 0 else "", EventInput(encode(p), width, height), i == parts - 1)
-            for i, p in enumerate(pieces)]
+    return [
+        Chunk(label if i == 0 else "", EventInput(encode(p), width, height), i == parts - 1)
+        for i, p in enumerate(pieces)
+    ]
 
 
 def support(*labels, shots=2, seed=0):
     """``shots`` examples of each label, label i in quadrant i."""
-    return list(itertools.chain.from_iterable(
-        shot(label, i, seed + 10 * i + k) for k in range(shots) for i, label in enumerate(labels)))
+    return list(
+        itertools.chain.from_iterable(
+            shot(label, i, seed + 10 * i + k)
+            for k in range(shots)
+            for i, label in enumerate(labels)
+        )
+    )
 
 
 def query(cls, seed=99, **kw):
@@ -122,8 +136,10 @@ def test_quantized_weights_are_stored_as_integers_plus_scale(engine):
     assert set(weights.scales.values()) == {1 / 128}
     assert weights.nbytes == sum(v.numel() for v in tiny().params.values())
     flt = adapted(engine, "a", "b", weight_bits=0)
-    assert all(v.dtype == torch.float32 for v in engine.sessions.get("", flt).state.weights
-               .tensors.values())
+    assert all(
+        v.dtype == torch.float32
+        for v in engine.sessions.get("", flt).state.weights.tensors.values()
+    )
     per = adapted(engine, "a", "b", grid="per_tensor", weight_bits=4)
     scales = engine.sessions.get("", per).state.weights.scales
     init = tiny().params
@@ -155,8 +171,11 @@ def test_fewer_classes_than_ways_work_and_more_are_an_error(engine):
     two = engine.create_session(ways=2).session_id
     engine.adapt(two, support("a", "b"))
     before = engine.sessions.get("", two).state
-    with pytest.raises(InvalidArgument, match=r"3 classes \['a', 'b', 'c'\] exceed the session's "
-                                              "2 ways") as err:
+    with pytest.raises(
+        InvalidArgument,
+        match=r"3 classes \['a', 'b', 'c'\] exceed the session's "
+        "2 ways",
+    ) as err:
         engine.adapt(two, shot("c", 2))
     assert err.value.field == "label"
     assert engine.sessions.get("", two).state is before
@@ -174,9 +193,14 @@ def test_session_errors(engine):
         engine.create_session(weight_bits=1)
     assert err.value.field == "weight_bits"
     sid = engine.create_session(owner="alice").session_id
-    for call in (lambda: engine.get_session(sid), lambda: engine.get_session("nope", owner="alice"),
-                 lambda: engine.adapt(sid, support("a")), lambda: engine.delete_session(sid),
-                 lambda: engine.classify(sid, query(0)), lambda: engine.export_session(sid)):
+    for call in (
+        lambda: engine.get_session(sid),
+        lambda: engine.get_session("nope", owner="alice"),
+        lambda: engine.adapt(sid, support("a")),
+        lambda: engine.delete_session(sid),
+        lambda: engine.classify(sid, query(0)),
+        lambda: engine.export_session(sid),
+    ):
         with pytest.raises(NotFound):
             call()
     with pytest.raises(FailedPrecondition, match="not adapted yet: call Adapt first"):
@@ -190,8 +214,11 @@ def test_session_errors(engine):
 def test_request_errors(engine):
     sid = adapted(engine, "a", "b")
     bad = make_events([0, 1, 2], [1, 2, 30], [0, 0, 0], [1, 1, 1])
-    with pytest.raises(InvalidArgument, match=r"example 0 \('a'\), chunk 0: events.x: must be < "
-                                              r"sensor width 16 \(first bad index 2\)") as err:
+    with pytest.raises(
+        InvalidArgument,
+        match=r"example 0 \('a'\), chunk 0: events.x: must be < "
+        r"sensor width 16 \(first bad index 2\)",
+    ) as err:
         engine.adapt(sid, [Chunk("a", EventInput(encode(bad), 16, 16))])
     assert (err.value.field, err.value.index) == ("events.x", 2)
     with pytest.raises(InvalidArgument, match="query, chunk 0: events.x") as err:
@@ -261,8 +288,13 @@ def test_a_classify_during_an_adapt_uses_one_set_of_weights(engine):
         return False
 
     result = {}
-    worker = threading.Thread(target=lambda: result.update(r=engine.adapt(
-        sid, shot("c", 2, 5), control=Control(is_cancelled=pause_after_one_inner_step))))
+    worker = threading.Thread(
+        target=lambda: result.update(
+            r=engine.adapt(
+                sid, shot("c", 2, 5), control=Control(is_cancelled=pause_after_one_inner_step)
+            )
+        )
+    )
     worker.start()
     assert inside.wait(30)
     during = engine.classify(sid, query(0))
@@ -324,8 +356,9 @@ def test_idle_sessions_expire():
 
 
 def test_caps_on_sessions_examples_and_events():
-    config = ServerConfig(workers=1, max_sessions=3, max_sessions_per_owner=2,
-                          max_support_examples=5, max_events=400)
+    config = ServerConfig(
+        workers=1, max_sessions=3, max_sessions_per_owner=2, max_support_examples=5, max_events=400
+    )
     engine = Engine([tiny()], config)
     sid = engine.create_session(owner="a").session_id
     engine.create_session(owner="a")
@@ -361,8 +394,9 @@ def test_overload_is_resource_exhausted_and_the_queue_is_bounded():
             release.wait(30)
         return False
 
-    worker = threading.Thread(target=lambda: engine.adapt(sid, shot("a", 0, 3),
-                                                          control=Control(is_cancelled=hold)))
+    worker = threading.Thread(
+        target=lambda: engine.adapt(sid, shot("a", 0, 3), control=Control(is_cancelled=hold))
+    )
     worker.start()
     assert inside.wait(30)
     with pytest.raises(ResourceExhausted, match="executor is full"):
@@ -398,8 +432,10 @@ def test_export_and_import(engine):
     copy = engine.import_session(data, owner="robot 2")
     assert copy.session_id != sid and copy.classes == ("a", "b") and copy.weights_version == 1
     assert copy.settings == engine.get_session(sid).settings
-    assert (engine.classify(copy.session_id, query(1), owner="robot 2").probabilities
-            == engine.classify(sid, query(1)).probabilities)
+    assert (
+        engine.classify(copy.session_id, query(1), owner="robot 2").probabilities
+        == engine.classify(sid, query(1)).probabilities
+    )
     engine.adapt(copy.session_id, shot("c", 2), owner="robot 2")  # it keeps its support set
     assert engine.get_session(copy.session_id, owner="robot 2").examples == 5
     other = Engine([tiny(seed=1)], ServerConfig(workers=1))
@@ -434,10 +470,13 @@ def test_sessions_survive_an_engine_restart(tmp_path, caplog):
 
 def test_any_sensor_size_is_mapped_to_the_model(engine):
     sid = engine.create_session().session_id
-    chunks = list(itertools.chain.from_iterable(
-        shot(label, cls, seed, width=w, height=h)
-        for seed, (w, h) in enumerate([(16, 16), (64, 64), (32, 32)])
-        for cls, label in enumerate("ab")))
+    chunks = list(
+        itertools.chain.from_iterable(
+            shot(label, cls, seed, width=w, height=h)
+            for seed, (w, h) in enumerate([(16, 16), (64, 64), (32, 32)])
+            for cls, label in enumerate("ab")
+        )
+    )
     assert engine.adapt(sid, chunks).support_accuracy == 1.0
     for cls in (0, 1):
         assert engine.classify(sid, query(cls, width=128, height=128)).label == "ab"[cls]
@@ -451,8 +490,11 @@ def test_frames_binned_by_the_client_equal_events():
     e1 = Engine([tiny()], ServerConfig(workers=1))
     sid = e1.create_session().session_id
     via_events = e1.adapt(sid, support("a", "b"))
-    frames = [Chunk(c.label, FrameInput(bin_events(events(i, 10 * i + k), GEOM).astype(np.uint16)))
-              for k in range(2) for i, c in enumerate([Chunk("a"), Chunk("b")])]
+    frames = [
+        Chunk(c.label, FrameInput(bin_events(events(i, 10 * i + k), GEOM).astype(np.uint16)))
+        for k in range(2)
+        for i, c in enumerate([Chunk("a"), Chunk("b")])
+    ]
     sid2 = e1.create_session().session_id
     via_frames = e1.adapt(sid2, frames)
     assert via_frames.loss_after == via_events.loss_after
@@ -467,7 +509,8 @@ def test_classify_stream(engine):
     assert [(w.start_us, w.end_us, w.label) for w in out] == [
         (int(live["t"][0]), int(live["t"][0]) + 4000, "a"),
         (int(live["t"][0]) + 4000, int(live["t"][0]) + 8000, "b"),
-        (int(live["t"][0]) + 8000, int(live["t"][0]) + 12000, "a")]
+        (int(live["t"][0]) + 8000, int(live["t"][0]) + 12000, "a"),
+    ]
     assert [w.complete for w in out] == [True, True, False]
     assert sum(w.events for w in out) == len(live)
     assert all(w.weights_version == 1 and w.timings.forward_ms > 0 for w in out)
@@ -503,11 +546,19 @@ def test_list_models_and_loading_checkpoints(tmp_path):
     engine = Engine(found, ServerConfig(workers=1, default_model="tiny"))
     first, second = engine.list_models()
     assert (first.name, first.is_default, second.name, second.is_default) == (
-        "tiny", True, "second", False)
+        "tiny",
+        True,
+        "second",
+        False,
+    )
     assert (first.ways, first.bins, first.height, first.width) == (4, 4, 8, 8)
     assert first.window_us == 4000
     assert (first.sensor_width, first.weight_bits, first.inner_steps, first.step_size) == (
-        16, 8, 2, 1.0)
+        16,
+        8,
+        2,
+        1.0,
+    )
     assert first.card["geometry"]["downsample"] == 2 and len(first.fingerprint) == 64
     assert first.fingerprint != second.fingerprint
     assert engine.create_session().settings.model == "tiny"
@@ -527,17 +578,28 @@ def test_errors_carry_grpc_status_code_names():
 
 def test_config_precedence_defaults_toml_environment_flags(tmp_path):
     toml = tmp_path / "server.toml"
-    toml.write_text('[server]\nport = 6000\nmodels = ["a", "b"]\nsession_ttl_s = 10\n'
-                    'max_events = 5\n')
-    env = {"SPIKESHOT_PORT": "7000", "SPIKESHOT_MODELS": "c, d", "SPIKESHOT_SERVER": "x:1",
-           "HOME": "/"}
+    toml.write_text(
+        '[server]\nport = 6000\nmodels = ["a", "b"]\nsession_ttl_s = 10\nmax_events = 5\n'
+    )
+    env = {
+        "SPIKESHOT_PORT": "7000",
+        "SPIKESHOT_MODELS": "c, d",
+        "SPIKESHOT_SERVER": "x:1",
+        "HOME": "/",
+    }
     parser = argparse.ArgumentParser()
     add_flags(parser)
-    flags = flag_overrides(parser.parse_args(["--max-events", "9", "--tls-cert", "c.pem",
-                                              "--tls-key", "k.pem"]))
+    flags = flag_overrides(
+        parser.parse_args(["--max-events", "9", "--tls-cert", "c.pem", "--tls-key", "k.pem"])
+    )
     c = ServerConfig.load(toml, env, flags)
     assert (c.host, c.port, c.models, c.session_ttl_s, c.max_events) == (
-        "127.0.0.1", 7000, ("c", "d"), 10.0, 9)
+        "127.0.0.1",
+        7000,
+        ("c", "d"),
+        10.0,
+        9,
+    )
     assert (c.tls_cert, c.tls_key) == ("c.pem", "k.pem")
     assert ServerConfig.load(environ={}) == ServerConfig()
     assert ServerConfig(workers=2, torch_threads=0).torch_thread_count >= 1
@@ -545,12 +607,14 @@ def test_config_precedence_defaults_toml_environment_flags(tmp_path):
 
 @pytest.mark.parametrize(
     "toml, env, message",
-    [('[server]\nprot = 1\n', {}, "unknown setting 'prot'"),
-     ('[server]\nport = "1"\n', {}, "setting 'port': expected int, got str"),
-     ('', {"SPIKESHOT_PORT": "many"}, "environment SPIKESHOT_\\*: setting 'port'"),
-     ('', {"SPIKESHOT_PORT": "70000"}, "port must be in 0..65535"),
-     ('[server]\ntls_cert = "c.pem"\n', {}, "tls_cert and tls_key go together"),
-     ('[server]\nmax_sessions = 0\n', {}, "max_sessions must be >= 1")],
+    [
+        ("[server]\nprot = 1\n", {}, "unknown setting 'prot'"),
+        ('[server]\nport = "1"\n', {}, "setting 'port': expected int, got str"),
+        ("", {"SPIKESHOT_PORT": "many"}, "environment SPIKESHOT_\\*: setting 'port'"),
+        ("", {"SPIKESHOT_PORT": "70000"}, "port must be in 0..65535"),
+        ('[server]\ntls_cert = "c.pem"\n', {}, "tls_cert and tls_key go together"),
+        ("[server]\nmax_sessions = 0\n", {}, "max_sessions must be >= 1"),
+    ],
 )
 def test_config_errors_name_the_setting(tmp_path, toml, env, message):
     path = tmp_path / "server.toml"

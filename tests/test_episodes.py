@@ -4,6 +4,7 @@ import itertools
 
 import numpy as np
 import pytest
+
 from spikeshot.events.array import make_events
 from spikeshot.events.binning import FrameGeometry
 from spikeshot.models.datasets.base import MetaSplit, Sensor

@@ -14,8 +14,19 @@ from spikeshot.models.datasets.folder import FolderDataset
 from spikeshot.models.evaluate import Setting, evaluate
 from spikeshot.service.cli import main
 
-CFG = ModelConfig(ways=3, input_hw=(8, 8), bins=3, burn_in=0, channels=(4,), kernel=3,
-                  alpha=0.8, beta=0.6, input_gain=1.0, input_clip=4.0, zero_head=False)
+CFG = ModelConfig(
+    ways=3,
+    input_hw=(8, 8),
+    bins=3,
+    burn_in=0,
+    channels=(4,),
+    kernel=3,
+    alpha=0.8,
+    beta=0.6,
+    input_gain=1.0,
+    input_clip=4.0,
+    zero_head=False,
+)
 GEOM = FrameGeometry(sensor_width=16, sensor_height=16, downsample=2, bins=3, window_us=30000)
 
 
@@ -32,7 +43,9 @@ def folder(tmp_path_factory):
             x = np.clip(cx + rng.integers(-2, 3, n), 0, 15)
             y = np.clip(cy + rng.integers(-2, 3, n), 0, 15)
             t = np.sort(rng.integers(0, 30000, n))
-            write(root / f"class{c}" / f"{i}.npz", make_events(t, x, y, rng.integers(0, 2, n)), 16, 16)
+            write(
+                root / f"class{c}" / f"{i}.npz", make_events(t, x, y, rng.integers(0, 2, n)), 16, 16
+            )
     return root
 
 
@@ -62,8 +75,25 @@ def test_more_ways_than_outputs_is_an_error(folder):
 
 def test_command_prints_one_json_object(folder, tmp_path, capsys):
     save(_ckpt(), tmp_path / "tiny")
-    rc = main(["evaluate", str(tmp_path / "tiny"), "--dataset", f"folder:{folder}", "--ways", "2",
-               "--shots", "1", "--steps", "1", "--bits", "8", "--tasks", "5", "--json"])
+    rc = main(
+        [
+            "evaluate",
+            str(tmp_path / "tiny"),
+            "--dataset",
+            f"folder:{folder}",
+            "--ways",
+            "2",
+            "--shots",
+            "1",
+            "--steps",
+            "1",
+            "--bits",
+            "8",
+            "--tasks",
+            "5",
+            "--json",
+        ]
+    )
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert {"accuracy_mean", "accuracy_ci95", "tasks"} <= set(out)
@@ -73,8 +103,20 @@ def test_command_prints_one_json_object(folder, tmp_path, capsys):
 
 def test_record_stores_the_results_in_the_card(folder, tmp_path, capsys):
     save(_ckpt(), tmp_path / "tiny")
-    args = ["evaluate", str(tmp_path / "tiny"), "--dataset", f"folder:{folder}", "--ways", "2",
-            "--steps", "1", "--tasks", "4", "--json", "--record"]
+    args = [
+        "evaluate",
+        str(tmp_path / "tiny"),
+        "--dataset",
+        f"folder:{folder}",
+        "--ways",
+        "2",
+        "--steps",
+        "1",
+        "--tasks",
+        "4",
+        "--json",
+        "--record",
+    ]
     assert main(args) == 0 and main(args) == 0
     printed = json.loads(capsys.readouterr().out.split("\n}\n")[0] + "\n}")
     card = json.loads((tmp_path / "tiny.json").read_text())

@@ -21,14 +21,19 @@ from spikeshot.service.inputs import (
 )
 
 GEOM = FrameGeometry(sensor_width=16, sensor_height=8, downsample=2, bins=4, window_us=4000)
-CROPPED = FrameGeometry(sensor_width=16, sensor_height=8, crop=(0, 0, 14, 8), downsample=2, bins=4,
-                        window_us=4000)
+CROPPED = FrameGeometry(
+    sensor_width=16, sensor_height=8, crop=(0, 0, 14, 8), downsample=2, bins=4, window_us=4000
+)
 
 
 def ev(t, x=None, y=None, p=None):
     n = len(t)
-    return make_events(t, x if x is not None else [0] * n, y if y is not None else [0] * n,
-                       p if p is not None else [1] * n)
+    return make_events(
+        t,
+        x if x is not None else [0] * n,
+        y if y is not None else [0] * n,
+        p if p is not None else [1] * n,
+    )
 
 
 def test_sensor_region_is_the_largest_centred_region_of_the_cards_aspect_ratio():
@@ -62,21 +67,26 @@ def map_whole(events, width, height, card_width, card_height):
     x0, y0, w, h = sensor_region(width, height, card_width, card_height)
     x, y = events["x"].astype(np.int64) - x0, events["y"].astype(np.int64) - y0
     keep = (x >= 0) & (x < w) & (y >= 0) & (y < h)
-    return make_events(events["t"][keep], x[keep] * card_width // w, y[keep] * card_height // h,
-                       events["p"][keep])
+    return make_events(
+        events["t"][keep], x[keep] * card_width // w, y[keep] * card_height // h, events["p"][keep]
+    )
 
 
 @pytest.mark.parametrize("width, height", [(16, 8), (346, 260), (30, 40), (8, 4), (5000, 3000)])
-def test_mapping_and_binning_chunk_by_chunk_equals_the_rule_applied_whole(width, height,
-                                                                          monkeypatch):
+def test_mapping_and_binning_chunk_by_chunk_equals_the_rule_applied_whole(
+    width, height, monkeypatch
+):
     monkeypatch.setattr(inputs, "PIECE_EVENTS", 300)  # large chunks alone, small ones merged
     rng = np.random.default_rng(2)
     t = np.sort(rng.integers(0, 9000, 3000))
-    whole = ev(t, rng.integers(0, width, 3000), rng.integers(0, height, 3000),
-               rng.integers(0, 2, 3000))
+    whole = ev(
+        t, rng.integers(0, width, 3000), rng.integers(0, height, 3000), rng.integers(0, 2, 3000)
+    )
     cuts = [0, 1, 100, 250, 250, 1300, 1400, 1450, 3000]
-    parts = [EventInput(encode(whole[a:b]) if i % 2 else whole[a:b], width, height)
-             for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True))]
+    parts = [
+        EventInput(encode(whole[a:b]) if i % 2 else whole[a:b], width, height)
+        for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True))
+    ]
     mapped = map_whole(whole, width, height, 16, 8)
     inside = mapped[mapped["t"] < t[0] + 4000]  # the window starts at the first event
     sample = query(parts, CROPPED, 3000)
@@ -95,10 +105,12 @@ def test_an_example_over_chunks_equals_binning_it_whole():
     rng = np.random.default_rng(0)
     t = np.sort(rng.integers(100, 6000, 500))
     whole = ev(t, rng.integers(0, 16, 500), rng.integers(0, 8, 500), rng.integers(0, 2, 500))
-    chunks = [Chunk("cup", EventInput(encode(whole[:100]), 16, 8), False),
-              Chunk("", EventInput(whole[100:100], 16, 8), False),
-              Chunk("cup", EventInput(encode(whole[100:]), 16, 8), False),
-              Chunk(end_of_example=True)]
+    chunks = [
+        Chunk("cup", EventInput(encode(whole[:100]), 16, 8), False),
+        Chunk("", EventInput(whole[100:100], 16, 8), False),
+        Chunk("cup", EventInput(encode(whole[100:]), 16, 8), False),
+        Chunk(end_of_example=True),
+    ]
     [sample] = list(examples(chunks, GEOM, 10_000))
     assert sample.label == "cup"
     np.testing.assert_array_equal(sample.frames, bin_events(whole, GEOM))
@@ -109,8 +121,11 @@ def test_an_example_over_chunks_equals_binning_it_whole():
 
 def test_several_examples_and_frames():
     frames = np.ones(GEOM.shape, np.uint16)
-    chunks = [Chunk("a", EventInput(ev([0, 5]), 16, 8)), Chunk("b", FrameInput(frames)),
-              Chunk("a", EventInput(ev([7]), 16, 8))]
+    chunks = [
+        Chunk("a", EventInput(ev([0, 5]), 16, 8)),
+        Chunk("b", FrameInput(frames)),
+        Chunk("a", EventInput(ev([7]), 16, 8)),
+    ]
     out = list(examples(chunks, GEOM, 10))
     assert [s.label for s in out] == ["a", "b", "a"]
     assert out[1].frames.dtype == np.float32 and out[1].events == 0 and out[1].frames.sum() == 256
@@ -120,37 +135,95 @@ def test_several_examples_and_frames():
     "chunks, field, index, text",
     [
         ([Chunk("", EventInput(ev([0]), 16, 8))], "label", None, "needs a label"),
-        ([Chunk("a", EventInput(ev([0]), 16, 8), False), Chunk("b", None)], "label", None,
-         "label changed to 'b'"),
-        ([Chunk("a", EventInput(ev([0]), 16, 8), False)], "end_of_example", None,
-         "stream ended inside this example"),
+        (
+            [Chunk("a", EventInput(ev([0]), 16, 8), False), Chunk("b", None)],
+            "label",
+            None,
+            "label changed to 'b'",
+        ),
+        (
+            [Chunk("a", EventInput(ev([0]), 16, 8), False)],
+            "end_of_example",
+            None,
+            "stream ended inside this example",
+        ),
         ([Chunk("a", None)], "events", None, "example 0 ('a'): no events"),
-        ([Chunk("a", EventInput(ev([0, 1, 2], x=[1, 16, 17]), 16, 8))], "events.x", 1,
-         "must be < sensor width 16"),
+        (
+            [Chunk("a", EventInput(ev([0, 1, 2], x=[1, 16, 17]), 16, 8))],
+            "events.x",
+            1,
+            "must be < sensor width 16",
+        ),
         ([Chunk("a", EventInput(ev([0, 1], p=[1, 3]), 16, 8))], "events.p", 1, "polarity"),
         ([Chunk("a", EventInput(ev([5, 4, 3]), 16, 8))], "events.t", 1, "must not decrease"),
-        ([Chunk("a", EventInput(ev([5]), 16, 8), False),
-          Chunk("a", EventInput(ev([6, 4]), 16, 8))], "events.t", 1, "chunk 1"),
-        ([Chunk("a", EventInput(ev([5]), 16, 8), False),
-          Chunk("a", EventInput(ev([4]), 16, 8))], "events.t", 0, "across chunks"),
-        ([Chunk("a", EventInput(ev([5]), 16, 8), False),
-          Chunk("a", EventInput(ev([6]), 32, 8))], "events.sensor_width", None, "size changed"),
+        (
+            [
+                Chunk("a", EventInput(ev([5]), 16, 8), False),
+                Chunk("a", EventInput(ev([6, 4]), 16, 8)),
+            ],
+            "events.t",
+            1,
+            "chunk 1",
+        ),
+        (
+            [Chunk("a", EventInput(ev([5]), 16, 8), False), Chunk("a", EventInput(ev([4]), 16, 8))],
+            "events.t",
+            0,
+            "across chunks",
+        ),
+        (
+            [Chunk("a", EventInput(ev([5]), 16, 8), False), Chunk("a", EventInput(ev([6]), 32, 8))],
+            "events.sensor_width",
+            None,
+            "size changed",
+        ),
         ([Chunk("a", EventInput(ev([5]), 0, 8))], "events.sensor_width", None, "1..65535"),
-        ([Chunk("a", EventInput(ev([0, 1, 2]), 16, 8), False),
-          Chunk("a", EventInput(ev([3, 4, 5]), 16, 8))], "events", 1, "more than 4 events"),
+        (
+            [
+                Chunk("a", EventInput(ev([0, 1, 2]), 16, 8), False),
+                Chunk("a", EventInput(ev([3, 4, 5]), 16, 8)),
+            ],
+            "events",
+            1,
+            "more than 4 events",
+        ),
         ([Chunk("a", EventInput(ev(list(range(5))), 16, 8))], "events", 4, "exceed the limit"),
-        ([Chunk("a", EventInput(encode(ev([0]))._replace(x=b"\0"), 16, 8))], "events.x", None,
-         "byte length 1"),
-        ([Chunk("a", EventInput(ev([0], x=[0], y=[0]), 16, 8)),
-          Chunk("b", EventInput(ev([0], x=[15]), 16, 8))], "events", None,
-         "example 1 ('b'): no event falls inside the model's view"),
+        (
+            [Chunk("a", EventInput(encode(ev([0]))._replace(x=b"\0"), 16, 8))],
+            "events.x",
+            None,
+            "byte length 1",
+        ),
+        (
+            [
+                Chunk("a", EventInput(ev([0], x=[0], y=[0]), 16, 8)),
+                Chunk("b", EventInput(ev([0], x=[15]), 16, 8)),
+            ],
+            "events",
+            None,
+            "example 1 ('b'): no event falls inside the model's view",
+        ),
         ([Chunk("a", FrameInput(np.zeros((4, 2, 4, 8))))], "frames.shape", None, "[4, 2, 4, 7]"),
         ([Chunk("a", FrameInput(np.zeros(CROPPED.shape)))], "events", None, "no event falls"),
         ([Chunk("a", FrameInput(np.full(CROPPED.shape, -1.0)))], "frames.data", 0, "finite"),
-        ([Chunk("a", EventInput(ev([0]), 16, 8), False),
-          Chunk("a", FrameInput(np.ones(CROPPED.shape)))], "frames", None, "cannot share"),
-        ([Chunk("a", FrameInput(np.ones(CROPPED.shape))), Chunk("b", FrameInput(np.ones((2, 2))))],
-         "frames.shape", None, "example 1 ('b'), chunk 0"),
+        (
+            [
+                Chunk("a", EventInput(ev([0]), 16, 8), False),
+                Chunk("a", FrameInput(np.ones(CROPPED.shape))),
+            ],
+            "frames",
+            None,
+            "cannot share",
+        ),
+        (
+            [
+                Chunk("a", FrameInput(np.ones(CROPPED.shape))),
+                Chunk("b", FrameInput(np.ones((2, 2)))),
+            ],
+            "frames.shape",
+            None,
+            "example 1 ('b'), chunk 0",
+        ),
     ],
 )
 def test_errors_name_the_example_the_field_and_the_first_bad_index(chunks, field, index, text):
@@ -222,8 +295,13 @@ def test_empty_windows_are_skipped_and_a_longer_window_stretches_the_bins():
     w = Windower(GEOM, 100, window_us=8000, hop_us=2000)
     assert w.geometry.bin_us == 2000
     out = w.push(EventInput(ev([0, 10**9]), 16, 8)) + w.finish()
-    assert [(x.start_us, x.events) for x in out] == [(0, 1), (10**9 - 6000, 1), (10**9 - 4000, 1),
-                                                     (10**9 - 2000, 1), (10**9, 1)]
+    assert [(x.start_us, x.events) for x in out] == [
+        (0, 1),
+        (10**9 - 6000, 1),
+        (10**9 - 4000, 1),
+        (10**9 - 2000, 1),
+        (10**9, 1),
+    ]
     gaps = Windower(GEOM, 100, window_us=1000 * 4, hop_us=10_000)  # hop past the window: gaps
     out = gaps.push(EventInput(ev([0, 5000, 10_500, 30_000]), 16, 8)) + gaps.finish()
     assert [(x.start_us, x.events) for x in out] == [(0, 1), (10_000, 1), (30_000, 1)]

@@ -4,8 +4,16 @@ import torch.nn.functional as F
 from spikeshot.models import ModelConfig, Network, Quantizer, adapt
 from spikeshot.models.maml import accuracy, masked_loss
 
-TINY = dict(ways=2, input_hw=(4, 4), bins=3, burn_in=0, channels=(2,), kernel=3, zero_head=False,
-            pool_kind="avg")
+TINY = dict(
+    ways=2,
+    input_hw=(4, 4),
+    bins=3,
+    burn_in=0,
+    channels=(2,),
+    kernel=3,
+    zero_head=False,
+    pool_kind="avg",
+)
 
 
 def _task(cfg, n, seed, dtype=torch.float64):
@@ -82,13 +90,17 @@ def test_second_order_meta_gradient_matches_finite_differences(monkeypatch):
     fo_grads = torch.autograd.grad(meta_loss(theta, create_graph=False), list(theta.values()))
     gen = torch.Generator().manual_seed(5)
     for _ in range(3):
-        direction = {k: torch.randn(v.shape, generator=gen, dtype=v.dtype) for k, v in params.items()}
+        direction = {
+            k: torch.randn(v.shape, generator=gen, dtype=v.dtype) for k, v in params.items()
+        }
         eps = 1e-5
         plus = meta_loss({k: params[k] + eps * direction[k] for k in params})
         minus = meta_loss({k: params[k] - eps * direction[k] for k in params})
         numeric = float((plus - minus) / (2 * eps))
-        analytic = float(sum((g * direction[k]).sum() for g, k in zip(grads, params)))
-        first_order = float(sum((g * direction[k]).sum() for g, k in zip(fo_grads, params)))
+        analytic = float(sum((g * direction[k]).sum() for g, k in zip(grads, params, strict=True)))
+        first_order = float(
+            sum((g * direction[k]).sum() for g, k in zip(fo_grads, params, strict=True))
+        )
         assert abs(analytic - numeric) <= 1e-6 * max(1.0, abs(numeric)), (analytic, numeric)
         # the second-order term is there: first-order MAML misses it by far more than the tolerance
         assert abs(first_order - numeric) > 1e-4 * max(1.0, abs(numeric)), (first_order, numeric)
@@ -131,9 +143,9 @@ def test_quantized_inner_loop_stays_on_the_grid():
 
 
 def _prototype_task(gen, ways, shots, queries, cfg):
-    """Each class is a random sparse pattern in the ON channel, seen through dropout; the OFF channel
-    carries as many events of pure distractor noise. Random features mix the two, so a network
-    must learn to look at the ON channel: what meta-training is for."""
+    """Each class is a random sparse pattern in the ON channel, seen through dropout; the OFF
+    channel carries as many events of pure distractor noise. Random features mix the two, so a
+    network must learn to look at the ON channel: what meta-training is for."""
     n = shots + queries
     shape = (ways, n, cfg.bins, 1, *cfg.input_hw)
     protos = (torch.rand(ways, 1, 1, 1, *cfg.input_hw, generator=gen) < 0.3).float()
@@ -147,8 +159,17 @@ def _prototype_task(gen, ways, shots, queries, cfg):
 
 def test_second_order_maml_learns_a_toy_task():
     torch.manual_seed(0)
-    cfg = ModelConfig(ways=3, input_hw=(8, 8), bins=4, burn_in=0, channels=(8,), kernel=3,
-                      alpha=0.5, beta=0.3, input_gain=1.0)
+    cfg = ModelConfig(
+        ways=3,
+        input_hw=(8, 8),
+        bins=4,
+        burn_in=0,
+        channels=(8,),
+        kernel=3,
+        alpha=0.5,
+        beta=0.3,
+        input_gain=1.0,
+    )
     net = Network(cfg)
     gen = torch.Generator().manual_seed(0)
     from spikeshot.models.init import lsuv_init

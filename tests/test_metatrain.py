@@ -12,14 +12,33 @@ from spikeshot.models import ModelConfig
 from spikeshot.models.datasets.double_digits import DoubleDigits
 from spikeshot.models.metatrain import MetaTrainer, RunConfig, TrainConfig
 
-MODEL = ModelConfig(ways=3, input_hw=(8, 16), bins=3, burn_in=1, channels=(4, 4), kernel=3,
-                    alpha=0.8, beta=0.6, input_gain=1.0, input_clip=4.0)
+MODEL = ModelConfig(
+    ways=3,
+    input_hw=(8, 16),
+    bins=3,
+    burn_in=1,
+    channels=(4, 4),
+    kernel=3,
+    alpha=0.8,
+    beta=0.6,
+    input_gain=1.0,
+    input_clip=4.0,
+)
 GEOM = FrameGeometry(sensor_width=64, sensor_height=32, downsample=4, bins=3, window_us=300000)
 
 
 def _cfg(**training):
-    base = dict(ways=3, shots=1, queries=2, meta_batch=2, iterations=6, val_every=3, val_tasks=2,
-                save_every=1, outer_lr=0.01)
+    base = dict(
+        ways=3,
+        shots=1,
+        queries=2,
+        meta_batch=2,
+        iterations=6,
+        val_every=3,
+        val_tasks=2,
+        save_every=1,
+        outer_lr=0.01,
+    )
     return RunConfig(MODEL, GEOM, TrainConfig(**{**base, **training}))
 
 
@@ -58,7 +77,9 @@ def test_interrupted_run_resumes_to_the_same_state(tmp_path, tiny_digits, monkey
         assert torch.equal(straight.params[k], resumed.params[k]), k
     for k in straight.params:
         a, b = straight.opt.state[straight.params[k]], resumed.opt.state[resumed.params[k]]
-        assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
+        assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(
+            a["exp_avg_sq"], b["exp_avg_sq"]
+        )
     log = (tmp_path / "resumed" / "log.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in log[1:]] == ["1", "2", "3", "4", "5", "6"]
     assert (tmp_path / "resumed" / "best.safetensors").exists()
@@ -100,8 +121,12 @@ def _worker(rank, world, port, run_dir, cache, out):
 
 def test_two_processes_hold_identical_parameters_after_each_step(tmp_path, tiny_digits):
     cache, dataset = tiny_digits
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "ddp"), str(cache), str(tmp_path)),
-             nprocs=2, join=True)
+    mp.spawn(
+        _worker,
+        args=(2, _free_port(), str(tmp_path / "ddp"), str(cache), str(tmp_path)),
+        nprocs=2,
+        join=True,
+    )
     a = torch.load(tmp_path / "rank0.pt")
     b = torch.load(tmp_path / "rank1.pt")
     single = MetaTrainer(_cfg(), tmp_path / "single", progress=False, dataset=dataset)

@@ -78,8 +78,12 @@ def test_bad_arguments():
     events = make_events([0], [4], [0], [1])
     with pytest.raises(EventError, match="events.x: must be < sensor width 4"):
         background_activity_filter(events, 4, 4, 10)
-    for kwargs, name in (({"width": 0}, "width"), ({"time_window_us": 1.5}, "time_window_us"),
-                         ({"radius": True}, "radius"), ({"height": -2}, "height")):
+    for kwargs, name in (
+        ({"width": 0}, "width"),
+        ({"time_window_us": 1.5}, "time_window_us"),
+        ({"radius": True}, "radius"),
+        ({"height": -2}, "height"),
+    ):
         args = {"width": 8, "height": 8, "time_window_us": 10} | kwargs
         with pytest.raises(ValueError, match=f"{name} must be an integer >= 1"):
             background_activity_filter(events, **args)

@@ -40,8 +40,10 @@ def test_check_names_the_drifted_file(tmp_path, capsys, monkeypatch):
 
 def test_every_element_of_the_proto_is_documented():
     lines = PROTO.read_text().splitlines()
-    element = re.compile(r"^\s*(rpc |message |enum |oneof |service |"
-                         r"(optional |repeated )?[\w.]+ \w+ = \d+;|[A-Z0-9_]+ = \d+;)")
+    element = re.compile(
+        r"^\s*(rpc |message |enum |oneof |service |"
+        r"(optional |repeated )?[\w.]+ \w+ = \d+;|[A-Z0-9_]+ = \d+;)"
+    )
     undocumented = [
         f"line {i + 1}: {line.strip()}"
         for i, line in enumerate(lines)
@@ -55,10 +57,15 @@ def test_the_rpcs_and_their_streaming_shapes():
     service = spikeshot_pb2.DESCRIPTOR.services_by_name["SpikeShot"]
     shapes = {m.name: (m.client_streaming, m.server_streaming) for m in service.methods}
     assert shapes == {
-        "CreateSession": (False, False), "GetSession": (False, False),
-        "ListSessions": (False, False), "DeleteSession": (False, False),
-        "Adapt": (True, False), "Classify": (True, False), "ClassifyStream": (True, True),
-        "ExportSession": (False, False), "ImportSession": (False, False),
+        "CreateSession": (False, False),
+        "GetSession": (False, False),
+        "ListSessions": (False, False),
+        "DeleteSession": (False, False),
+        "Adapt": (True, False),
+        "Classify": (True, False),
+        "ClassifyStream": (True, True),
+        "ExportSession": (False, False),
+        "ImportSession": (False, False),
         "ListModels": (False, False),
     }
     assert hasattr(spikeshot_pb2_grpc, "SpikeShotServicer")
@@ -68,10 +75,15 @@ def test_the_rpcs_and_their_streaming_shapes():
 def test_events_travel_as_the_codecs_columns():
     events = make_events([-5, 0, 2**40], [0, 640, 65535], [1, 2, 3], [1, 0, 1])
     cols = encode(events)
-    msg = spikeshot_pb2.AdaptRequest(example=spikeshot_pb2.ExampleChunk(
-        label="cup", end_of_example=True,
-        events=spikeshot_pb2.Events(t=cols.t, x=cols.x, y=cols.y, p=cols.p, sensor_width=65535,
-                                    sensor_height=480)))
+    msg = spikeshot_pb2.AdaptRequest(
+        example=spikeshot_pb2.ExampleChunk(
+            label="cup",
+            end_of_example=True,
+            events=spikeshot_pb2.Events(
+                t=cols.t, x=cols.x, y=cols.y, p=cols.p, sensor_width=65535, sensor_height=480
+            ),
+        )
+    )
     back = spikeshot_pb2.AdaptRequest.FromString(msg.SerializeToString())
     assert back.WhichOneof("kind") == "example" and back.example.WhichOneof("data") == "events"
     ev = back.example.events
@@ -84,8 +96,11 @@ def test_events_travel_as_the_codecs_columns():
 
 def test_frames_settings_and_responses_round_trip():
     frames = np.arange(4 * 2 * 3 * 5, dtype="<u2").reshape(4, 2, 3, 5)
-    msg = spikeshot_pb2.ClassifyRequest(frames=spikeshot_pb2.Frames(
-        bins=4, height=3, width=5, type=spikeshot_pb2.FRAME_TYPE_UINT16, data=frames.tobytes()))
+    msg = spikeshot_pb2.ClassifyRequest(
+        frames=spikeshot_pb2.Frames(
+            bins=4, height=3, width=5, type=spikeshot_pb2.FRAME_TYPE_UINT16, data=frames.tobytes()
+        )
+    )
     back = spikeshot_pb2.ClassifyRequest.FromString(msg.SerializeToString()).frames
     assert np.array_equal(np.frombuffer(back.data, "<u2").reshape(4, 2, 3, 5), frames)
     unset = spikeshot_pb2.SessionSettings(model="tiny")
@@ -94,10 +109,16 @@ def test_frames_settings_and_responses_round_trip():
     zero = spikeshot_pb2.SessionSettings.FromString(zero.SerializeToString())
     assert zero.HasField("weight_bits") and zero.weight_bits == 0  # explicitly float32
     window = spikeshot_pb2.ClassifyStreamResponse(
-        window_start_us=-4000, window_end_us=0, label="b", complete=False,
-        probabilities=[spikeshot_pb2.LabelProbability(label="a", probability=0.25),
-                       spikeshot_pb2.LabelProbability(label="b", probability=0.75)],
-        timings=spikeshot_pb2.Timings(decode_ms=0.5, total_ms=2.0))
+        window_start_us=-4000,
+        window_end_us=0,
+        label="b",
+        complete=False,
+        probabilities=[
+            spikeshot_pb2.LabelProbability(label="a", probability=0.25),
+            spikeshot_pb2.LabelProbability(label="b", probability=0.75),
+        ],
+        timings=spikeshot_pb2.Timings(decode_ms=0.5, total_ms=2.0),
+    )
     back = spikeshot_pb2.ClassifyStreamResponse.FromString(window.SerializeToString())
     assert back == window and back.window_start_us == -4000
     assert [p.label for p in back.probabilities] == ["a", "b"]

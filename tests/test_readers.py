@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from spikeshot.events import aedat4, dat, evt2, evt3, nmnist, npyfile
 from spikeshot.events.array import EventError, make_events
 from spikeshot.events.formats import detect_format, info, iter_chunks, read, write

@@ -60,8 +60,12 @@ def stub(server):
 
 
 def errors_counted(method: str, code: str) -> float:
-    return metrics.REGISTRY.get_sample_value(
-        "spikeshot_errors_total", {"method": method, "code": code}) or 0.0
+    return (
+        metrics.REGISTRY.get_sample_value(
+            "spikeshot_errors_total", {"method": method, "code": code}
+        )
+        or 0.0
+    )
 
 
 def wait_until(predicate, timeout: float = 10.0) -> None:
@@ -77,7 +81,12 @@ def test_happy_path(stub):
     m = models[0]
     assert (m.arch, m.ways, m.bins, m.height, m.width) == ("ann", 4, 4, 8, 8)
     assert (m.sensor_width, m.sensor_height, m.window_us, m.inner_steps, m.weight_bits) == (
-        16, 16, 4000, 2, 8)
+        16,
+        16,
+        4000,
+        2,
+        8,
+    )
     assert json.loads(m.card_json)["name"] == "tiny" and len(m.fingerprint) == 64
 
     session = stub.CreateSession(pb.CreateSessionRequest())
@@ -104,15 +113,23 @@ def test_happy_path(stub):
     assert restricted.label == "ball" and restricted.probabilities[0].probability == 1.0
 
     frames = bin_events(events(1, 99), GEOM).astype(np.float32)
-    by_frames = stub.Classify(iter([
-        pb.ClassifyRequest(header=pb.ClassifyHeader(session_id=sid)),
-        pb.ClassifyRequest(frames=pb.Frames(bins=4, height=8, width=8,
-                                            type=pb.FRAME_TYPE_FLOAT32,
-                                            data=frames.tobytes()))]))
+    by_frames = stub.Classify(
+        iter(
+            [
+                pb.ClassifyRequest(header=pb.ClassifyHeader(session_id=sid)),
+                pb.ClassifyRequest(
+                    frames=pb.Frames(
+                        bins=4, height=8, width=8, type=pb.FRAME_TYPE_FLOAT32, data=frames.tobytes()
+                    )
+                ),
+            ]
+        )
+    )
     by_events = stub.Classify(classify_requests(sid, 1))
     assert by_frames.label == "ball" and by_frames.events == 0
     assert [x.probability for x in by_frames.probabilities] == pytest.approx(
-        [x.probability for x in by_events.probabilities], abs=1e-6)
+        [x.probability for x in by_events.probabilities], abs=1e-6
+    )
 
     got = stub.GetSession(pb.GetSessionRequest(session_id=sid))
     assert (list(got.classes), got.examples, got.weights_version) == (["cup", "ball"], 4, 1)
@@ -125,13 +142,17 @@ def test_happy_path(stub):
     assert copy.weights_version == 1 and copy.examples == 4
     again = stub.Classify(classify_requests(copy.session_id, 1))
     assert [x.probability for x in again.probabilities] == pytest.approx(
-        [x.probability for x in by_events.probabilities], abs=1e-6)
+        [x.probability for x in by_events.probabilities], abs=1e-6
+    )
 
     stub.DeleteSession(pb.DeleteSessionRequest(session_id=sid))
-    assert status_of(stub.GetSession, pb.GetSessionRequest(session_id=sid))[0] == \
-        grpc.StatusCode.NOT_FOUND
+    assert (
+        status_of(stub.GetSession, pb.GetSessionRequest(session_id=sid))[0]
+        == grpc.StatusCode.NOT_FOUND
+    )
     assert [x.session_id for x in stub.ListSessions(pb.ListSessionsRequest()).sessions] == [
-        copy.session_id]
+        copy.session_id
+    ]
 
 
 def test_classify_stream_answers_each_window(stub):
@@ -158,33 +179,46 @@ def test_every_error_code(stub, server, caplog):
 
     bad = events(0, 1)
     bad["x"][5] = 16
-    code, details = status_of(stub.Adapt, iter([
-        pb.AdaptRequest(header=pb.AdaptHeader(session_id=sid)),
-        pb.AdaptRequest(example=pb.ExampleChunk(label="a", events=wire(bad),
-                                                end_of_example=True))]))
+    code, details = status_of(
+        stub.Adapt,
+        iter(
+            [
+                pb.AdaptRequest(header=pb.AdaptHeader(session_id=sid)),
+                pb.AdaptRequest(
+                    example=pb.ExampleChunk(label="a", events=wire(bad), end_of_example=True)
+                ),
+            ]
+        ),
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "events.x" in details and "index 5" in details
-    code, details = status_of(stub.Adapt, iter(
-        [pb.AdaptRequest(example=pb.ExampleChunk(label="a"))]))
+    code, details = status_of(
+        stub.Adapt, iter([pb.AdaptRequest(example=pb.ExampleChunk(label="a"))])
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "AdaptHeader" in details
-    code, details = status_of(stub.CreateSession, pb.CreateSessionRequest(
-        settings=pb.SessionSettings(ways=9)))
+    code, details = status_of(
+        stub.CreateSession, pb.CreateSessionRequest(settings=pb.SessionSettings(ways=9))
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "ways=9" in details
-    code, details = status_of(stub.CreateSession, pb.CreateSessionRequest(
-        settings=pb.SessionSettings(rounding=7)))
+    code, details = status_of(
+        stub.CreateSession, pb.CreateSessionRequest(settings=pb.SessionSettings(rounding=7))
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "rounding" in details
 
     code, details = status_of(stub.GetSession, pb.GetSessionRequest(session_id="nope"))
     assert code == grpc.StatusCode.NOT_FOUND and "nope" in details
-    code, details = status_of(stub.CreateSession, pb.CreateSessionRequest(
-        settings=pb.SessionSettings(model="other")))
+    code, details = status_of(
+        stub.CreateSession, pb.CreateSessionRequest(settings=pb.SessionSettings(model="other"))
+    )
     assert code == grpc.StatusCode.NOT_FOUND and "'other'" in details
 
     foreign = Engine([tiny(seed=1)], ServerConfig(workers=1))
     try:
         fid = foreign.create_session().session_id
-        foreign.adapt(fid, [Chunk("a", EventInput(bad[:5], 16, 16)),
-                            Chunk("b", EventInput(events(1, 2), 16, 16))])
+        foreign.adapt(
+            fid,
+            [Chunk("a", EventInput(bad[:5], 16, 16)), Chunk("b", EventInput(events(1, 2), 16, 16))],
+        )
         data = foreign.export_session(fid)
     finally:
         foreign.close()
@@ -224,8 +258,10 @@ def test_every_error_code(stub, server, caplog):
 
 
 def test_caps_are_resource_exhausted():
-    with serving(max_sessions_per_owner=2, max_message_bytes=4096, io_threads=3) as running, \
-            client(running) as stub:
+    with (
+        serving(max_sessions_per_owner=2, max_message_bytes=4096, io_threads=3) as running,
+        client(running) as stub,
+    ):
         new_session(stub), new_session(stub)
         code, details = status_of(stub.CreateSession, pb.CreateSessionRequest())
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "maximum of 2" in details
@@ -242,10 +278,19 @@ def test_caps_are_resource_exhausted():
         release.set()
         assert [s.exception(10).code() for s in streams] == [grpc.StatusCode.INVALID_ARGUMENT] * 6
         assert code_of(stub.ListModels, pb.ListModelsRequest()) == grpc.StatusCode.OK
-        code, _ = status_of(stub.Adapt, iter([
-            pb.AdaptRequest(header=pb.AdaptHeader(session_id=sid)),
-            pb.AdaptRequest(example=pb.ExampleChunk(label="a", events=wire(events(0, n=1000)),
-                                                    end_of_example=True))]))
+        code, _ = status_of(
+            stub.Adapt,
+            iter(
+                [
+                    pb.AdaptRequest(header=pb.AdaptHeader(session_id=sid)),
+                    pb.AdaptRequest(
+                        example=pb.ExampleChunk(
+                            label="a", events=wire(events(0, n=1000)), end_of_example=True
+                        )
+                    ),
+                ]
+            ),
+        )
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED  # larger than max_message_bytes
 
 
@@ -309,8 +354,9 @@ def test_32_concurrent_clients_each_get_their_own_sessions_answers(server):
             sid = new_session(stub)
             barrier.wait(timeout=30)
             stub.Adapt(adapt_requests(sid, examples), timeout=60)
-            return [stub.Classify(classify_requests(sid, q, seed), timeout=60)
-                    for q, seed in queries]
+            return [
+                stub.Classify(classify_requests(sid, q, seed), timeout=60) for q, seed in queries
+            ]
 
     with ThreadPoolExecutor(32) as pool:
         results = list(pool.map(one_client, range(32)))
@@ -320,13 +366,16 @@ def test_32_concurrent_clients_each_get_their_own_sessions_answers(server):
         for i, answers in enumerate(results):
             examples, queries = plan(i)
             sid = alone.create_session().session_id
-            alone.adapt(sid, [Chunk(label, EventInput(events(q, seed), 16, 16))
-                              for label, q, seed in examples])
+            alone.adapt(
+                sid,
+                [Chunk(label, EventInput(events(q, seed), 16, 16)) for label, q, seed in examples],
+            )
             for answer, (q, seed) in zip(answers, queries, strict=True):
                 expected = alone.classify(sid, EventInput(events(q, seed), 16, 16))
                 assert answer.label == expected.label
                 assert {x.label: x.probability for x in answer.probabilities} == pytest.approx(
-                    expected.probabilities, abs=1e-5)
+                    expected.probabilities, abs=1e-5
+                )
     finally:
         alone.close()
 
@@ -372,7 +421,8 @@ def test_health_and_reflection(server):
         assert "grpc.health.v1.Health" in db.get_services()
         service = DescriptorPool(db).FindServiceByName(SERVICE_NAME)
         assert {"Adapt", "Classify", "ClassifyStream", "ListModels"} <= {
-            m.name for m in service.methods}
+            m.name for m in service.methods
+        }
 
 
 def test_a_port_in_use_is_an_error(server):

@@ -40,17 +40,27 @@ def adapted_state(bits=8, version=1) -> State:
     scales = q.scales(raw) if q else None
     params = q.fake_all(raw, scales) if q else raw
     shape = (2, 2, 4, 4)
-    support = (Shot("a", np.ones(shape, np.float32)), Shot("b", np.zeros(shape, np.float32)),
-               Shot("a", np.full(shape, 2, np.float32)))
+    support = (
+        Shot("a", np.ones(shape, np.float32)),
+        Shot("b", np.zeros(shape, np.float32)),
+        Shot("a", np.full(shape, 2, np.float32)),
+    )
     return State(support, classes_of(support), Weights.store(params, bits, scales), version)
 
 
 @pytest.mark.parametrize(
     "change, field",
-    [({"ways": 1}, "ways"), ({"inner_steps": 0}, "inner_steps"), ({"step_size": -1.0}, "step_size"),
-     ({"step_size": float("nan")}, "step_size"), ({"weight_bits": 1}, "weight_bits"),
-     ({"weight_bits": 17}, "weight_bits"), ({"rounding": "up"}, "rounding"),
-     ({"grid": "layer"}, "grid"), ({"seed": -1}, "seed")],
+    [
+        ({"ways": 1}, "ways"),
+        ({"inner_steps": 0}, "inner_steps"),
+        ({"step_size": -1.0}, "step_size"),
+        ({"step_size": float("nan")}, "step_size"),
+        ({"weight_bits": 1}, "weight_bits"),
+        ({"weight_bits": 17}, "weight_bits"),
+        ({"rounding": "up"}, "rounding"),
+        ({"grid": "layer"}, "grid"),
+        ({"seed": -1}, "seed"),
+    ],
 )
 def test_settings_name_the_bad_field(change, field):
     with pytest.raises(InvalidArgument) as err:

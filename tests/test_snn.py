@@ -30,7 +30,7 @@ def test_batched_path_matches_stepwise_oracle(reset, pool_kind):
     weights = torch.randn(fast.shape, dtype=fast.dtype, generator=torch.Generator().manual_seed(2))
     g_fast = torch.autograd.grad((fast * weights).sum(), conv)
     g_slow = torch.autograd.grad((slow * weights).sum(), conv)
-    for a, b in zip(g_fast, g_slow):
+    for a, b in zip(g_fast, g_slow, strict=False):
         assert a.abs().sum() > 0
         assert torch.allclose(a, b, atol=1e-12)
 

@@ -27,8 +27,12 @@ def joined(source) -> np.ndarray:
 
 def random_events(n=2000, seed=0, span_us=1_000_000, width=40, height=30):
     rng = np.random.default_rng(seed)
-    return make_events(np.sort(rng.integers(0, span_us, n)), rng.integers(0, width, n),
-                       rng.integers(0, height, n), rng.integers(0, 2, n))
+    return make_events(
+        np.sort(rng.integers(0, span_us, n)),
+        rng.integers(0, width, n),
+        rng.integers(0, height, n),
+        rng.integers(0, 2, n),
+    )
 
 
 def test_an_aedat4_file_streams_lazily_in_chunks_on_its_stated_sensor():
@@ -63,8 +67,10 @@ def test_arrays_are_sorted_and_their_sensor_inferred_unless_given():
     source = sources.from_array(shuffled)
     assert (source.width, source.height) == (ev["x"].max() + 1, ev["y"].max() + 1)
     np.testing.assert_array_equal(joined(source)["t"], ev["t"])
-    assert (sources.from_array(ev, (346, 260)).width, sources.from_array(ev, (346, 260)).height) \
-        == (346, 260)
+    assert (
+        sources.from_array(ev, (346, 260)).width,
+        sources.from_array(ev, (346, 260)).height,
+    ) == (346, 260)
     with pytest.raises(ValueError, match="no events"):
         sources.from_array(ev[:0])
 
@@ -91,7 +97,11 @@ def test_support_folder_lists_recordings_by_class_and_skips_other_files(tmp_path
     (tmp_path / "README.md").write_text("top-level files are ignored")
     found = sources.support_folder(tmp_path)
     assert [(label, p.name) for label, p in found] == [
-        ("ball", "0.npy"), ("ball", "1.npy"), ("cup", "0.npy"), ("cup", "1.npy")]
+        ("ball", "0.npy"),
+        ("ball", "1.npy"),
+        ("cup", "0.npy"),
+        ("cup", "1.npy"),
+    ]
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="empty: no recordings"):
         sources.support_folder(tmp_path)

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
 from spikeshot.events.aedat4 import write
 from spikeshot.events.array import make_events
 

@@ -31,14 +31,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("classes", nargs="+", metavar="LABEL", help="the classes to learn")
     parser.add_argument("--target", default="127.0.0.1:50051", help="server HOST:PORT")
-    parser.add_argument("--source", default="camera",
-                        help="camera, camera:SERIAL, dv://HOST:PORT or dv+unix://PATH")
-    parser.add_argument("--seconds", type=float, default=3.0,
-                        help="camera time recorded per class (default: %(default)s)")
-    parser.add_argument("--no-prompt", action="store_true",
-                        help="record each class at once, without waiting for Enter")
-    parser.add_argument("--predictions", type=int, default=0,
-                        help="stop after this many predictions (default: never)")
+    parser.add_argument(
+        "--source", default="camera", help="camera, camera:SERIAL, dv://HOST:PORT or dv+unix://PATH"
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=3.0,
+        help="camera time recorded per class (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-prompt",
+        action="store_true",
+        help="record each class at once, without waiting for Enter",
+    )
+    parser.add_argument(
+        "--predictions",
+        type=int,
+        default=0,
+        help="stop after this many predictions (default: never)",
+    )
     args = parser.parse_args(argv)
 
     with Client(args.target) as client:
@@ -53,8 +65,11 @@ def main(argv: list[str] | None = None) -> int:
             for example, _ in sources.slices([events], model.window_us):
                 session.add_support(label, example, sensor=sensor)
         result = session.adapt()
-        print(f"learned {', '.join(result.classes)} from {result.examples} examples "
-              f"(support accuracy {100 * result.support_accuracy:.0f}%)", flush=True)
+        print(
+            f"learned {', '.join(result.classes)} from {result.examples} examples "
+            f"(support accuracy {100 * result.support_accuracy:.0f}%)",
+            flush=True,
+        )
         with closing(session.classify_stream(sources.open_source(args.source))) as live:
             for count, window in enumerate(live, 1):
                 act(window)

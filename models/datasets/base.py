@@ -1,4 +1,4 @@
-"""What every meta-dataset provides: named splits of classes, each class a source of event recordings.
+"""What every meta-dataset provides: named splits of classes, each a source of event recordings.
 
 A meta-dataset is numpy only (events in, events out); binning into frames for a model happens in
 ``episodes``, with the geometry of the model's card.

@@ -50,19 +50,27 @@ def drifted(generated: dict[str, bytes], folder: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spikeshot.v1.regenerate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true",
-                        help="change nothing; exit 1 if a committed file differs from protoc's "
-                        "output")
+    parser = argparse.ArgumentParser(
+        prog="python -m spikeshot.v1.regenerate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing; exit 1 if a committed file differs from protoc's output",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         generated = generate(Path(tmp))
     stale = drifted(generated, HERE)
     if args.check:
         for name in stale:
-            print(f"{HERE / name}: differs from what {PROTO} generates; run "
-                  "python -m spikeshot.v1.regenerate", file=sys.stderr)
+            print(
+                f"{HERE / name}: differs from what {PROTO} generates; run "
+                "python -m spikeshot.v1.regenerate",
+                file=sys.stderr,
+            )
         return 1 if stale else 0
     for name in stale:
         (HERE / name).write_bytes(generated[name])
