@@ -5,12 +5,18 @@ dense readout with one unit per way whose membrane at the last step is the logit
 integrates its input with the same traces but neither fires nor resets: a reset on the readout
 would subtract from the winning class's own logit.
 
-Frames are [B, T, 2, H, W] event counts. The first ``burn_in`` steps run without gradient to warm the
-state up; gradients flow through the rest (truncated BPTT, as in the paper).
+Frames are [B, T, 2, H, W] event counts. The first ``burn_in`` steps run without gradient to warm
+the state up; gradients flow through the rest (truncated BPTT, as in the paper).
 
 Two implementations of one computation: ``features`` filters each layer's whole input sequence at
 once and convolves all time steps in one batched call; ``features_stepwise`` is the plain
 one-convolution-per-step loop, kept as the oracle the fast path must match.
+
+The batched path keeps activations channels last ([T, B, C, H, W] viewed over memory laid out
+[T, B, H, W, C]), where oneDNN's convolution and max pooling are fastest on CPU. Where a hidden
+layer's weights sit on a fixed-point grid (quantized sessions and quantization-aware training), it
+convolves first, exactly, on the binary spikes (in int8, see ``spike_conv``) and filters the
+result: the convolution and the traces are both linear and time-invariant, so they commute.
 """
 
 from __future__ import annotations
@@ -20,8 +26,17 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
+from spikeshot.models import spike_conv
 from spikeshot.models.config import ModelConfig
-from spikeshot.models.lif import TraceState, lif_step, spike_scan, trace_filter
+from spikeshot.models.lif import (
+    TraceState,
+    lif_step,
+    spike_scan,
+    standard_spike,
+    trace_filter,
+    trace_final,
+    vmapped,
+)
 
 
 def prepare_input(frames: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
@@ -38,7 +53,20 @@ def prepare_input(frames: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
 
 def drive(params: dict, i: int, p: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
     """W P + b of hidden layer ``i`` for traces ``p`` [N, C, H, W], pooled on the membrane."""
-    v = F.conv2d(p, params[f"conv{i}.weight"], params[f"conv{i}.bias"], padding=cfg.kernel // 2)
+    return _drive(p, _channels_last(params[f"conv{i}.weight"]), params[f"conv{i}.bias"], cfg)
+
+
+def _drive(p, weight, bias, cfg):
+    return _pool(F.conv2d(_channels_last(p), weight, bias, padding=cfg.kernel // 2), cfg)
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` [N, C, H, W] laid out channels last (a view when it already is), as oneDNN wants
+    inputs and weights alike; vmap-safe, unlike ``contiguous(memory_format=...)``."""
+    return x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+
+
+def _pool(v: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
     pool = F.max_pool2d if cfg.pool_kind == "max" else F.avg_pool2d
     return pool(v, cfg.pool)
 
@@ -47,36 +75,72 @@ def _zero(x: torch.Tensor) -> torch.Tensor:
     return x.new_zeros(())
 
 
-def _run(params, x, state, cfg, record=None):
-    """All layers over the steps of ``x`` [T, B, ...] from ``state``; returns the readout's
-    traces at the last step [B, F] and the state after it. Appends each hidden layer's spikes
-    [T, B, C, H, W] to ``record`` when given."""
+def _weights(params: dict, cfg: ModelConfig) -> list:
+    """Per hidden layer, its weights laid out channels last and their exact convolution of spikes
+    (``spike_conv.exact_kernel``; None in the first layer, for weights off a fixed-point grid and
+    for spikes that are not 0/1).
+    Prepared once per forward, for the burn-in and the gradient steps alike."""
+    out = []
+    for i in range(len(cfg.channels)):
+        w = _channels_last(params[f"conv{i}.weight"])
+        exact = i and standard_spike()
+        out.append((w, spike_conv.exact_kernel(w, cfg.kernel // 2) if exact else None))
+    return out
+
+
+def _layer(params, i, s, trace, cfg, weight, kernel):
+    """The pooled drive [T, B, C, H', W'] of hidden layer ``i`` for its input ``s`` [T, B, ...]
+    from ``trace``, and the traces after the last step.
+
+    With a ``kernel`` (weights on a fixed-point grid) the layer convolves its binary input first,
+    exactly (``spike_conv``), and filters the result: the filter then runs on the convolution's
+    channels, and the state enters as the convolution of the initial traces. Otherwise (and always
+    in the first layer, whose two input channels make filtering first the cheaper order) it filters
+    its input first."""
+    gain = cfg.input_gain if i == 0 else 1.0
+    steps, pad, bias = s.shape[:2], cfg.kernel // 2, params[f"conv{i}.bias"]
+    if kernel is None or vmapped(s):
+        p, trace = trace_filter(s, trace, cfg.alpha, cfg.beta, gain)
+        return _drive(p.flatten(0, 1), weight, bias, cfg).unflatten(0, steps), trace
+    z = spike_conv.conv(_channels_last(s.flatten(0, 1)), weight, kernel, pad)
+    # the convolved initial traces; a 0-dim state is the zero state of a fresh run
+    z0 = TraceState(*(
+        F.conv2d(_channels_last(t.expand(s.shape[1:])), weight, padding=pad) if t.dim() else t
+        for t in trace
+    ))
+    pz, _ = trace_filter(z.unflatten(0, steps), z0, cfg.alpha, cfg.beta, gain)
+    v = _pool(pz.flatten(0, 1), cfg) + bias.view(-1, 1, 1)
+    return v.unflatten(0, steps), trace_final(s, trace, cfg.alpha, cfg.beta, gain)
+
+
+def _run(params, x, state, cfg, weights, record=None):
+    """All layers over the steps of ``x`` [T, B, ...] from ``state``, with the ``_weights`` of
+    ``params``; returns the readout's traces at the last step [B, F] and the state after it.
+    Appends each hidden layer's spikes [T, B, C, H, W] to ``record`` when given."""
     s = x
     new_state = []
     for i in range(len(cfg.channels)):
         trace, r = state[i] if state else (TraceState(_zero(x), _zero(x)), _zero(x))
-        gain = cfg.input_gain if i == 0 else 1.0
-        p, trace = trace_filter(s, trace, cfg.alpha, cfg.beta, gain)
-        v = drive(params, i, p.flatten(0, 1), cfg)
-        v = v.reshape(*p.shape[:2], *v.shape[1:])
+        v, trace = _layer(params, i, s, trace, cfg, *weights[i])
         s, r = spike_scan(v, r, cfg.alpha_rp, cfg.w_rp, cfg.reset, cfg.surrogate_slope)
         new_state.append((trace, r))
         if record is not None:
             record.append(s)
     out_trace = state[-1] if state else TraceState(_zero(x), _zero(x))
-    p, out_trace = trace_filter(s.flatten(2), out_trace, cfg.alpha, cfg.beta, 1.0)
+    out_trace = trace_final(s, out_trace, cfg.alpha, cfg.beta, 1.0)
     new_state.append(out_trace)
-    return p[-1], new_state
+    return out_trace.p.flatten(1), new_state
 
 
 def features(params: dict, frames: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
     """The readout's input traces at the last step, [B, features]."""
     x = prepare_input(frames, cfg)
+    weights = _weights(params, cfg)
     state = None
     if cfg.burn_in:
         with torch.no_grad():
-            _, state = _run(params, x[: cfg.burn_in], None, cfg)
-    f, _ = _run(params, x[cfg.burn_in :], state, cfg)
+            _, state = _run(params, x[: cfg.burn_in], None, cfg, weights)
+    f, _ = _run(params, x[cfg.burn_in :], state, cfg, weights)
     return f
 
 
@@ -106,5 +170,5 @@ def hidden_spikes(params: dict, frames: torch.Tensor, cfg: ModelConfig) -> list[
     firing-rate watches and initialisation."""
     record: list[torch.Tensor] = []
     with torch.no_grad():
-        _run(params, prepare_input(frames, cfg), None, cfg, record)
+        _run(params, prepare_input(frames, cfg), None, cfg, _weights(params, cfg), record)
     return record
