@@ -14,9 +14,9 @@ Conventions (``bin_events``):
   (``validate`` rejects them earlier).
 
 Events must be sorted by ``t`` (``validate`` returns them so): the window's bin edges are found by
-binary search, so the timestamps are never swept. The frame is then one ``np.bincount`` over a flat
-index built from small-integer columns; coordinates outside the crop and bad polarities land in
-padding cells (one extra row and column per channel) that are sliced off.
+binary search, so the timestamps are never swept. Each time bin is then one ``np.bincount`` over a
+flat index built from small-integer columns; coordinates outside the crop and bad polarities land
+in padding cells (one extra row and column per channel) that are sliced off.
 """
 
 from __future__ import annotations
@@ -186,14 +186,15 @@ def bin_events(
         rows = rows.astype(np.uint32)
     rows += np.multiply(np.minimum(window["p"], np.uint8(2)), h1, dtype=rows.dtype)
     np.minimum(rows, rows.dtype.type(2 * h1 - 1), out=rows)
-    index = np.multiply(rows, w1, dtype=np.int64)
+    index = np.multiply(rows, w1, dtype=np.intp)
     del rows
     index += cols
     del cols
+    # One bincount per time bin: each counts into a table of one frame, which stays in cache.
     plane = 2 * h1 * w1
-    for k in range(1, g.bins):
-        index[edges[k] - i0 : edges[k + 1] - i0] += k * plane
-    counts = np.bincount(index, minlength=g.bins * plane)
+    counts = np.empty((g.bins, plane), np.int64)
+    for k in range(g.bins):
+        counts[k] = np.bincount(index[edges[k] - i0 : edges[k + 1] - i0], minlength=plane)
     counts = counts.reshape(g.bins, 2, h1, w1)[:, :, : g.height, : g.width]
     if dtype.kind in "iu" and counts.size and counts.max() > np.iinfo(dtype).max:
         raise ValueError(f"bin_events: a count of {counts.max()} does not fit in {dtype}")

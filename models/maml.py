@@ -4,7 +4,7 @@
 Gradients come from ``torch.func.grad``, so ``adapt`` composes with ``torch.func.vmap`` over a
 batch of tasks and with an outer ``backward()`` through it (second-order MAML). With
 ``create_graph=False`` the inner gradients are detached: first-order MAML, and no graph kept in
-evaluation or serving.
+evaluation or serving (where plain autograd on detached leaves computes them, outside vmap).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 import torch
 import torch.nn.functional as F
 
+from spikeshot.models.lif import vmapped
 from spikeshot.models.quantize import Quantizer
 
 Forward = Callable[[dict, torch.Tensor], torch.Tensor]
@@ -62,10 +63,13 @@ def adapt(
     def loss_fn(p):
         return masked_loss(forward({**fixed, **p}, support), labels, class_mask)
 
+    # Without a meta-gradient, plain autograd on detached leaves is cheaper than torch.func.grad;
+    # under vmap only torch.func works.
+    plain = not create_graph and not vmapped(support, *fast.values())
     for i in range(steps):
         if between_steps is not None:
             between_steps(i)
-        grads = torch.func.grad(loss_fn)(fast)
+        grads = _leaf_grad(loss_fn, fast) if plain else torch.func.grad(loss_fn)(fast)
         if grad_quantizer is not None:
             gscales = grad_quantizer.scales(grads)
             grads = grad_quantizer.fake_all(grads, gscales, generator)
@@ -75,6 +79,13 @@ def adapt(
         if quantizer is not None:
             fast = quantizer.fake_all(fast, scales, generator)
     return {**fixed, **fast}
+
+
+def _leaf_grad(loss_fn, params: dict) -> dict:
+    leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
+    with torch.enable_grad():
+        grads = torch.autograd.grad(loss_fn(leaves), list(leaves.values()))
+    return dict(zip(leaves, grads, strict=True))
 
 
 def _lr(lr, name):
