@@ -249,7 +249,7 @@ class MetaTrainer:
             logits = self.net.forward(fast, q)
             loss = masked_loss(logits, ql)
             (loss / t.meta_batch).backward()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             accs.append(accuracy(logits.detach(), ql))
         stats = torch.tensor([sum(losses), sum(accs), len(losses)], dtype=torch.float64)
         if self.world > 1:
