@@ -53,7 +53,7 @@ from spikeshot.models.metatrain import RunConfig
 from spikeshot.service.auth import ANONYMOUS
 from spikeshot.service.cli import resolve_model
 from spikeshot.service.config import ServerConfig
-from spikeshot.service.engine import Engine, find_checkpoints
+from spikeshot.service.engine import ZOO_DEFAULT, Engine, find_checkpoints
 from spikeshot.service.executor import configure_torch
 from spikeshot.service.inputs import Chunk, EventInput
 from spikeshot.service.server import start
@@ -77,7 +77,8 @@ def load_model(spec: str | None) -> tuple[Checkpoint, str]:
     if spec:
         return find_checkpoints([resolve_model(spec)])[0], spec
     try:
-        return find_checkpoints([])[0], "zoo"
+        zoo = find_checkpoints([])
+        return next((c for c in zoo if c.name == ZOO_DEFAULT), zoo[0]), "zoo"
     except ValueError:
         cfg = RunConfig.from_dict(tomllib.loads(RECIPE.read_text()))
         t = cfg.training
