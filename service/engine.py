@@ -442,8 +442,8 @@ class Engine:
             control.check()
         try:
             base = session.state
-            new = tuple(Shot(s.label, _frozen(s.frames)) for s in samples)
-            support = new if replace_support else base.support + new
+            new = tuple(Shot(s.label, s.frames) for s in samples)
+            support = sessions.in_own_pages(new if replace_support else base.support + new)
             if len(support) > cap:
                 raise ResourceExhausted(
                     f"the session would hold {len(support)} support examples, more than {cap}"
@@ -667,12 +667,6 @@ class Engine:
                     state.version,
                     timings,
                 )
-
-
-def _frozen(frames: np.ndarray) -> np.ndarray:
-    frames = np.ascontiguousarray(frames, dtype=np.float32)
-    frames.flags.writeable = False
-    return frames
 
 
 __all__ = [

@@ -38,6 +38,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from spikeshot.models.quantize import ROUNDINGS, Quantizer
+from spikeshot.service import pages
 from spikeshot.service.errors import InvalidArgument, NotFound, ResourceExhausted, ServiceError
 
 FORMAT = "spikeshot-session/1"
@@ -107,10 +108,10 @@ class Weights:
     ) -> Weights:
         """Keep ``params`` (values already on the grid of ``scales`` when ``bits`` > 0)."""
         if not bits:
-            return cls({k: v.detach().float().contiguous() for k, v in params.items()})
+            return cls(pages.tensors({k: v.detach().float() for k, v in params.items()}))
         q = Quantizer(bits)  # nearest rounding recovers the levels of values on the grid
         return cls(
-            {k: q.to_int(v, scales[k]) for k, v in params.items()},
+            pages.tensors({k: q.to_int(v, scales[k]) for k, v in params.items()}),
             {k: float(scales[k]) for k in params},
         )
 
@@ -134,6 +135,14 @@ class State:
     classes: tuple[str, ...] = ()
     weights: Weights | None = None
     version: int = 0
+
+
+def in_own_pages(shots: tuple[Shot, ...]) -> tuple[Shot, ...]:
+    """The shots with their frames stacked, read-only, in memory pages of their own (``pages``)."""
+    if not shots:
+        return shots
+    frames = pages.stack([s.frames for s in shots])
+    return tuple(Shot(s.label, frames[i]) for i, s in enumerate(shots))
 
 
 def classes_of(support: tuple[Shot, ...]) -> tuple[str, ...]:
@@ -200,8 +209,7 @@ def load(data: bytes) -> tuple[dict, Settings, State]:
     if len(support) != len(labels):
         raise ValueError(f"{len(support)} support frames but {len(labels)} labels")
     frames = support.numpy()
-    frames.flags.writeable = False
-    shots = tuple(Shot(str(label), frames[i]) for i, label in enumerate(labels))
+    shots = in_own_pages(tuple(Shot(str(label), frames[i]) for i, label in enumerate(labels)))
     if classes != classes_of(shots):
         raise ValueError(f"classes {list(classes)} do not match the support labels' order")
     weights = {k[len(WEIGHT) :]: v for k, v in tensors.items() if k.startswith(WEIGHT)}
@@ -216,11 +224,11 @@ def load(data: bytes) -> tuple[dict, Settings, State]:
         for k, v in weights.items():
             if v.dtype != q.int_dtype or int(v.min()) < q.qmin or int(v.max()) > q.qmax:
                 raise ValueError(f"weight {k} is not {settings.weight_bits}-bit integers")
-        stored = Weights(weights, {k: float(s) for k, s in scales.items()})
+        stored = Weights(pages.tensors(weights), {k: float(s) for k, s in scales.items()})
     elif weights:
         if any(v.dtype != torch.float32 for v in weights.values()):
             raise ValueError("float weights must be float32")
-        stored = Weights(weights)
+        stored = Weights(pages.tensors(weights))
     else:
         stored = None
     return info, settings, State(shots, classes, stored, version)
