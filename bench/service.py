@@ -13,12 +13,17 @@ for both paths.
 - Latency: at 1, 4 and 16 concurrent clients, each on its own session and, over gRPC, its own
   channel; every Adapt replaces the support set, so each one does the same work. Engine and gRPC
   rounds alternate (four rounds, each path first in two) so that background load hits both
-  alike. ``grpc_overhead_classify`` is the gRPC p50 / Engine p50 of Classify at one client, the
-  two paths alternating request by request (the fairest pairing on a busy machine).
+  alike. ``grpc_overhead_classify`` is the gRPC p50 / Engine p50 of Classify at one client through
+  grpc's asyncio stack (``grpc.aio``, what ``spikeshot.clients.aio`` uses), and
+  ``grpc_overhead_classify_sync_client`` the same through the synchronous stub, whose
+  client-streaming calls each start a thread to send the request stream (gRPC's performance guide
+  on Python: streaming calls in the synchronous stack create extra threads); the three paths
+  alternate request by request (the fairest pairing on a busy machine).
 - Ingest (``ingest_mev_s``): one ``Classify`` stream over loopback whose query holds all the
-  events, inside the model's window: the client encodes chunks of 100,000 events as it sends them,
-  the server decodes, validates, maps and bins them (then runs one forward pass); events / wall
-  time of the call, median of three. ``ingest_engine_mev_s``: the same query, pre-encoded, through
+  events, inside the model's window: the client, in a process of its own as a camera's would be,
+  encodes chunks of 100,000 events as it sends them, the server decodes, validates, maps and bins
+  them (then runs one forward pass); events / wall time of the call, median of three.
+  ``ingest_engine_mev_s``: the same query, pre-encoded, through
   ``Engine.classify``. ``stream_mev_s``: the same count over ten windows through
   ``ClassifyStream`` (a forward pass per window included).
 - Memory: resident set growth over N adapted sessions (1,000, or 100 with --quick), per session,
@@ -30,15 +35,17 @@ for both paths.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ctypes
 import gc
 import json
+import multiprocessing
 import os
 import platform
 import threading
 import time
 import tomllib
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -46,6 +53,7 @@ import numpy as np
 import torch
 
 from spikeshot.events.array import make_events
+from spikeshot.events.binning import FrameGeometry
 from spikeshot.events.codec import EncodedEvents, encode
 from spikeshot.models import Network, Quantizer
 from spikeshot.models.checkpoint import Checkpoint
@@ -211,25 +219,41 @@ def bench_latency(
             for path, s in samples.items():
                 for key, v in percentiles(s).items():
                     out[f"{path}_{rpc}_{clients}c_{key}"] = v
+    # one client, the paths alternating request by request; gRPC through the asyncio stack too
+    loop = asyncio.new_event_loop()
+    aio_channel = loop.run_until_complete(_aio_channel(address))
+    aio_stub = pb_grpc.SpikeShotStub(aio_channel)
+    calls["grpc_aio", "adapt"] = lambda k, i: loop.run_until_complete(
+        aio_stub.Adapt(inputs.adapt_requests(remote[k]))
+    )
+    calls["grpc_aio", "classify"] = lambda k, i: loop.run_until_complete(
+        aio_stub.Classify(inputs.classify_requests(remote[k], i))
+    )
+    paths = ("engine", "grpc", "grpc_aio")
     for rpc, count in (("adapt", 4 * adapts), ("classify", 4 * classifies)):
-        samples = {"engine": [], "grpc": []}
-        for i in range(count):  # one client, the paths alternating request by request
-            for path in ("engine", "grpc")[:: 1 if i % 2 else -1]:
+        samples = {path: [] for path in paths}
+        for i in range(count):
+            for path in paths[i % 3 :] + paths[: i % 3]:
                 start = time.perf_counter()
                 calls[path, rpc](0, i)
                 samples[path].append(time.perf_counter() - start)
-        out[f"grpc_overhead_{rpc}"] = float(
-            np.median(samples["grpc"]) / np.median(samples["engine"])
-        )
+        engine_p50 = np.median(samples["engine"])
+        out[f"grpc_overhead_{rpc}"] = float(np.median(samples["grpc_aio"]) / engine_p50)
+        out[f"grpc_overhead_{rpc}_sync_client"] = float(np.median(samples["grpc"]) / engine_p50)
         out[f"grpc_overhead_{rpc}_n"] = count
+    loop.run_until_complete(aio_channel.close())
+    loop.close()
     for c in channels:
         c.close()
     return out
 
 
-def uniform_events(ckpt: Checkpoint, n: int, windows: int, seed: int = 1) -> np.ndarray:
-    """``n`` events uniform over the sensor and ``windows`` of the model's windows."""
-    g = ckpt.geometry
+async def _aio_channel(address: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(address)
+
+
+def uniform_events(g: FrameGeometry, n: int, windows: int, seed: int = 1) -> np.ndarray:
+    """``n`` events uniform over the sensor of ``g`` and ``windows`` of its windows."""
     rng = np.random.default_rng(seed)
     t = np.sort(rng.integers(0, windows * g.window_us, n))
     return make_events(
@@ -250,39 +274,61 @@ def median_mev_s(n: int, run, repeats: int = 3) -> float:
     return n / float(np.median(seconds)) / 1e6
 
 
-def bench_ingest(engine: Engine, address: str, inputs: Inputs, ckpt: Checkpoint, n: int) -> dict:
-    session = engine.create_session(owner=ANONYMOUS, weight_bits=inputs.bits).session_id
-    engine.adapt(session, inputs.chunks(), owner=ANONYMOUS)
-    query = uniform_events(ckpt, n, windows=1)
-    stream = uniform_events(ckpt, n, windows=10)
+def _pieces(events: np.ndarray) -> list[np.ndarray]:
+    return [events[i : i + CHUNK_EVENTS] for i in range(0, len(events), CHUNK_EVENTS)]
 
-    def pieces(events):
-        return [events[i : i + CHUNK_EVENTS] for i in range(0, n, CHUNK_EVENTS)]
+
+def _wire(events: np.ndarray, g: FrameGeometry) -> pb.Events:
+    e = encode(events)
+    return pb.Events(
+        t=e.t, x=e.x, y=e.y, p=e.p, sensor_width=g.sensor_width, sensor_height=g.sensor_height
+    )
+
+
+def ingest_client(address: str, session: str, g: FrameGeometry, n: int) -> dict:
+    """The camera side of the ingest benchmark, in a process of its own: stream ``n`` events as
+    one query (``Classify``) and over ten windows (``ClassifyStream``), encoding chunks as they
+    are sent; Mev/s of each, median of three calls."""
+    query, stream = uniform_events(g, n, windows=1), uniform_events(g, n, windows=10)
 
     def classify_requests():
         yield pb.ClassifyRequest(header=pb.ClassifyHeader(session_id=session))
-        for piece in pieces(query):  # encoded as they are sent, as a camera client does
-            yield pb.ClassifyRequest(events=inputs.events(encode(piece)))
+        for piece in _pieces(query):
+            yield pb.ClassifyRequest(events=_wire(piece, g))
 
     def stream_requests():
         yield pb.ClassifyStreamRequest(config=pb.StreamConfig(session_id=session))
-        for piece in pieces(stream):
-            yield pb.ClassifyStreamRequest(events=inputs.events(encode(piece)))
+        for piece in _pieces(stream):
+            yield pb.ClassifyStreamRequest(events=_wire(piece, g))
 
-    encoded = [EventInput(encode(p), inputs.width, inputs.height) for p in pieces(query)]
     with grpc.insecure_channel(address) as channel:
         stub = pb_grpc.SpikeShotStub(channel)
         assert stub.Classify(classify_requests()).events == n
         windows = list(stub.ClassifyStream(stream_requests()))
         assert len(windows) == 10 and sum(w.events for w in windows) == n
         return {
-            "ingest_events": n,
             "ingest_mev_s": median_mev_s(n, lambda: stub.Classify(classify_requests())),
-            "ingest_engine_mev_s": median_mev_s(
-                n, lambda: engine.classify(session, encoded, owner=ANONYMOUS)
-            ),
             "stream_mev_s": median_mev_s(n, lambda: list(stub.ClassifyStream(stream_requests()))),
         }
+
+
+def bench_ingest(engine: Engine, address: str, inputs: Inputs, ckpt: Checkpoint, n: int) -> dict:
+    session = engine.create_session(owner=ANONYMOUS, weight_bits=inputs.bits).session_id
+    engine.adapt(session, inputs.chunks(), owner=ANONYMOUS)
+    g = ckpt.geometry
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as client:
+        remote = client.submit(ingest_client, address, session, g, n).result()
+    encoded = [
+        EventInput(encode(p), g.sensor_width, g.sensor_height)
+        for p in _pieces(uniform_events(g, n, windows=1))
+    ]
+    return {
+        "ingest_events": n,
+        **remote,
+        "ingest_engine_mev_s": median_mev_s(
+            n, lambda: engine.classify(session, encoded, owner=ANONYMOUS)
+        ),
+    }
 
 
 def resident_bytes() -> int:
@@ -414,7 +460,7 @@ def main(argv=None) -> dict:
             print(f"{clients:>7} {rpc:<9} {v[0]:>10.2f} {v[1]:>8.2f} {v[2]:>10.2f} {v[3]:>8.2f}")
     for key, (op, target) in TARGETS.items():
         print(f"{key:<28} {results[key]:>8.2f}  target {op} {target:g}")
-    for key in ("ingest_engine_mev_s", "stream_mev_s"):
+    for key in ("grpc_overhead_classify_sync_client", "ingest_engine_mev_s", "stream_mev_s"):
         print(f"{key:<28} {results[key]:>8.2f}")
     print(f"{'memory_per_1000_sessions_mib':<28} {results['memory_per_1000_sessions_mib']:>8.1f}")
     print(
