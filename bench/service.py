@@ -20,9 +20,9 @@ for both paths.
   on Python: streaming calls in the synchronous stack create extra threads); the three paths
   alternate request by request (the fairest pairing on a busy machine).
 - Ingest (``ingest_mev_s``): one ``Classify`` stream over loopback whose query holds all the
-  events, inside the model's window: the client, in a process of its own as a camera's would be,
-  encodes chunks of 100,000 events as it sends them, the server decodes, validates, maps and bins
-  them (then runs one forward pass); events / wall time of the call, median of three.
+  events, inside the model's window: the client SDK, in a process of its own as a camera's would
+  be, encodes chunks of 200,000 events as it sends them, the server decodes, validates, maps and
+  bins them (then runs one forward pass); events / wall time of the call, median of three.
   ``ingest_engine_mev_s``: the same query, pre-encoded, through
   ``Engine.classify``. ``stream_mev_s``: the same count over ten windows through
   ``ClassifyStream`` (a forward pass per window included).
@@ -278,37 +278,23 @@ def _pieces(events: np.ndarray) -> list[np.ndarray]:
     return [events[i : i + CHUNK_EVENTS] for i in range(0, len(events), CHUNK_EVENTS)]
 
 
-def _wire(events: np.ndarray, g: FrameGeometry) -> pb.Events:
-    e = encode(events)
-    return pb.Events(
-        t=e.t, x=e.x, y=e.y, p=e.p, sensor_width=g.sensor_width, sensor_height=g.sensor_height
-    )
-
-
 def ingest_client(address: str, session: str, g: FrameGeometry, n: int) -> dict:
-    """The camera side of the ingest benchmark, in a process of its own: stream ``n`` events as
-    one query (``Classify``) and over ten windows (``ClassifyStream``), encoding chunks as they
-    are sent; Mev/s of each, median of three calls."""
+    """The camera side of the ingest benchmark, in a process of its own, through the client SDK
+    (``spikeshot.clients.Client``, which encodes chunks as it sends them): ``n`` events as one
+    query (``Classify``) and over ten windows (``ClassifyStream``); Mev/s of each, median of
+    three calls."""
+    from spikeshot.clients import Client
+
     query, stream = uniform_events(g, n, windows=1), uniform_events(g, n, windows=10)
-
-    def classify_requests():
-        yield pb.ClassifyRequest(header=pb.ClassifyHeader(session_id=session))
-        for piece in _pieces(query):
-            yield pb.ClassifyRequest(events=_wire(piece, g))
-
-    def stream_requests():
-        yield pb.ClassifyStreamRequest(config=pb.StreamConfig(session_id=session))
-        for piece in _pieces(stream):
-            yield pb.ClassifyStreamRequest(events=_wire(piece, g))
-
-    with grpc.insecure_channel(address) as channel:
-        stub = pb_grpc.SpikeShotStub(channel)
-        assert stub.Classify(classify_requests()).events == n
-        windows = list(stub.ClassifyStream(stream_requests()))
+    sensor = (g.sensor_width, g.sensor_height)
+    with Client(address, timeout=600) as client:
+        s = client.session(session)
+        assert s.classify(query, sensor=sensor).events == n
+        windows = list(s.classify_stream(stream, sensor=sensor))
         assert len(windows) == 10 and sum(w.events for w in windows) == n
         return {
-            "ingest_mev_s": median_mev_s(n, lambda: stub.Classify(classify_requests())),
-            "stream_mev_s": median_mev_s(n, lambda: list(stub.ClassifyStream(stream_requests()))),
+            "ingest_mev_s": median_mev_s(n, lambda: s.classify(query, sensor=sensor)),
+            "stream_mev_s": median_mev_s(n, lambda: list(s.classify_stream(stream, sensor=sensor))),
         }
 
 

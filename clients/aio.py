@@ -20,7 +20,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 
 import grpc
 
-from spikeshot.clients import messages
+from spikeshot.clients import messages, wire
 from spikeshot.clients.client import SupportQueue
 from spikeshot.clients.connection import DEFAULT_TARGET, Connection
 from spikeshot.clients.errors import from_rpc_error
@@ -35,7 +35,6 @@ from spikeshot.clients.results import (
 )
 from spikeshot.clients.sources import Sensor, as_source, from_chunks
 from spikeshot.v1 import spikeshot_pb2 as pb
-from spikeshot.v1 import spikeshot_pb2_grpc as rpc
 
 _END = object()
 
@@ -48,16 +47,15 @@ async def _in_thread(iterable: Iterable) -> AsyncIterator:
 
 
 async def _async_requests(
-    first, wrap, chunks: AsyncIterable, sensor: Sensor | None, on_sent: OnSent
+    first, chunks: AsyncIterable, sensor: Sensor | None, on_sent: OnSent
 ) -> AsyncIterator:
-    """``first``, then ``wrap(events_message)`` for each message of an async iterable of event
-    arrays."""
+    """``first``, then the event messages of an async iterable of event arrays."""
     if sensor is None:
         raise ValueError("an async iterable of event chunks needs sensor=(width, height)")
     yield first
     async for chunk in chunks:
         for message in messages.event_messages(from_chunks([chunk], sensor), on_sent):
-            yield wrap(message)
+            yield message
 
 
 class _Requests:
@@ -123,7 +121,6 @@ class AsyncSession(SupportQueue):
         if isinstance(events, AsyncIterable):
             stream = _async_requests(
                 messages.classify_header(self.id, candidates),
-                lambda e: pb.ClassifyRequest(events=e),
                 events,
                 sensor,
                 on_sent,
@@ -150,9 +147,7 @@ class AsyncSession(SupportQueue):
         config = messages.stream_config(self.id, window_us, hop_us, candidates)
         source = None
         if isinstance(events, AsyncIterable):
-            stream = _async_requests(
-                config, lambda e: pb.ClassifyStreamRequest(events=e), events, sensor, on_sent
-            )
+            stream = _async_requests(config, events, sensor, on_sent)
         else:
             source = await asyncio.to_thread(as_source, events, sensor)
             stream = _in_thread(
@@ -185,7 +180,7 @@ class AsyncClient:
             target if isinstance(target, Connection) else Connection(target, **options)
         )
         self._channel = self.connection.aio_channel()
-        self._stub = rpc.SpikeShotStub(self._channel)
+        self._stub = wire.Stub(self._channel)
         self._metadata = self.connection.metadata()
 
     async def close(self) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import grpc
 
-from spikeshot.clients import messages
+from spikeshot.clients import messages, wire
 from spikeshot.clients.connection import DEFAULT_TARGET, Connection
 from spikeshot.clients.errors import from_rpc_error
 from spikeshot.clients.messages import OnSent
@@ -40,7 +40,6 @@ from spikeshot.clients.results import (
 )
 from spikeshot.clients.sources import Sensor, Source, as_source, support_folder
 from spikeshot.v1 import spikeshot_pb2 as pb
-from spikeshot.v1 import spikeshot_pb2_grpc as rpc
 
 ATTACH_S = 10.0  # how long a failed request stream waits for its call object before giving up
 
@@ -192,7 +191,7 @@ class Client:
             target if isinstance(target, Connection) else Connection(target, **options)
         )
         self._channel = self.connection.channel()
-        self._stub = rpc.SpikeShotStub(self._channel)
+        self._stub = wire.Stub(self._channel)
         self._metadata = self.connection.metadata()
 
     def close(self) -> None:

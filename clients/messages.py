@@ -1,7 +1,8 @@
 """Events and frames -> the request messages of ``spikeshot.proto``.
 
 Events travel in the wire codec's columns (``spikeshot.events.codec``), at most ``MESSAGE_EVENTS``
-per message (13 bytes an event: about 2.6 MB, well under the server's default 16 MB limit).
+per message (13 bytes an event: about 2.6 MB, well under the server's default 16 MB limit); the
+messages that carry them are ``wire.EventChunk``s, serialised straight from the event array.
 Frames (a 4-D ``[bins, 2, height, width]`` array of counts in the model's geometry) travel whole.
 The request generators open their sources lazily, as the call consumes them, and close them.
 """
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 
 from spikeshot.clients.sources import Sensor, Source, as_source
-from spikeshot.events.codec import encode
+from spikeshot.clients.wire import EventChunk
 from spikeshot.v1 import spikeshot_pb2 as pb
 
 MESSAGE_EVENTS = 200_000
@@ -46,18 +47,13 @@ def frames_message(frames: np.ndarray) -> pb.Frames:
     )
 
 
-def events_message(events: np.ndarray, width: int, height: int) -> pb.Events:
-    """One chunk of events from a ``width`` x ``height`` sensor."""
-    t, x, y, p = encode(events)
-    return pb.Events(t=t, x=x, y=y, p=p, sensor_width=width, sensor_height=height)
-
-
-def event_messages(source: Source, on_sent: OnSent = None) -> Iterator[pb.Events]:
-    """The ``Events`` messages of a source's non-empty chunks, split to ``MESSAGE_EVENTS``."""
+def event_messages(source: Source, on_sent: OnSent = None) -> Iterator[EventChunk]:
+    """The query or stream messages of a source's non-empty chunks, split to
+    ``MESSAGE_EVENTS``."""
     for chunk in source:
         for i in range(0, len(chunk), MESSAGE_EVENTS):
             piece = chunk[i : i + MESSAGE_EVENTS]
-            yield events_message(piece, source.width, source.height)
+            yield EventChunk.of(piece, source.width, source.height)
             if on_sent is not None:
                 on_sent(len(piece))
 
@@ -78,7 +74,7 @@ def adapt_requests(
     examples: Iterable[tuple[str, object, Sensor | None]],
     replace_support: bool = False,
     on_sent: OnSent = None,
-) -> Iterator[pb.AdaptRequest]:
+) -> Iterator[pb.AdaptRequest | EventChunk]:
     """The Adapt stream: the header, then each ``(label, data, sensor)`` example as chunks (data
     as for ``sources.as_source``, or frames)."""
     yield pb.AdaptRequest(
@@ -95,9 +91,7 @@ def adapt_requests(
         with as_source(data, sensor) as source:
             sent = False
             for message, last in _with_last(event_messages(source, on_sent)):
-                yield pb.AdaptRequest(
-                    example=pb.ExampleChunk(label=label, events=message, end_of_example=last)
-                )
+                yield message._replace(label=label, end_of_example=last)
                 sent = True
         if not sent:
             raise ValueError(f"support example {label!r} ({source.name}) holds no events")
@@ -116,7 +110,7 @@ def classify_requests(
     sensor: Sensor | None = None,
     candidates: Iterable[str] = (),
     on_sent: OnSent = None,
-) -> Iterator[pb.ClassifyRequest]:
+) -> Iterator[pb.ClassifyRequest | EventChunk]:
     """The Classify stream: the header, then the query's event chunks or frames."""
     yield classify_header(session_id, candidates)
     if is_frames(data):
@@ -125,7 +119,7 @@ def classify_requests(
     with as_source(data, sensor) as source:
         sent = False
         for message in event_messages(source, on_sent):
-            yield pb.ClassifyRequest(events=message)
+            yield message
             sent = True
     if not sent:
         raise ValueError(f"the query ({source.name}) holds no events")
@@ -150,9 +144,8 @@ def stream_requests(
     hop_us: int = 0,
     candidates: Iterable[str] = (),
     on_sent: OnSent = None,
-) -> Iterator[pb.ClassifyStreamRequest]:
+) -> Iterator[pb.ClassifyStreamRequest | EventChunk]:
     """The ClassifyStream stream: the config, then the events as they come."""
     yield stream_config(session_id, window_us, hop_us, candidates)
     with as_source(data, sensor) as source:
-        for message in event_messages(source, on_sent):
-            yield pb.ClassifyStreamRequest(events=message)
+        yield from event_messages(source, on_sent)
