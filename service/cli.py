@@ -177,7 +177,7 @@ def cmd_serve(args) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    serve(server_config(args), grace=args.grace)
+    serve(server_config(args))
     return 0
 
 
@@ -285,13 +285,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         metavar="NAME|PATH",
         help="serve this one model: a zoo name or a checkpoint (default: the zoo)",
-    )
-    p.add_argument(
-        "--grace",
-        type=float,
-        default=30.0,
-        metavar="SECONDS",
-        help="on SIGTERM or SIGINT, how long requests in flight may still run",
     )
     add_flags(p)
     p.set_defaults(func=cmd_serve)

@@ -69,6 +69,9 @@ class ServerConfig:
         "", "PEM CA bundle; when set, clients must present a certificate it signed"
     )
     tokens_file: str = _setting("", "file of accepted bearer tokens (empty: no token needed)")
+    shutdown_grace_s: float = _setting(
+        30.0, "on SIGTERM or SIGINT, seconds that requests in flight may still run"
+    )
 
     def __post_init__(self):
         problems = []
@@ -89,6 +92,8 @@ class ServerConfig:
         for name in ("workers", "queue_limit", "torch_threads"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.shutdown_grace_s < 0:
+            problems.append(f"shutdown_grace_s must be >= 0, got {self.shutdown_grace_s}")
         if self.session_ttl_s <= 0:
             problems.append(f"session_ttl_s must be > 0, got {self.session_ttl_s}")
         if bool(self.tls_cert) != bool(self.tls_key):

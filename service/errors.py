@@ -72,12 +72,6 @@ class Unauthenticated(ServiceError):
     code = "UNAUTHENTICATED"
 
 
-class PermissionDenied(ServiceError):
-    """The credentials are valid but do not allow this request."""
-
-    code = "PERMISSION_DENIED"
-
-
 ERRORS: tuple[type[ServiceError], ...] = (
     InvalidArgument,
     NotFound,
@@ -87,5 +81,4 @@ ERRORS: tuple[type[ServiceError], ...] = (
     Cancelled,
     Unavailable,
     Unauthenticated,
-    PermissionDenied,
 )

@@ -33,7 +33,6 @@ from spikeshot.v1 import spikeshot_pb2 as pb
 from spikeshot.v1 import spikeshot_pb2_grpc as pb_grpc
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SpikeShot"].full_name
-DEFAULT_GRACE_S = 30.0
 log = logging.getLogger(__name__)
 
 
@@ -58,15 +57,16 @@ class RunningServer:
         """``host:port`` to connect to."""
         return _address(self.config.host, self.port)
 
-    def stop(self, grace: float | None = DEFAULT_GRACE_S) -> None:
+    def stop(self, grace: float | None = None) -> None:
         """Drain: answer NOT_SERVING to health checks, refuse new RPCs, give those in flight
-        ``grace`` seconds (None: no limit) before cancelling them, then close the engine (when
+        ``grace`` seconds (default: the config's ``shutdown_grace_s``) before cancelling them,
+        then close the engine (when
         ``start`` built it) and the metrics endpoint. Later calls wait for the first to finish."""
         with self._stop_lock:
             if self._stopped.is_set():
                 return
             self._health.enter_graceful_shutdown()
-            self._server.stop(grace).wait()
+            self._server.stop(self.config.shutdown_grace_s if grace is None else grace).wait()
             if self._owns_engine:
                 self.engine.close()
             if self._exporter is not None:
@@ -159,14 +159,15 @@ def start(config: ServerConfig, engine: Engine | None = None) -> RunningServer:
     return running
 
 
-def serve(config: ServerConfig, grace: float) -> None:
-    """Serve until SIGTERM or SIGINT, then stop gracefully within ``grace`` seconds (main thread
-    only: signal handlers are installed here)."""
+def serve(config: ServerConfig) -> None:
+    """Serve until SIGTERM or SIGINT, then stop gracefully within ``config.shutdown_grace_s``
+    seconds (main thread only: signal handlers are installed here)."""
     running = start(config)
 
     def on_signal(signum, _frame):
+        grace = config.shutdown_grace_s
         log.info("%s: draining for up to %.0f s", signal.Signals(signum).name, grace)
-        threading.Thread(target=running.stop, args=(grace,), name="spikeshot-stop").start()
+        threading.Thread(target=running.stop, name="spikeshot-stop").start()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:

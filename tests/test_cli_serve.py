@@ -80,7 +80,7 @@ def test_serve_takes_settings_from_toml_environment_and_flags_and_drains_on_sigt
         str(zoo / "alpha"),
         "--port",
         str(port),
-        "--grace",
+        "--shutdown-grace-s",
         "20",
     ]
     server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
