@@ -12,6 +12,7 @@ inner-loop step sizes when there are any). ``NAME.json`` is the model card:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +151,17 @@ def load(path: str | Path) -> Checkpoint:
         metrics=card.get("metrics", {}),
         name=card.get("name", ""),
     )
+
+
+def fingerprint(ckpt: Checkpoint) -> str:
+    """SHA-256 of a checkpoint's meta-trained weights and learned step sizes."""
+    h = hashlib.sha256()
+    for prefix, tensors in (("", ckpt.params), (LR_PREFIX, ckpt.inner_lr)):
+        for name in sorted(tensors):
+            t = tensors[name].detach().float().contiguous()
+            h.update(f"{prefix}{name}:{list(t.shape)};".encode())
+            h.update(t.numpy().tobytes())
+    return h.hexdigest()
 
 
 def record_evaluation(path: str | Path, rows: list[dict]) -> None:

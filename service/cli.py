@@ -92,7 +92,7 @@ def cmd_evaluate(args) -> int:
 
     from spikeshot.models import checkpoint
     from spikeshot.models.datasets import open_dataset
-    from spikeshot.models.evaluate import Setting, evaluate, grid, markdown_table, plot_bits
+    from spikeshot.models.evaluate import Setting, grid, markdown_table, plot_bits
 
     torch.set_num_threads(args.threads)
     ckpts = [checkpoint.load(args.checkpoint)]
@@ -117,12 +117,19 @@ def cmd_evaluate(args) -> int:
         if single
         else grid(args.tasks)
     )
+    out = Path(args.out) if args.out else None
+    done = _finished_rows(out)
     rows = []
     for ck in ckpts:
+        weights = checkpoint.fingerprint(ck)
         for st in settings:
-            rows.append(evaluate(ck, dataset, st))
+            row = done.get((weights, *dataclasses.astuple(st)))
+            row = row or _evaluate_one(ck, dataset, st, quiet=args.json)
+            rows.append({**row, "fingerprint": weights})
             if not args.json:
                 print(markdown_table(rows[-1:]).splitlines()[-1], file=sys.stderr)
+            if out is not None:  # kept after each setting: a rerun resumes from here
+                _write_atomic(out / "evaluation.json", json.dumps(rows, indent=2) + "\n")
     if args.json:
         print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
     else:
@@ -130,14 +137,42 @@ def cmd_evaluate(args) -> int:
     if args.record:
         for path, ck in zip([args.checkpoint, args.baseline], ckpts, strict=False):
             checkpoint.record_evaluation(path, [r for r in rows if r["arch"] == ck.config.arch])
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "evaluation.json").write_text(json.dumps(rows, indent=2) + "\n")
+    if out is not None:
         (out / "evaluation.md").write_text(markdown_table(rows) + "\n")
         if not single:
             plot_bits(rows, out / "accuracy_vs_bits.png")
     return 0
+
+
+def _finished_rows(out: Path | None) -> dict[tuple, dict]:
+    """Rows of an earlier run in ``out/evaluation.json``, by (weights fingerprint, setting)."""
+    from spikeshot.models.evaluate import Setting
+
+    path = None if out is None else out / "evaluation.json"
+    if path is None or not path.exists():
+        return {}
+    names = [f.name for f in dataclasses.fields(Setting)]
+    rows = json.loads(path.read_text())
+    return {(r["fingerprint"], *(r[n] for n in names)): r for r in rows if "fingerprint" in r}
+
+
+def _evaluate_one(ck, dataset, setting, quiet: bool) -> dict:
+    """``evaluate`` with a progress bar over the tasks (none when ``quiet``)."""
+    from tqdm import tqdm
+
+    from spikeshot.models.evaluate import evaluate
+
+    bits = "float32" if setting.bits is None else f"{setting.bits}-bit"
+    desc = f"{ck.config.arch.upper()} {bits} {setting.shots}-shot {setting.steps}-step"
+    with tqdm(total=setting.tasks, desc=desc, unit="task", disable=quiet, leave=False) as bar:
+        return evaluate(ck, dataset, setting, progress=lambda _i: bar.update())
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def resolve_model(spec: str) -> str:

@@ -20,7 +20,6 @@ stream arrives.
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -32,7 +31,7 @@ import torch
 
 from spikeshot.events.binning import FrameGeometry
 from spikeshot.models import checkpoint
-from spikeshot.models.checkpoint import Checkpoint
+from spikeshot.models.checkpoint import Checkpoint, fingerprint
 from spikeshot.models.maml import accuracy, adapt, masked_loss
 from spikeshot.models.network import Network
 from spikeshot.models.quantize import Quantizer
@@ -152,17 +151,6 @@ class _Model:
     @property
     def geometry(self) -> FrameGeometry:
         return self.checkpoint.geometry
-
-
-def fingerprint(ckpt: Checkpoint) -> str:
-    """SHA-256 of a checkpoint's meta-trained weights and learned step sizes."""
-    h = hashlib.sha256()
-    for prefix, tensors in (("", ckpt.params), (checkpoint.LR_PREFIX, ckpt.inner_lr)):
-        for name in sorted(tensors):
-            t = tensors[name].detach().float().contiguous()
-            h.update(f"{prefix}{name}:{list(t.shape)};".encode())
-            h.update(t.numpy().tobytes())
-    return h.hexdigest()
 
 
 def find_checkpoints(paths: Sequence[str | Path]) -> list[Checkpoint]:

@@ -121,3 +121,26 @@ def test_record_stores_the_results_in_the_card(folder, tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out.split("\n}\n")[0] + "\n}")
     card = json.loads((tmp_path / "tiny.json").read_text())
     assert card["metrics"]["evaluation"] == [printed]  # recorded once, not once per run
+
+
+def test_out_keeps_each_result_and_a_rerun_resumes_from_it(folder, tmp_path, capsys):
+    save(_ckpt(), tmp_path / "tiny")
+    save(_ckpt(seed=1), tmp_path / "other")
+    out = tmp_path / "results"
+
+    def run(name):
+        args = ["evaluate", str(tmp_path / name), "--dataset", f"folder:{folder}"]
+        args += ["--ways", "2", "--tasks", "3", "--out", str(out)]
+        assert main(args) == 0
+        capsys.readouterr()
+        return json.loads((out / "evaluation.json").read_text())
+
+    first = run("tiny")
+    assert len(first) == 1 and len(first[0]["fingerprint"]) == 64
+    assert (out / "evaluation.md").read_text().count("| SNN |") == 1
+    first[0]["accuracy_mean"] = 0.123  # a result a rerun must take over, not measure again
+    (out / "evaluation.json").write_text(json.dumps(first))
+    assert run("tiny")[0]["accuracy_mean"] == 0.123
+    other = run("other")  # other weights: measured afresh
+    assert other[0]["fingerprint"] != first[0]["fingerprint"]
+    assert other[0]["accuracy_mean"] != 0.123
