@@ -25,7 +25,9 @@ for both paths.
   bins them (then runs one forward pass); events / wall time of the call, median of three.
   ``ingest_engine_mev_s``: the same query, pre-encoded, through
   ``Engine.classify``. ``stream_mev_s``: the same count over ten windows through
-  ``ClassifyStream`` (a forward pass per window included).
+  ``ClassifyStream`` (a forward pass per window included). ``client_encode_mev_s``: events a
+  second the client SDK turns into request bytes (``clients.wire``), against
+  ``client_encode_protobuf_mev_s`` for protobuf's own messages.
 - Memory: resident set growth over N adapted sessions (1,000, or 100 with --quick), per session,
   against its weights at the chosen bits plus its support frames (``memory_per_session_ratio``);
   ``_trimmed``: the same after glibc's ``malloc_trim`` hands the heap's free pages back (the
@@ -52,6 +54,8 @@ import grpc
 import numpy as np
 import torch
 
+from spikeshot.clients import wire
+from spikeshot.clients.messages import MESSAGE_EVENTS
 from spikeshot.events.array import make_events
 from spikeshot.events.binning import FrameGeometry
 from spikeshot.events.codec import EncodedEvents, encode
@@ -298,6 +302,30 @@ def ingest_client(address: str, session: str, g: FrameGeometry, n: int) -> dict:
         }
 
 
+def bench_client_encoding(g: FrameGeometry, n: int) -> dict:
+    """Events a second (millions) turned into request bytes by the client: ``wire.serialize`` of
+    ``EventChunk``s against protobuf's messages (codec columns, ``Events``, ``SerializeToString``),
+    chunks of ``MESSAGE_EVENTS``, median of three."""
+    pieces = np.array_split(uniform_events(g, n, windows=1), max(1, n // MESSAGE_EVENTS))
+
+    def protobuf():
+        for piece in pieces:
+            t, x, y, p = encode(piece)
+            events = pb.Events(
+                t=t, x=x, y=y, p=p, sensor_width=g.sensor_width, sensor_height=g.sensor_height
+            )
+            pb.ClassifyRequest(events=events).SerializeToString()
+
+    def direct():
+        for piece in pieces:
+            wire.serialize(wire.EventChunk.of(piece, g.sensor_width, g.sensor_height))
+
+    return {
+        "client_encode_mev_s": median_mev_s(n, direct),
+        "client_encode_protobuf_mev_s": median_mev_s(n, protobuf),
+    }
+
+
 def bench_ingest(engine: Engine, address: str, inputs: Inputs, ckpt: Checkpoint, n: int) -> dict:
     session = engine.create_session(owner=ANONYMOUS, weight_bits=inputs.bits).session_id
     engine.adapt(session, inputs.chunks(), owner=ANONYMOUS)
@@ -403,6 +431,7 @@ def main(argv=None) -> dict:
             **bench_latency(engine, server.address, inputs, adapts, classifies),
             **bench_ingest(engine, server.address, inputs, ckpt, n_events),
         }
+        results.update(bench_client_encoding(ckpt.geometry, n_events))
     finally:
         server.stop(grace=1)
         engine.close()
@@ -446,7 +475,13 @@ def main(argv=None) -> dict:
             print(f"{clients:>7} {rpc:<9} {v[0]:>10.2f} {v[1]:>8.2f} {v[2]:>10.2f} {v[3]:>8.2f}")
     for key, (op, target) in TARGETS.items():
         print(f"{key:<28} {results[key]:>8.2f}  target {op} {target:g}")
-    for key in ("grpc_overhead_classify_sync_client", "ingest_engine_mev_s", "stream_mev_s"):
+    for key in (
+        "grpc_overhead_classify_sync_client",
+        "ingest_engine_mev_s",
+        "stream_mev_s",
+        "client_encode_mev_s",
+        "client_encode_protobuf_mev_s",
+    ):
         print(f"{key:<28} {results[key]:>8.2f}")
     print(f"{'memory_per_1000_sessions_mib':<28} {results['memory_per_1000_sessions_mib']:>8.1f}")
     print(
