@@ -1,13 +1,14 @@
 """Event-carrying requests serialised straight from the event array.
 
 On its way out through protobuf's Python runtime, a chunk of events is copied three times (the
-codec's column bytes, the message's bytes fields, the serialised message). An ``EventChunk`` stands for the one request message that carries
-a chunk (``ClassifyRequest.events``, ``ClassifyStreamRequest.events``, or an Adapt example's
-``AdaptRequest.example``), and ``serialize`` writes its protobuf encoding (tags, lengths, the wire
-codec's four columns, the sensor size) with one copy of each column: the same bytes as protobuf's
-(tested), in a fraction of the time (``bench/service.py``: ``client_encode_mev_s``). Other messages
-go through protobuf. ``Stub`` is the generated stub
-with this serialiser on the three streaming calls; it works on sync and asyncio channels alike.
+codec's column bytes, the message's bytes fields, the serialised message). An ``EventChunk``
+stands for the one request message that carries a chunk (``ClassifyRequest.events``,
+``ClassifyStreamRequest.events``, or an Adapt example's ``AdaptRequest.example``), and
+``serialize`` writes its protobuf encoding (tags, lengths, the wire codec's four columns, the
+sensor size) with one copy of each column: the same bytes as protobuf's (tested), in a fraction of
+the time (``bench/service.py``: ``client_encode_mev_s``). Other messages go through protobuf.
+``Stub`` is the generated stub with this serialiser on the three streaming calls; it works on
+sync and asyncio channels alike.
 """
 
 from __future__ import annotations
