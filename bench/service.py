@@ -13,19 +13,19 @@ for both paths.
 - Latency: at 1, 4 and 16 concurrent clients, each on its own session and, over gRPC, its own
   channel; every Adapt replaces the support set, so each one does the same work. Engine and gRPC
   rounds alternate (four rounds, each path first in two) so that background load hits both
-  alike. ``grpc_overhead_classify`` is the gRPC p50 / Engine p50 of Classify at one client through
-  grpc's asyncio stack (``grpc.aio``, what ``spikeshot.clients.aio`` uses), and
-  ``grpc_overhead_classify_sync_client`` the same through the synchronous stub, whose
-  client-streaming calls each start a thread to send the request stream (gRPC's performance guide
-  on Python: streaming calls in the synchronous stack create extra threads); the three paths
-  alternate request by request (the fairest pairing on a busy machine).
+  alike. ``grpc_overhead_classify`` is the gRPC p50 / Engine p50 of Classify at one client, the
+  paths alternating request by request (the fairest pairing on a busy machine);
+  ``grpc_bare_classify_p50_ms`` is the same messages' call to a bare server that only reads them
+  (``bare_server``): what a client-streaming call costs in gRPC Python before any work.
 - Ingest (``ingest_mev_s``): one ``Classify`` stream over loopback whose query holds all the
   events, inside the model's window: the client SDK, in a process of its own as a camera's would
   be, encodes chunks of 200,000 events as it sends them, the server decodes, validates, maps and
   bins them (then runs one forward pass); events / wall time of the call, median of three.
   ``ingest_engine_mev_s``: the same query, pre-encoded, through
   ``Engine.classify``. ``stream_mev_s``: the same count over ten windows through
-  ``ClassifyStream`` (a forward pass per window included). ``client_encode_mev_s``: events a
+  ``ClassifyStream`` (a forward pass per window included). ``ingest_transport_mev_s``: the
+  same events, serialised beforehand, streamed to the bare server: gRPC Python's own ceiling for
+  this wire format on this machine. ``client_encode_mev_s``: events a
   second the client SDK turns into request bytes (``clients.wire``), against
   ``client_encode_protobuf_mev_s`` for protobuf's own messages.
 - Memory: resident set growth over N adapted sessions (1,000, or 100 with --quick), per session,
@@ -37,7 +37,6 @@ for both paths.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ctypes
 import gc
 import json
@@ -223,17 +222,16 @@ def bench_latency(
             for path, s in samples.items():
                 for key, v in percentiles(s).items():
                     out[f"{path}_{rpc}_{clients}c_{key}"] = v
-    # one client, the paths alternating request by request; gRPC through the asyncio stack too
-    loop = asyncio.new_event_loop()
-    aio_channel = loop.run_until_complete(_aio_channel(address))
-    aio_stub = pb_grpc.SpikeShotStub(aio_channel)
-    calls["grpc_aio", "adapt"] = lambda k, i: loop.run_until_complete(
-        aio_stub.Adapt(inputs.adapt_requests(remote[k]))
+    # one client, the paths alternating request by request; "bare": the same messages to a
+    # server that only reads them (gRPC's own cost of a client-streaming call)
+    bare, bare_address = bare_server()
+    bare_channel = grpc.insecure_channel(bare_address)
+    bare_call = bare_channel.stream_unary(
+        BARE_METHOD, request_serializer=_serialize, response_deserializer=bytes
     )
-    calls["grpc_aio", "classify"] = lambda k, i: loop.run_until_complete(
-        aio_stub.Classify(inputs.classify_requests(remote[k], i))
-    )
-    paths = ("engine", "grpc", "grpc_aio")
+    calls["bare", "adapt"] = lambda k, i: bare_call(inputs.adapt_requests(remote[k]))
+    calls["bare", "classify"] = lambda k, i: bare_call(inputs.classify_requests(remote[k], i))
+    paths = ("engine", "grpc", "bare")
     for rpc, count in (("adapt", 4 * adapts), ("classify", 4 * classifies)):
         samples = {path: [] for path in paths}
         for i in range(count):
@@ -242,18 +240,43 @@ def bench_latency(
                 calls[path, rpc](0, i)
                 samples[path].append(time.perf_counter() - start)
         engine_p50 = np.median(samples["engine"])
-        out[f"grpc_overhead_{rpc}"] = float(np.median(samples["grpc_aio"]) / engine_p50)
-        out[f"grpc_overhead_{rpc}_sync_client"] = float(np.median(samples["grpc"]) / engine_p50)
+        out[f"grpc_overhead_{rpc}"] = float(np.median(samples["grpc"]) / engine_p50)
         out[f"grpc_overhead_{rpc}_n"] = count
-    loop.run_until_complete(aio_channel.close())
-    loop.close()
+        out[f"grpc_bare_{rpc}_p50_ms"] = 1e3 * float(np.median(samples["bare"]))
+    bare_channel.close()
+    bare.stop(0)
     for c in channels:
         c.close()
     return out
 
 
-async def _aio_channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(address)
+BARE_METHOD = "/spikeshot.bench.Bare/Read"
+
+
+def _serialize(message) -> bytes:
+    return message if isinstance(message, bytes) else message.SerializeToString()
+
+
+def bare_server() -> tuple[grpc.Server, str]:
+    """A gRPC server on loopback whose one client-streaming method reads every message and
+    answers nothing: the floor of a streaming call's cost in gRPC Python, server work aside."""
+
+    def read(requests, _context) -> bytes:
+        for _ in requests:
+            pass
+        return b""
+
+    handler = grpc.stream_unary_rpc_method_handler(read)
+    server = grpc.server(
+        ThreadPoolExecutor(4), options=[("grpc.max_receive_message_length", 64 * 2**20)]
+    )
+    service, method = BARE_METHOD.strip("/").split("/")
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler(service, {method: handler})]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, f"127.0.0.1:{port}"
 
 
 def uniform_events(g: FrameGeometry, n: int, windows: int, seed: int = 1) -> np.ndarray:
@@ -282,7 +305,7 @@ def _pieces(events: np.ndarray) -> list[np.ndarray]:
     return [events[i : i + CHUNK_EVENTS] for i in range(0, len(events), CHUNK_EVENTS)]
 
 
-def ingest_client(address: str, session: str, g: FrameGeometry, n: int) -> dict:
+def ingest_client(address: str, bare_address: str, session: str, g: FrameGeometry, n: int) -> dict:
     """The camera side of the ingest benchmark, in a process of its own, through the client SDK
     (``spikeshot.clients.Client``, which encodes chunks as it sends them): ``n`` events as one
     query (``Classify``) and over ten windows (``ClassifyStream``); Mev/s of each, median of
@@ -291,12 +314,20 @@ def ingest_client(address: str, session: str, g: FrameGeometry, n: int) -> dict:
 
     query, stream = uniform_events(g, n, windows=1), uniform_events(g, n, windows=10)
     sensor = (g.sensor_width, g.sensor_height)
+    serialized = [
+        wire.serialize(wire.EventChunk.of(piece, *sensor))
+        for piece in np.array_split(query, max(1, n // MESSAGE_EVENTS))
+    ]
+    with grpc.insecure_channel(bare_address) as channel:
+        bare = channel.stream_unary(BARE_METHOD, request_serializer=_serialize)
+        transport = median_mev_s(n, lambda: bare(iter(serialized)))
     with Client(address, timeout=600) as client:
         s = client.session(session)
         assert s.classify(query, sensor=sensor).events == n
         windows = list(s.classify_stream(stream, sensor=sensor))
         assert len(windows) == 10 and sum(w.events for w in windows) == n
         return {
+            "ingest_transport_mev_s": transport,
             "ingest_mev_s": median_mev_s(n, lambda: s.classify(query, sensor=sensor)),
             "stream_mev_s": median_mev_s(n, lambda: list(s.classify_stream(stream, sensor=sensor))),
         }
@@ -330,8 +361,12 @@ def bench_ingest(engine: Engine, address: str, inputs: Inputs, ckpt: Checkpoint,
     session = engine.create_session(owner=ANONYMOUS, weight_bits=inputs.bits).session_id
     engine.adapt(session, inputs.chunks(), owner=ANONYMOUS)
     g = ckpt.geometry
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as client:
-        remote = client.submit(ingest_client, address, session, g, n).result()
+    bare, bare_address = bare_server()
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as client:
+            remote = client.submit(ingest_client, address, bare_address, session, g, n).result()
+    finally:
+        bare.stop(0)
     encoded = [
         EventInput(encode(p), g.sensor_width, g.sensor_height)
         for p in _pieces(uniform_events(g, n, windows=1))
@@ -476,7 +511,8 @@ def main(argv=None) -> dict:
     for key, (op, target) in TARGETS.items():
         print(f"{key:<28} {results[key]:>8.2f}  target {op} {target:g}")
     for key in (
-        "grpc_overhead_classify_sync_client",
+        "grpc_bare_classify_p50_ms",
+        "ingest_transport_mev_s",
         "ingest_engine_mev_s",
         "stream_mev_s",
         "client_encode_mev_s",
