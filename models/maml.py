@@ -43,6 +43,7 @@ def adapt(
     grad_quantizer: Quantizer | None = None,
     generator: torch.Generator | None = None,
     between_steps: Callable[[int], None] | None = None,
+    losses: list[torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """``steps`` SGD steps on the support loss from ``params``; returns new params.
 
@@ -51,7 +52,8 @@ def adapt(
     ``quantizer`` the start is put on its grid and every step re-quantizes,
     theta' = Q(theta - lr * g), on the grid of ``scales`` (default: the quantizer's grid for the
     starting weights). ``grad_quantizer`` also puts each gradient on a grid first.
-    ``between_steps(i)`` runs before step i, e.g. to stop on a deadline by raising.
+    ``between_steps(i)`` runs before step i, e.g. to stop on a deadline by raising. ``losses``,
+    when given, receives the support loss (detached) at the start of each step.
     """
     names = tuple(params) if names is None else names
     fixed = {k: v for k, v in params.items() if k not in names}
@@ -69,7 +71,12 @@ def adapt(
     for i in range(steps):
         if between_steps is not None:
             between_steps(i)
-        grads = _leaf_grad(loss_fn, fast) if plain else torch.func.grad(loss_fn)(fast)
+        if plain:
+            grads, loss = _leaf_grad(loss_fn, fast)
+        else:
+            grads, loss = torch.func.grad_and_value(loss_fn)(fast)
+        if losses is not None:
+            losses.append(loss.detach())
         if grad_quantizer is not None:
             gscales = grad_quantizer.scales(grads)
             grads = grad_quantizer.fake_all(grads, gscales, generator)
@@ -81,11 +88,12 @@ def adapt(
     return {**fixed, **fast}
 
 
-def _leaf_grad(loss_fn, params: dict) -> dict:
+def _leaf_grad(loss_fn, params: dict) -> tuple[dict, torch.Tensor]:
     leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
     with torch.enable_grad():
-        grads = torch.autograd.grad(loss_fn(leaves), list(leaves.values()))
-    return dict(zip(leaves, grads, strict=True))
+        loss = loss_fn(leaves)
+        grads = torch.autograd.grad(loss, list(leaves.values()))
+    return dict(zip(leaves, grads, strict=True)), loss
 
 
 def _lr(lr, name):

@@ -499,15 +499,12 @@ class Engine:
         lr = m.checkpoint.inner_lr if learned else settings.step_size
         quantizer = self._quantizer(settings, m)
         scales = None
-        start_params = m.params
         if quantizer is not None:
             scales = quantizer.scales({k: m.params[k] for k in names})
-            nearest = Quantizer(quantizer.bits, quantizer.mode, "nearest", quantizer.frac_bits)
-            start_params = {**m.params, **nearest.fake_all({k: m.params[k] for k in names}, scales)}
         generator = torch.Generator().manual_seed(_seed(settings.seed, version))
         forward = m.network.forward
+        losses: list[torch.Tensor] = []  # the support loss before each step: [0] is "before"
         with torch.no_grad():
-            before = float(masked_loss(forward(start_params, frames), labels, mask))
             fast = adapt(
                 forward,
                 m.params,
@@ -521,12 +518,13 @@ class Engine:
                 scales=scales,
                 generator=generator,
                 between_steps=control.check,
+                losses=losses,
             )
             logits = forward(fast, frames)
             after = float(masked_loss(logits, labels, mask))
             acc = accuracy(logits.masked_fill(~mask, -math.inf), labels)
         weights = Weights.store({k: fast[k] for k in names}, settings.weight_bits, scales)
-        return weights, before, after, acc, 1000.0 * (time.perf_counter() - start)
+        return weights, float(losses[0]), after, acc, 1000.0 * (time.perf_counter() - start)
 
     # -- classification -------------------------------------------------------------------------
 
