@@ -21,7 +21,7 @@ for both paths.
   events, inside the model's window: the client SDK, in a process of its own as a camera's would
   be, encodes chunks of 200,000 events as it sends them, the server decodes, validates, maps and
   bins them (then runs one forward pass); events / wall time of the call, median of three.
-  ``ingest_engine_mev_s``: the same query, pre-encoded, through
+  ``ingest_engine_mev_s``: the same query in the same chunks, pre-encoded, through
   ``Engine.classify``. ``stream_mev_s``: the same count over ten windows through
   ``ClassifyStream`` (a forward pass per window included). ``ingest_transport_mev_s``: the
   same events, serialised beforehand, streamed to the bare server: gRPC Python's own ceiling for
@@ -75,7 +75,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "models" / "zoo" / "glyphs.toml"
 CLIENTS = (1, 4, 16)
 ROUNDS = 4
-WAYS, EVENTS_PER_SAMPLE, CHUNK_EVENTS = 5, 4000, 100_000
+WAYS, EVENTS_PER_SAMPLE = 5, 4000
 TARGETS = {
     "ingest_mev_s": (">=", 50.0),
     "grpc_overhead_classify": ("<=", 1.2),
@@ -302,7 +302,8 @@ def median_mev_s(n: int, run, repeats: int = 3) -> float:
 
 
 def _pieces(events: np.ndarray) -> list[np.ndarray]:
-    return [events[i : i + CHUNK_EVENTS] for i in range(0, len(events), CHUNK_EVENTS)]
+    """``events`` in the chunks the client SDK sends (``MESSAGE_EVENTS`` each)."""
+    return [events[i : i + MESSAGE_EVENTS] for i in range(0, len(events), MESSAGE_EVENTS)]
 
 
 def ingest_client(address: str, bare_address: str, session: str, g: FrameGeometry, n: int) -> dict:
@@ -314,10 +315,7 @@ def ingest_client(address: str, bare_address: str, session: str, g: FrameGeometr
 
     query, stream = uniform_events(g, n, windows=1), uniform_events(g, n, windows=10)
     sensor = (g.sensor_width, g.sensor_height)
-    serialized = [
-        wire.serialize(wire.EventChunk.of(piece, *sensor))
-        for piece in np.array_split(query, max(1, n // MESSAGE_EVENTS))
-    ]
+    serialized = [wire.serialize(wire.EventChunk.of(piece, *sensor)) for piece in _pieces(query)]
     with grpc.insecure_channel(bare_address) as channel:
         bare = channel.stream_unary(BARE_METHOD, request_serializer=_serialize)
         transport = median_mev_s(n, lambda: bare(iter(serialized)))
@@ -337,7 +335,7 @@ def bench_client_encoding(g: FrameGeometry, n: int) -> dict:
     """Events a second (millions) turned into request bytes by the client: ``wire.serialize`` of
     ``EventChunk``s against protobuf's messages (codec columns, ``Events``, ``SerializeToString``),
     chunks of ``MESSAGE_EVENTS``, median of three."""
-    pieces = np.array_split(uniform_events(g, n, windows=1), max(1, n // MESSAGE_EVENTS))
+    pieces = _pieces(uniform_events(g, n, windows=1))
 
     def protobuf():
         for piece in pieces:
@@ -466,10 +464,10 @@ def main(argv=None) -> dict:
             **bench_latency(engine, server.address, inputs, adapts, classifies),
             **bench_ingest(engine, server.address, inputs, ckpt, n_events),
         }
-        results.update(bench_client_encoding(ckpt.geometry, n_events))
     finally:
         server.stop(grace=1)
         engine.close()
+    results.update(bench_client_encoding(ckpt.geometry, n_events))
     results.update(bench_memory(ckpt, inputs, sessions, config.worker_count))
 
     report = {
