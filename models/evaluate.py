@@ -4,8 +4,10 @@ mean query accuracy over many tasks with a 95% confidence interval (1.96 standar
 from __future__ import annotations
 
 import itertools
+import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -69,6 +71,31 @@ def evaluate(ckpt: Checkpoint, dataset: MetaDataset, setting: Setting, progress=
         "accuracy_mean": float(a.mean()),
         "accuracy_ci95": float(1.96 * a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else 0.0,
     }
+
+
+def result_key(fingerprint: str, setting: Setting) -> tuple:
+    """What identifies a result: the weights (``checkpoint.fingerprint``) and the whole setting."""
+    return (fingerprint, *astuple(setting))
+
+
+def load_results(path: Path) -> dict[tuple, dict]:
+    """The rows of a results file (``save_results``) by ``result_key``; none when it is absent."""
+    if not path.exists():
+        return {}
+    names = [f.name for f in fields(Setting)]
+    return {
+        result_key(r["fingerprint"], Setting(**{n: r[n] for n in names})): r
+        for r in json.loads(path.read_text())
+        if "fingerprint" in r
+    }
+
+
+def save_results(path: Path, rows: list[dict]) -> None:
+    """Write result rows as JSON, atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(rows, indent=2) + "\n")
+    tmp.replace(path)
 
 
 def grid(tasks: int) -> list[Setting]:

@@ -92,7 +92,15 @@ def cmd_evaluate(args) -> int:
 
     from spikeshot.models import checkpoint
     from spikeshot.models.datasets import open_dataset
-    from spikeshot.models.evaluate import Setting, grid, markdown_table, plot_bits
+    from spikeshot.models.evaluate import (
+        Setting,
+        grid,
+        load_results,
+        markdown_table,
+        plot_bits,
+        result_key,
+        save_results,
+    )
 
     torch.set_num_threads(args.threads)
     ckpts = [checkpoint.load(args.checkpoint)]
@@ -118,18 +126,19 @@ def cmd_evaluate(args) -> int:
         else grid(args.tasks)
     )
     out = Path(args.out) if args.out else None
-    done = _finished_rows(out)
+    results = None if out is None else out / "evaluation.json"
+    done = {} if results is None else load_results(results)
     rows = []
     for ck in ckpts:
         weights = checkpoint.fingerprint(ck)
         for st in settings:
-            row = done.get((weights, *dataclasses.astuple(st)))
+            row = done.get(result_key(weights, st))
             row = row or _evaluate_one(ck, dataset, st, quiet=args.json)
             rows.append({**row, "fingerprint": weights})
             if not args.json:
                 print(markdown_table(rows[-1:]).splitlines()[-1], file=sys.stderr)
-            if out is not None:  # kept after each setting: a rerun resumes from here
-                _write_atomic(out / "evaluation.json", json.dumps(rows, indent=2) + "\n")
+            if results is not None:  # kept after each setting: a rerun resumes from here
+                save_results(results, rows)
     if args.json:
         print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
     else:
@@ -144,18 +153,6 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _finished_rows(out: Path | None) -> dict[tuple, dict]:
-    """Rows of an earlier run in ``out/evaluation.json``, by (weights fingerprint, setting)."""
-    from spikeshot.models.evaluate import Setting
-
-    path = None if out is None else out / "evaluation.json"
-    if path is None or not path.exists():
-        return {}
-    names = [f.name for f in dataclasses.fields(Setting)]
-    rows = json.loads(path.read_text())
-    return {(r["fingerprint"], *(r[n] for n in names)): r for r in rows if "fingerprint" in r}
-
-
 def _evaluate_one(ck, dataset, setting, quiet: bool) -> dict:
     """``evaluate`` with a progress bar over the tasks (none when ``quiet``)."""
     from tqdm import tqdm
@@ -166,13 +163,6 @@ def _evaluate_one(ck, dataset, setting, quiet: bool) -> dict:
     desc = f"{ck.config.arch.upper()} {bits} {setting.shots}-shot {setting.steps}-step"
     with tqdm(total=setting.tasks, desc=desc, unit="task", disable=quiet, leave=False) as bar:
         return evaluate(ck, dataset, setting, progress=lambda _i: bar.update())
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def resolve_model(spec: str) -> str:
