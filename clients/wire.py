@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from spikeshot.events.array import check_events
-from spikeshot.events.codec import COLUMNS
+from spikeshot.events.codec import columns
 from spikeshot.v1 import spikeshot_pb2 as pb
 from spikeshot.v1 import spikeshot_pb2_grpc as rpc
 
@@ -69,8 +69,8 @@ def _size(parts: list) -> int:
 def _events_parts(chunk: EventChunk) -> list:
     """The parts of an ``Events`` message (proto3: zero values are left out)."""
     parts: list = []
-    for field, (name, dtype) in enumerate(COLUMNS, 1):
-        column = np.ascontiguousarray(chunk.events[name], dtype=dtype)
+    for field, view in enumerate(columns(chunk.events), 1):
+        column = np.ascontiguousarray(view)
         if column.nbytes:
             parts += _length_delimited(field, [column], column.nbytes)
     for field, value in ((5, chunk.width), (6, chunk.height)):

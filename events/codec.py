@@ -40,12 +40,19 @@ class EncodedEvents(NamedTuple):
     p: bytes
 
 
-def encode(events: np.ndarray) -> EncodedEvents:
-    """Serialise a 1-D ``EVENT_DTYPE`` array into its four little-endian columns."""
+def columns(events: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The four columns of a 1-D ``EVENT_DTYPE`` array in their wire dtypes, as views where the
+    dtype already matches (what ``encode`` serialises; ``clients.wire`` writes them into a message
+    directly)."""
     if isinstance(events, EventColumns):
         raise EventError("dtype", "expected an array of EVENT_DTYPE, got EventColumns")
     check_events(events)
-    return EncodedEvents(*(events[name].astype(dt, copy=False).tobytes() for name, dt in COLUMNS))
+    return tuple(events[name].astype(dt, copy=False) for name, dt in COLUMNS)
+
+
+def encode(events: np.ndarray) -> EncodedEvents:
+    """Serialise a 1-D ``EVENT_DTYPE`` array into its four little-endian columns."""
+    return EncodedEvents(*(column.tobytes() for column in columns(events)))
 
 
 def decode_columns(t: bytes, x: bytes, y: bytes, p: bytes) -> EventColumns:
