@@ -6,7 +6,7 @@ between the freed temporaries, and the allocator cannot hand those pages back: r
 per adapted session was 1.62x its state (``bench/service.py``, 1,000 sessions). Copied instead into
 an anonymous memory map of their own, page-aligned and never interleaved with temporaries, they
 cost their size (rounded up to a page) and go back to the system as soon as the session drops
-them: 1.27x in the same benchmark.
+them: 1.27x to 1.36x in the same benchmark's later runs.
 """
 
 from __future__ import annotations
