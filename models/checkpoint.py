@@ -162,20 +162,3 @@ def fingerprint(ckpt: Checkpoint) -> str:
             h.update(f"{prefix}{name}:{list(t.shape)};".encode())
             h.update(t.numpy().tobytes())
     return h.hexdigest()
-
-
-def record_evaluation(path: str | Path, rows: list[dict]) -> None:
-    """Add evaluation results to a checkpoint's card (``metrics.evaluation``), replacing earlier
-    results of the same setting, so a card holds the figures ``spikeshot evaluate`` measured."""
-    _, cpath = paths(path)
-    card = json.loads(cpath.read_text())
-    kept = card.setdefault("metrics", {}).setdefault("evaluation", [])
-    settings = {_setting_key(r) for r in rows}
-    kept[:] = [r for r in kept if _setting_key(r) not in settings] + rows
-    tmp = cpath.with_suffix(".tmp-c")
-    tmp.write_text(json.dumps(card, indent=2) + "\n")
-    tmp.replace(cpath)
-
-
-def _setting_key(row: dict) -> tuple:
-    return tuple(row.get(k) for k in ("arch", "ways", "shots", "steps", "bits", "split", "tasks"))

@@ -1,5 +1,10 @@
 """Few-shot evaluation the way the literature reports it: N-way K-shot tasks on meta-test classes,
-mean query accuracy over many tasks with a 95% confidence interval (1.96 standard errors)."""
+mean query accuracy over many tasks with a 95% confidence interval (1.96 standard errors).
+
+Within a task, support and query examples are distinct recordings (drawn without replacement), so
+a query is never a support example. Two protocols: tasks of classes mixed across the split's
+groups (scripts), and tasks whose classes all come from one group (``within_group``: look-alike
+characters of one script, the harder and more realistic case)."""
 
 from __future__ import annotations
 
@@ -12,11 +17,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spikeshot.models import checkpoint
 from spikeshot.models.checkpoint import Checkpoint
 from spikeshot.models.datasets.base import MetaDataset
 from spikeshot.models.datasets.episodes import TaskSampler
 from spikeshot.models.maml import accuracy, adapt
 from spikeshot.models.quantize import Quantizer
+
+# Rows measured under another protocol are never taken over: 1 drew support and queries with
+# replacement (a query could be a support recording); 2 draws them distinct.
+PROTOCOL = 2
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,7 @@ class Setting:
     tasks: int = 600
     split: str = "test"
     seed: int = 0
+    within_group: bool = False
 
 
 def evaluate(ckpt: Checkpoint, dataset: MetaDataset, setting: Setting, progress=None) -> dict:
@@ -40,7 +51,9 @@ def evaluate(ckpt: Checkpoint, dataset: MetaDataset, setting: Setting, progress=
     net = ckpt.network
     quantizer = None if s.bits is None else Quantizer(s.bits, rounding=s.rounding)
     mask = torch.arange(ckpt.config.ways) < s.ways
-    sampler = TaskSampler(dataset.split(s.split), s.ways, s.shots, s.queries, ckpt.geometry, s.seed)
+    sampler = TaskSampler(
+        dataset.split(s.split), s.ways, s.shots, s.queries, ckpt.geometry, s.seed, s.within_group
+    )
     lr = ckpt.inner_lr if ckpt.inner_lr else ckpt.inner_step_size
     gen = torch.Generator().manual_seed(s.seed)
     accs = []
@@ -67,6 +80,7 @@ def evaluate(ckpt: Checkpoint, dataset: MetaDataset, setting: Setting, progress=
     a = np.asarray(accs)
     return {
         **asdict(s),
+        "protocol": PROTOCOL,
         "arch": ckpt.config.arch,
         "accuracy_mean": float(a.mean()),
         "accuracy_ci95": float(1.96 * a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else 0.0,
@@ -78,16 +92,20 @@ def result_key(fingerprint: str, setting: Setting) -> tuple:
     return (fingerprint, *astuple(setting))
 
 
+def row_key(row: dict) -> tuple | None:
+    """``result_key`` of a result row; None for a row of another protocol or without weights."""
+    if row.get("protocol") != PROTOCOL or "fingerprint" not in row:
+        return None
+    return result_key(row["fingerprint"], Setting(**{f.name: row[f.name] for f in fields(Setting)}))
+
+
 def load_results(path: Path) -> dict[tuple, dict]:
-    """The rows of a results file (``save_results``) by ``result_key``; none when it is absent."""
+    """The rows of a results file (``save_results``) by ``result_key``; none when it is absent.
+    Rows of another protocol are left out."""
     if not path.exists():
         return {}
-    names = [f.name for f in fields(Setting)]
-    return {
-        result_key(r["fingerprint"], Setting(**{n: r[n] for n in names})): r
-        for r in json.loads(path.read_text())
-        if "fingerprint" in r
-    }
+    rows = json.loads(path.read_text())
+    return {k: r for r in rows if (k := row_key(r)) is not None}
 
 
 def save_results(path: Path, rows: list[dict]) -> None:
@@ -98,25 +116,47 @@ def save_results(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
-def grid(tasks: int) -> list[Setting]:
+def record_evaluation(path: str | Path, rows: list[dict]) -> None:
+    """Add result rows to a checkpoint's card (``metrics.evaluation``), replacing rows of the same
+    weights and setting and every row of another protocol, so a card holds what ``spikeshot
+    evaluate`` measured on its weights."""
+    _, cpath = checkpoint.paths(path)
+    card = json.loads(cpath.read_text())
+    new = {row_key(r) for r in rows}
+    metrics = card.setdefault("metrics", {})
+    old = metrics.get("evaluation", [])
+    kept = [r for r in old if (k := row_key(r)) is not None and k not in new]
+    metrics["evaluation"] = kept + rows
+    tmp = cpath.with_suffix(".tmp-c")
+    tmp.write_text(json.dumps(card, indent=2) + "\n")
+    tmp.replace(cpath)
+
+
+def grid(tasks: int, queries: int = 10, within_group: bool = False) -> list[Setting]:
     """The settings of the full report: float, 8-bit and 4-bit inner loops; 1 and 5 shots; 1 and
-    5 inner steps."""
+    5 inner steps; tasks of mixed classes, and with ``within_group`` also of one group's."""
     return [
-        Setting(shots=shots, steps=steps, bits=bits, tasks=tasks)
-        for bits, shots, steps in itertools.product((None, 8, 4), (1, 5), (1, 5))
+        Setting(
+            shots=shots, steps=steps, bits=bits, queries=queries, tasks=tasks, within_group=within
+        )
+        for within, bits, shots, steps in itertools.product(
+            (False, True) if within_group else (False,), (None, 8, 4), (1, 5), (1, 5)
+        )
     ]
 
 
 def markdown_table(rows: list[dict]) -> str:
     lines = [
-        "| network | weights | shots | steps | accuracy (95% CI) | tasks |",
-        "|---|---|---|---|---|---|",
+        "| network | classes | weights | ways | shots | steps | accuracy (95% CI) | tasks |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         bits = "float32" if r["bits"] is None else f"{r['bits']}-bit"
         acc = f"{100 * r['accuracy_mean']:.1f}% ± {100 * r['accuracy_ci95']:.1f}"
+        classes = "one group" if r["within_group"] else "mixed"
         lines.append(
-            f"| {r['arch'].upper()} | {bits} | {r['shots']} | {r['steps']} | {acc} | {r['tasks']} |"
+            f"| {r['arch'].upper()} | {classes} | {bits} | {r['ways']} | {r['shots']} "
+            f"| {r['steps']} | {acc} | {r['tasks']} |"
         )
     return "\n".join(lines)
 
@@ -129,12 +169,16 @@ def plot_bits(rows: list[dict], path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    keys = sorted({(r["arch"], r["shots"], r["steps"]) for r in rows})
-    for arch, shots, steps in keys:
+
+    def line(r):
+        return r["within_group"], r["arch"], r["shots"], r["steps"]
+
+    for key in sorted({line(r) for r in rows}):
+        within, arch, shots, steps = key
         pts = sorted(
             (32 if r["bits"] is None else r["bits"], r["accuracy_mean"], r["accuracy_ci95"])
             for r in rows
-            if (r["arch"], r["shots"], r["steps"]) == (arch, shots, steps)
+            if line(r) == key
         )
         xs, ys, es = zip(*pts, strict=False)
         ax.errorbar(
@@ -142,7 +186,7 @@ def plot_bits(rows: list[dict], path) -> None:
             [100 * y for y in ys],
             yerr=[100 * e for e in es],
             marker="o",
-            label=f"{arch.upper()} {shots}-shot {steps}-step",
+            label=f"{arch.upper()} {shots}-shot {steps}-step" + (", one group" if within else ""),
         )
     ax.set_xscale("log", base=2)
     ax.set_xticks([4, 8, 32], ["4", "8", "float32"])

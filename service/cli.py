@@ -98,6 +98,7 @@ def cmd_evaluate(args) -> int:
         load_results,
         markdown_table,
         plot_bits,
+        record_evaluation,
         result_key,
         save_results,
     )
@@ -110,7 +111,9 @@ def cmd_evaluate(args) -> int:
     if not spec:
         raise ValueError("the model card names no training dataset: pass --dataset")
     dataset = open_dataset(spec, cache_dir=args.cache, progress=not args.json)
-    single = any(v is not None for v in (args.ways, args.shots, args.steps, args.bits))
+    single = args.within_group or any(
+        v is not None for v in (args.ways, args.shots, args.steps, args.bits)
+    )
     settings = (
         [
             Setting(
@@ -118,12 +121,14 @@ def cmd_evaluate(args) -> int:
                 shots=args.shots or 1,
                 steps=args.steps or 1,
                 bits=args.bits,
+                queries=args.queries,
                 tasks=args.tasks,
                 seed=args.seed,
+                within_group=args.within_group,
             )
         ]
         if single
-        else grid(args.tasks)
+        else grid(args.tasks, args.queries, within_group=dataset.split("test").groups is not None)
     )
     out = Path(args.out) if args.out else None
     results = None if out is None else out / "evaluation.json"
@@ -145,7 +150,8 @@ def cmd_evaluate(args) -> int:
         print(markdown_table(rows))
     if args.record:
         for path, ck in zip([args.checkpoint, args.baseline], ckpts, strict=False):
-            checkpoint.record_evaluation(path, [r for r in rows if r["arch"] == ck.config.arch])
+            weights = checkpoint.fingerprint(ck)
+            record_evaluation(path, [r for r in rows if r["fingerprint"] == weights])
     if out is not None:
         (out / "evaluation.md").write_text(markdown_table(rows) + "\n")
         if not single:
@@ -161,6 +167,7 @@ def _evaluate_one(ck, dataset, setting, quiet: bool) -> dict:
 
     bits = "float32" if setting.bits is None else f"{setting.bits}-bit"
     desc = f"{ck.config.arch.upper()} {bits} {setting.shots}-shot {setting.steps}-step"
+    desc += ", one group" if setting.within_group else ""
     with tqdm(total=setting.tasks, desc=desc, unit="task", disable=quiet, leave=False) as bar:
         return evaluate(ck, dataset, setting, progress=lambda _i: bar.update())
 
@@ -285,6 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shots", type=int)
     p.add_argument("--steps", type=int)
     p.add_argument("--bits", type=int, help="inner-loop weight bits (default: float)")
+    p.add_argument(
+        "--within-group",
+        action="store_true",
+        help="each task's classes all from one group of the split (one script for Glyphs); "
+        "the grid (no --ways/--shots/--steps/--bits) has both protocols where the split has groups",
+    )
+    p.add_argument("--queries", type=int, default=10, help="query examples per class and task")
     p.add_argument("--tasks", type=int, default=600)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

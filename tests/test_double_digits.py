@@ -12,7 +12,7 @@ from spikeshot.models.datasets import double_digits as dd
 from spikeshot.models.datasets.base import MetaDataset, MetaSplit, Sensor
 from spikeshot.models.datasets.pairs import crop_events, pair_side_by_side
 
-PER_DIGIT = 4
+PER_DIGIT = 4  # 2 held out per digit
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +58,9 @@ def test_sample_pairs_the_class_digits_side_by_side(data):
     assert split.sensor == Sensor(64, 32)
     for ci in (0, 7, 15):
         a, b = (int(c) for c in split.classes[ci])
-        rng = np.random.default_rng(ci)
-        ev = split.sample(ci, np.random.default_rng(ci))
-        ia, ib = int(rng.choice(split.pools[a])), int(rng.choice(split.pools[b]))
+        ((ev, (ia, ib)),) = split.draw(ci, 1, np.random.default_rng(ci))
         assert data.recordings.labels[ia] == a and data.recordings.labels[ib] == b
+        assert ia in split.pools[a] and ib in split.pools[b] and ia != ib
         expected = pair_side_by_side(data.recordings[ia], data.recordings[ib], 32, offset=1)
         np.testing.assert_array_equal(ev, expected)
         assert ev.dtype == EVENT_DTYPE and is_sorted(ev)
@@ -70,7 +69,13 @@ def test_sample_pairs_the_class_digits_side_by_side(data):
         assert 0.3 < len(left) / len(ev) < 0.7
         np.testing.assert_array_equal(left, crop_events(data.recordings[ia], 32, 1))
     with pytest.raises(IndexError, match="class_index"):
-        split.sample(16, np.random.default_rng(0))
+        split.draw(16, 1, np.random.default_rng(0))
+    same = split.classes.index(next(c for c in split.classes if c[0] == c[1]))
+    both = split.draw(same, 1, np.random.default_rng(0))[0].sources
+    assert len(set(both)) == 2  # a class of one digit pairs two distinct recordings of it
+    name = split.classes[same]
+    with pytest.raises(ValueError, match=f"class '{name}' has 2 recordings, fewer than the 4"):
+        split.draw(same, 2, np.random.default_rng(0))
 
 
 def test_pair_side_by_side_crops_shifts_and_merges():

@@ -7,7 +7,7 @@ import pytest
 
 from spikeshot.events.array import make_events
 from spikeshot.events.binning import FrameGeometry
-from spikeshot.models.datasets.base import MetaSplit, Sensor
+from spikeshot.models.datasets.base import MetaSplit, Recording, Sensor, distinct
 from spikeshot.models.datasets.double_digits import DoubleDigits
 from spikeshot.models.datasets.episodes import Task, TaskSampler, sample_task
 
@@ -15,17 +15,27 @@ GEOMETRY = FrameGeometry(sensor_width=8, sensor_height=4, bins=2, window_us=1000
 
 
 class ColumnSplit(MetaSplit):
-    """Class c's recordings light column c: one event per row drawn from ``rng``, 3 to 6 of them."""
+    """Class c's recordings light column c: instance i has 3 + i % 4 events, from a generator
+    seeded by (c, i); classes fall into groups of three ("g0": classes 0-2, ...)."""
 
     sensor = Sensor(8, 4)
 
-    def __init__(self, n_classes=7):
+    def __init__(self, n_classes=7, instances=20):
         self.classes = [f"class{c}" for c in range(n_classes)]
+        self.groups = [f"g{c // 3}" for c in range(n_classes)]
+        self.instances = instances
 
-    def sample(self, class_index, rng):
-        n = int(rng.integers(3, 7))
+    def draw(self, class_index, count, rng):
+        picks = distinct(self.instances, count, rng, f"class{class_index}")
+        return [
+            Recording(self.recording(class_index, int(i)), ((class_index, int(i)),)) for i in picks
+        ]
+
+    def recording(self, c, i):
+        rng = np.random.default_rng([c, i])
+        n = 3 + i % 4
         t = np.sort(rng.integers(0, 1000, n))
-        return make_events(t, np.full(n, class_index), rng.integers(0, 4, n), rng.integers(0, 2, n))
+        return make_events(t, np.full(n, c), rng.integers(0, 4, n), rng.integers(0, 2, n))
 
 
 def lit_column(frames):
@@ -61,6 +71,49 @@ def test_labels_follow_a_random_order_of_classes():
     }
     assert len(orders) > 10
     assert any(list(o) != sorted(o) for o in orders)
+
+
+@pytest.mark.parametrize("shots", [1, 5])
+def test_no_recording_appears_twice_in_a_task(shots):
+    split = ColumnSplit(instances=shots + 10)  # exactly enough: every instance is used
+    for seed in range(20):
+        task = sample_task(split, 5, shots, 10, GEOMETRY, np.random.default_rng(seed))
+        assert len(task.sources) == 5 * (shots + 10)
+        assert len(set(task.sources)) == len(task.sources)
+        # The sources are what the frames hold, in order: support first, grouped by label.
+        index = {name: i for i, name in enumerate(split.classes)}
+        frames = np.concatenate([task.support, task.query])
+        labels = np.concatenate([task.support_labels, task.query_labels])
+        for f, label, ((c, i),) in zip(frames, labels, task.sources, strict=True):
+            assert c == index[task.class_names[label]]
+            assert f.sum() == 3 + i % 4
+
+
+def test_a_class_with_too_few_recordings_is_a_clear_error():
+    split = ColumnSplit(instances=10)
+    with pytest.raises(ValueError, match=r"class\d has 10 recordings, fewer than the 11 distinct"):
+        sample_task(split, 7, 1, 10, GEOMETRY, np.random.default_rng(0))
+
+
+def test_within_group_tasks_draw_every_class_from_one_group():
+    split = ColumnSplit(n_classes=9)
+    seen = set()
+    for seed in range(30):
+        task = sample_task(split, 3, 1, 1, GEOMETRY, np.random.default_rng(seed), within_group=True)
+        groups = {split.groups[split.classes.index(c)] for c in task.class_names}
+        assert len(groups) == 1
+        seen |= groups
+    assert seen == {"g0", "g1", "g2"}
+    mixed = [sample_task(split, 3, 1, 1, GEOMETRY, np.random.default_rng(s)) for s in range(30)]
+    group_counts = [
+        len({split.groups[split.classes.index(c)] for c in t.class_names}) for t in mixed
+    ]
+    assert max(group_counts) > 1
+    with pytest.raises(ValueError, match="ways=4 exceeds every group of this split"):
+        sample_task(split, 4, 1, 1, GEOMETRY, np.random.default_rng(0), within_group=True)
+    split.groups = None
+    with pytest.raises(ValueError, match="no groups"):
+        sample_task(split, 3, 1, 1, GEOMETRY, np.random.default_rng(0), within_group=True)
 
 
 def test_zero_queries_and_bad_arguments():
@@ -102,13 +155,26 @@ def test_sampler_task_depends_only_on_seed_and_index():
 
 
 def test_double_digits_task_on_the_model_geometry(tmp_path):
-    data = DoubleDigits(tmp_path, images_per_digit=2, progress=False)
+    # 8 images per digit: 4 held out, enough for a class "dd" (two distinct recordings of d per
+    # example, two examples).
+    data = DoubleDigits(tmp_path, images_per_digit=8, progress=False)
     geometry = FrameGeometry(
         sensor_width=64, sensor_height=32, downsample=2, bins=10, window_us=100_000
     )
-    task = TaskSampler(data.split("test"), 5, 1, 2, geometry, seed=0)[0]
+    task = TaskSampler(data.split("test"), 5, 1, 1, geometry, seed=0)[0]
     assert task.support.shape == (5, 10, 2, 16, 32)
-    assert task.query.shape == (10, 10, 2, 16, 32)
+    assert task.query.shape == (5, 10, 2, 16, 32)
+    # Within a class, the four digit recordings of its two examples are distinct (two classes may
+    # share a digit recording, as Double NMNIST's pairs do).
+    labels = np.concatenate([task.support_labels, task.query_labels])
+    for label in range(5):
+        rows = [
+            s
+            for sources, lab in zip(task.sources, labels, strict=True)
+            if lab == label
+            for s in sources
+        ]
+        assert len(set(rows)) == 4
     assert set(task.class_names) <= set(data.class_splits["test"])
     # Both digits of every example are seen: events in the left and the right half of the frame.
     both = np.concatenate([task.support, task.query])

@@ -89,6 +89,8 @@ def test_command_prints_one_json_object(folder, tmp_path, capsys):
             "1",
             "--bits",
             "8",
+            "--queries",
+            "3",
             "--tasks",
             "5",
             "--json",
@@ -112,6 +114,8 @@ def test_record_stores_the_results_in_the_card(folder, tmp_path, capsys):
         "2",
         "--steps",
         "1",
+        "--queries",
+        "3",
         "--tasks",
         "4",
         "--json",
@@ -121,6 +125,20 @@ def test_record_stores_the_results_in_the_card(folder, tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out.split("\n}\n")[0] + "\n}")
     card = json.loads((tmp_path / "tiny.json").read_text())
     assert card["metrics"]["evaluation"] == [printed]  # recorded once, not once per run
+    # A row of the old protocol (queries could be support recordings) is dropped on recording.
+    stale = {**printed, "protocol": 1, "steps": 5}
+    card["metrics"]["evaluation"].append(stale)
+    (tmp_path / "tiny.json").write_text(json.dumps(card))
+    assert main(args) == 0
+    card = json.loads((tmp_path / "tiny.json").read_text())
+    assert [r["protocol"] for r in card["metrics"]["evaluation"]] == [2]
+
+
+def test_within_group_needs_a_split_with_groups(folder, tmp_path, capsys):
+    save(_ckpt(), tmp_path / "tiny")
+    args = ["evaluate", str(tmp_path / "tiny"), "--dataset", f"folder:{folder}", "--within-group"]
+    assert main(args + ["--queries", "3", "--ways", "2", "--tasks", "2"]) == 3
+    assert "no groups" in capsys.readouterr().err
 
 
 def test_out_keeps_each_result_and_a_rerun_resumes_from_it(folder, tmp_path, capsys):
@@ -130,7 +148,7 @@ def test_out_keeps_each_result_and_a_rerun_resumes_from_it(folder, tmp_path, cap
 
     def run(name):
         args = ["evaluate", str(tmp_path / name), "--dataset", f"folder:{folder}"]
-        args += ["--ways", "2", "--tasks", "3", "--out", str(out)]
+        args += ["--ways", "2", "--queries", "3", "--tasks", "3", "--out", str(out)]
         assert main(args) == 0
         capsys.readouterr()
         return json.loads((out / "evaluation.json").read_text())
@@ -141,6 +159,8 @@ def test_out_keeps_each_result_and_a_rerun_resumes_from_it(folder, tmp_path, cap
     first[0]["accuracy_mean"] = 0.123  # a result a rerun must take over, not measure again
     (out / "evaluation.json").write_text(json.dumps(first))
     assert run("tiny")[0]["accuracy_mean"] == 0.123
+    (out / "evaluation.json").write_text(json.dumps([{**first[0], "protocol": 1}]))
+    assert run("tiny")[0]["accuracy_mean"] != 0.123  # another protocol's row: measured again
     other = run("other")  # other weights: measured afresh
     assert other[0]["fingerprint"] != first[0]["fingerprint"]
     assert other[0]["accuracy_mean"] != 0.123

@@ -30,6 +30,19 @@ def _correlation(images: np.ndarray) -> np.ndarray:
     return np.corrcoef(x)
 
 
+def _check_selection_rule(classes: list[str], split_of: list[str], cfg: GlyphsConfig) -> float:
+    """Asserts no character looks like one of another split and none renders the same as one of
+    its own; returns the largest similarity within a split."""
+    images = np.stack([render(_codepoint(c), config=cfg) for c in classes])
+    assert images.sum(axis=(1, 2)).min() >= cfg.min_ink_px
+    corr = _correlation(images)
+    np.fill_diagonal(corr, 0)
+    same = np.equal.outer(split_of, split_of)
+    assert corr[~same].max() < cfg.max_similarity
+    assert corr[same].max() < cfg.max_similarity_within
+    return float(corr[same].max())
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return Glyphs(TINY, tmp_path_factory.mktemp("cache"), workers=1, progress=False)
@@ -57,7 +70,7 @@ def test_jitter_moves_the_glyph_and_stays_in_range():
         render(ord("k"), transform=np.eye(3))
 
 
-def test_default_selection_is_several_hundred_distinct_characters():
+def test_default_selection_keeps_look_alikes_within_a_split_only():
     cfg = GlyphsConfig()
     chars = select_characters(cfg)
     assert 500 <= len(chars) <= 2000
@@ -67,11 +80,9 @@ def test_default_selection_is_several_hundred_distinct_characters():
     assert per_split["train"] > per_split["test"] > 100 and per_split["val"] > 100
     for c in chars:
         assert "sans" in c.styles and all(glyphs.has_glyph(c.codepoint, s) for s in c.styles)
-    images = np.stack([render(c.codepoint, config=cfg) for c in chars])
-    assert images.sum(axis=(1, 2)).min() >= cfg.min_ink_px
-    corr = _correlation(images)
-    np.fill_diagonal(corr, 0)
-    assert corr.max() < cfg.max_similarity
+    split_of = [next(s for s in SPLITS if c.script in cfg.scripts_of(s)) for c in chars]
+    within = _check_selection_rule([c.name for c in chars], split_of, cfg)
+    assert within > cfg.max_similarity  # look-alikes of one split stay: the hard tasks
 
 
 def test_config_rejects_bad_scripts():
@@ -99,13 +110,13 @@ def test_tiny_build_splits_by_script(tiny):
         tiny.split("dev")
 
 
-def test_tiny_glyphs_are_distinct_and_not_blank(tiny):
+def test_tiny_glyphs_follow_the_selection_rule(tiny):
     classes = [c for name in SPLITS for c in tiny.split(name).classes]
-    images = np.stack([render(_codepoint(c)) for c in classes])
-    assert images.sum(axis=(1, 2)).min() >= TINY.min_ink_px
-    corr = _correlation(images)
-    np.fill_diagonal(corr, 0)
-    assert corr.max() < TINY.max_similarity
+    split_of = [name for name in SPLITS for _ in tiny.split(name).classes]
+    _check_selection_rule(classes, split_of, TINY)
+    for name in SPLITS:
+        split = tiny.split(name)
+        assert split.groups == [c.split("/")[0] for c in split.classes]
 
 
 def test_samples_are_valid_recordings_of_distinct_instances(tiny):
@@ -118,9 +129,12 @@ def test_samples_are_valid_recordings_of_distinct_instances(tiny):
     for i in range(TINY.instances):
         for j in range(i):
             assert not np.array_equal(recs[i], recs[j])
-    rng = np.random.default_rng(3)
-    drawn = split.sample(1, rng)
-    assert any(np.array_equal(drawn, ev) for ev in recs)
+    drawn = split.draw(1, TINY.instances, np.random.default_rng(3))
+    assert sorted(r.sources for r in drawn) == [((1, i),) for i in range(TINY.instances)]
+    for r in drawn:
+        np.testing.assert_array_equal(r.events, recs[r.sources[0][1]])
+    with pytest.raises(ValueError, match="fewer than the"):
+        split.draw(1, TINY.instances + 1, np.random.default_rng(3))
     with pytest.raises(IndexError, match="instance"):
         split.recording(0, TINY.instances)
 

@@ -31,7 +31,7 @@ def _cfg(**training):
     base = dict(
         ways=3,
         shots=1,
-        queries=2,
+        queries=1,
         meta_batch=2,
         iterations=6,
         val_every=3,
@@ -45,7 +45,7 @@ def _cfg(**training):
 @pytest.fixture(scope="module")
 def tiny_digits(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
-    return cache, DoubleDigits(cache, images_per_digit=2, progress=False)
+    return cache, DoubleDigits(cache, images_per_digit=8, progress=False)
 
 
 def _trainer(cfg, run_dir, data):
@@ -109,7 +109,7 @@ def _worker(rank, world, port, run_dir, cache, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    dataset = DoubleDigits(cache, images_per_digit=2, progress=False)
+    dataset = DoubleDigits(cache, images_per_digit=8, progress=False)
     tr = MetaTrainer(_cfg(), run_dir, progress=False, dataset=dataset)
     snapshots = []
     for _ in range(3):

@@ -34,7 +34,7 @@ def _events(n: int, x, y, t0: int = 0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def nmnist_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("nmnist")
-    for part, rows in (("Train", (1, 2)), ("Test", (20,))):
+    for part, rows in (("Train", (1, 2)), ("Test", (20, 21))):
         for d in range(10):
             (root / part / str(d)).mkdir(parents=True)
             for k, row in enumerate(rows):
@@ -55,12 +55,12 @@ def test_double_nmnist_classes_and_splits(nmnist_root):
 def test_double_nmnist_pairs_digits_side_by_side(nmnist_root):
     ds = DoubleNMNIST(nmnist_root)
     rng = np.random.default_rng(1)
-    for name, rows in (("train", {0, 1}), ("val", {19}), ("test", {19})):
+    for name, rows in (("train", {0, 1}), ("val", {19, 20}), ("test", {19, 20})):
         split = ds.split(name)
         assert split.sensor == Sensor(64, 32)
         for i in (0, len(split) - 1):
             a, b = (int(c) for c in split.classes[i])
-            ev = split.sample(i, rng)
+            ev = split.draw(i, 1, rng)[0].events
             validate(ev, Limits(width=64, height=32))  # sorted by time, inside 64x32
             left, right = ev[ev["x"] < 32], ev[ev["x"] >= 32]
             assert len(left) == len(right) == 40  # the out-of-crop events are gone
@@ -98,7 +98,7 @@ def asl_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("asl")
     for i, letter in enumerate(LETTERS):
         (root / letter).mkdir()
-        for k in range(5):
+        for k in range(10):
             _save_asl(root / letter / f"{letter}_{k:04d}.mat", 10 * i, k)
     return root
 
@@ -125,13 +125,13 @@ def test_double_asl_dvs_pairs_letters_from_their_halves(asl_root):
     held = {
         letter: {179 - int(p.stem[-1]) for p in ds.halves["heldout"][letter]} for letter in LETTERS
     }
-    assert all(len(rows) == 1 for rows in held.values())  # 20% of 5 files
+    assert all(len(rows) == 2 for rows in held.values())  # 20% of 10 files
     for name in SPLITS:
         split = ds.split(name)
         assert split.sensor == Sensor(480, 180)
         for i in range(0, len(split), 23):
             a, b = split.classes[i]
-            ev = split.sample(i, rng)
+            ev = split.draw(i, 1, rng)[0].events
             validate(ev, Limits(width=480, height=180))
             left, right = ev[ev["x"] < 240], ev[ev["x"] >= 240]
             assert len(left) == len(right) == 30
@@ -186,7 +186,7 @@ def test_folder_splits_by_seeded_permutation_and_ignores_other_files(tmp_path):
     assert classes != FolderDataset(tmp_path, seed=4).class_splits
     split = ds.split("test")
     assert split.sensor == Sensor(40, 30)
-    ev = split.sample(1, np.random.default_rng(0))
+    ev = split.draw(1, 1, np.random.default_rng(0))[0].events
     assert set(ev["x"]) == {int(split.classes[1][5:])} and len(ev) == 25
 
 
@@ -201,12 +201,12 @@ def test_folder_centres_mixed_sensor_sizes(tmp_path):
     for name in SPLITS:
         split = ds.split(name)
         (cls,) = split.classes
-        ev = split.sample(0, rng)
+        ev = split.draw(0, 1, rng)[0].events
         x0 = {"small": 2, "wide": 90, "tall": 7}[cls]
         assert set(ev["x"]) == {x0 + shifts[cls][0]}
         assert ev["y"].min() == shifts[cls][1]
     fixed = FolderDataset(tmp_path, fractions=(1, 1, 1), sensor=(20, 20))
-    ev = fixed.split("train").sample(0, rng)
+    ev = fixed.split("train").draw(0, 1, rng)[0].events
     validate(ev, Limits(width=20, height=20, allow_empty=True))
 
 
@@ -260,7 +260,7 @@ def test_folder_of_real_recordings(realdata, tmp_path):
     for s in SPLITS:
         split = ds.split(s)
         if split.classes == ["digit"]:
-            ev = split.sample(0, np.random.default_rng(0))
+            ev = split.draw(0, 1, np.random.default_rng(0))[0].events
             r = ref["sample_nmnist.bin"]
             assert len(ev) == r["events"]
             assert int(ev["x"].sum()) == r["sum_x"] + r["events"] * (320 - 34) // 2

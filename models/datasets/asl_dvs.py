@@ -24,8 +24,14 @@ import numpy as np
 import scipy.io
 
 from spikeshot.events.array import EventError, Limits, make_events, validate
-from spikeshot.models.datasets.base import MetaDataset, MetaSplit, Sensor, check_split_name
-from spikeshot.models.datasets.pairs import pair_side_by_side
+from spikeshot.models.datasets.base import (
+    MetaDataset,
+    MetaSplit,
+    Recording,
+    Sensor,
+    check_split_name,
+)
+from spikeshot.models.datasets.pairs import draw_pairs, pair_side_by_side
 
 LETTERS = tuple("abcdefghiklmnopqrstuvwxy")
 WIDTH, HEIGHT = 240, 180
@@ -98,17 +104,20 @@ class DoubleASLDVSSplit(MetaSplit):
         self.classes = classes
         self.files = files
 
-    def sample(self, class_index: int, rng: np.random.Generator) -> np.ndarray:
-        if not 0 <= class_index < len(self.classes):
-            raise IndexError(
-                f"class_index must be in 0..{len(self.classes) - 1}, got {class_index}"
-            )
+    def draw(self, class_index: int, count: int, rng: np.random.Generator) -> list[Recording]:
+        self.check_class(class_index)
         a, b = self.classes[class_index]
-        left = read_mat(self.files[a][rng.integers(len(self.files[a]))])
-        right = read_mat(self.files[b][rng.integers(len(self.files[b]))])
         # A crop of 240 from offset 0 keeps every event (y < 180 < 240) and shifts the right
         # letter by 240 columns.
-        return pair_side_by_side(left, right, WIDTH, offset=0)
+        return [
+            Recording(
+                pair_side_by_side(read_mat(left), read_mat(right), WIDTH, offset=0),
+                (str(left), str(right)),
+            )
+            for left, right in draw_pairs(
+                self.files[a], self.files[b], a == b, count, rng, self.classes[class_index]
+            )
+        ]
 
 
 class DoubleASLDVS(MetaDataset):

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,19 +26,51 @@ class Sensor:
     height: int
 
 
+class Recording(NamedTuple):
+    """One drawn example: its events (``EVENT_DTYPE`` on the split's sensor) and the keys of the
+    source recordings it is made of (one for a character, two for a pair of digits)."""
+
+    events: np.ndarray
+    sources: tuple[Hashable, ...]
+
+
 class MetaSplit(ABC):
     """One split (meta-train, meta-val or meta-test) of a meta-dataset: a list of classes, and for
-    each class a way to draw one recording (an ``EVENT_DTYPE`` array on ``sensor``)."""
+    each class a way to draw distinct recordings of it (``EVENT_DTYPE`` arrays on ``sensor``).
+
+    ``groups``, when a split has them, names the family each class belongs to (its script, its
+    emoji category): tasks whose classes all share a group are the hard, look-alike tasks.
+    """
 
     sensor: Sensor
     classes: list[str]
+    groups: list[str] | None = None
 
     @abstractmethod
-    def sample(self, class_index: int, rng: np.random.Generator) -> np.ndarray:
-        """One recording of class ``classes[class_index]``, drawn with ``rng``."""
+    def draw(self, class_index: int, count: int, rng: np.random.Generator) -> list[Recording]:
+        """``count`` recordings of class ``classes[class_index]``, drawn with ``rng`` without
+        replacement: no source recording appears in two of them. Raises ``ValueError`` when the
+        class has too few."""
+
+    def check_class(self, class_index: int) -> None:
+        if not 0 <= class_index < len(self.classes):
+            raise IndexError(
+                f"class_index must be in 0..{len(self.classes) - 1}, got {class_index}"
+            )
 
     def __len__(self) -> int:
         return len(self.classes)
+
+
+def distinct(available: int, count: int, rng: np.random.Generator, what: str) -> np.ndarray:
+    """``count`` distinct indices in ``range(available)``; ``what`` names the pool in the error
+    when it holds too few."""
+    if count > available:
+        raise ValueError(
+            f"{what} has {available} recordings, fewer than the {count} distinct ones a task "
+            "needs (shots + queries per class; twice that for a pair of one digit or letter)"
+        )
+    return rng.choice(available, size=count, replace=False)
 
 
 class MetaDataset(ABC):

@@ -23,11 +23,12 @@ from spikeshot.events.dvs_sim import record_saccades
 from spikeshot.models.datasets.base import (
     MetaDataset,
     MetaSplit,
+    Recording,
     Sensor,
     check_split_name,
     default_cache_dir,
 )
-from spikeshot.models.datasets.pairs import pair_side_by_side
+from spikeshot.models.datasets.pairs import draw_pairs, pair_side_by_side
 
 CACHE_FORMAT = 1
 SPLIT_SIZES = {"train": 64, "val": 16, "test": 20}
@@ -215,15 +216,23 @@ class DoubleDigitsSplit(MetaSplit):
             if len(pool) == 0:
                 raise ValueError(f"no recording of digit {d} in this split's half of the images")
 
-    def sample(self, class_index: int, rng: np.random.Generator) -> np.ndarray:
-        if not 0 <= class_index < len(self.classes):
-            raise IndexError(
-                f"class_index must be in 0..{len(self.classes) - 1}, got {class_index}"
-            )
+    def draw(self, class_index: int, count: int, rng: np.random.Generator) -> list[Recording]:
+        self.check_class(class_index)
         a, b = (int(c) for c in self.classes[class_index])
-        left = self.recordings[int(rng.choice(self.pools[a]))]
-        right = self.recordings[int(rng.choice(self.pools[b]))]
-        return pair_side_by_side(left, right, self.crop, offset=self.offset)
+        return [
+            Recording(
+                pair_side_by_side(
+                    self.recordings[int(left)],
+                    self.recordings[int(right)],
+                    self.crop,
+                    offset=self.offset,
+                ),
+                (int(left), int(right)),
+            )
+            for left, right in draw_pairs(
+                self.pools[a], self.pools[b], a == b, count, rng, self.classes[class_index]
+            )
+        ]
 
 
 class DoubleDigits(MetaDataset):

@@ -17,8 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from spikeshot.events import nmnist
-from spikeshot.models.datasets.base import MetaDataset, MetaSplit, Sensor, check_split_name
-from spikeshot.models.datasets.pairs import pair_side_by_side
+from spikeshot.models.datasets.base import (
+    MetaDataset,
+    MetaSplit,
+    Recording,
+    Sensor,
+    check_split_name,
+)
+from spikeshot.models.datasets.pairs import draw_pairs, pair_side_by_side
 
 # MultiDigitMNIST's class splits (github.com/shaohua0116/MultiDigitMNIST), as in the paper.
 CLASS_SPLITS: dict[str, tuple[str, ...]] = {
@@ -56,16 +62,21 @@ class DoubleNMNISTSplit(MetaSplit):
         self.classes = classes
         self.files = files
 
-    def sample(self, class_index: int, rng: np.random.Generator) -> np.ndarray:
-        if not 0 <= class_index < len(self.classes):
-            raise IndexError(
-                f"class_index must be in 0..{len(self.classes) - 1}, got {class_index}"
-            )
+    def draw(self, class_index: int, count: int, rng: np.random.Generator) -> list[Recording]:
+        self.check_class(class_index)
         a, b = (int(c) for c in self.classes[class_index])
-        left = nmnist.read(self.files[a][rng.integers(len(self.files[a]))]).events
-        right = nmnist.read(self.files[b][rng.integers(len(self.files[b]))]).events
         offset = (nmnist.SIZE[0] - CROP) // 2
-        return pair_side_by_side(left, right, CROP, offset=offset)
+        return [
+            Recording(
+                pair_side_by_side(
+                    nmnist.read(left).events, nmnist.read(right).events, CROP, offset=offset
+                ),
+                (str(left), str(right)),
+            )
+            for left, right in draw_pairs(
+                self.files[a], self.files[b], a == b, count, rng, self.classes[class_index]
+            )
+        ]
 
 
 class DoubleNMNIST(MetaDataset):

@@ -14,17 +14,45 @@ from spikeshot.models.datasets.base import MetaSplit
 @dataclass(frozen=True)
 class Task:
     """One episode. Frames are [N*K or N*Q, T, 2, H, W] float32, grouped by label (all of label 0
-    first); labels are int64 in 0..ways-1; ``class_names[label]`` is the split's name of a label."""
+    first); labels are int64 in 0..ways-1; ``class_names[label]`` is the split's name of a label;
+    ``sources`` holds, support examples first, the source recordings each example is made of."""
 
     support: np.ndarray
     support_labels: np.ndarray
     query: np.ndarray
     query_labels: np.ndarray
     class_names: list[str]
+    sources: list[tuple]
 
     @property
     def ways(self) -> int:
         return len(self.class_names)
+
+
+def choose_classes(
+    split: MetaSplit, ways: int, rng: np.random.Generator, within_group: bool = False
+) -> np.ndarray:
+    """``ways`` distinct class indices of ``split`` in random order; with ``within_group``, all
+    from one group (drawn uniformly among the groups that have ``ways`` classes)."""
+    if not within_group:
+        if ways > len(split):
+            raise ValueError(f"ways={ways} exceeds the {len(split)} classes of this split")
+        return rng.choice(len(split), size=ways, replace=False)
+    if split.groups is None:
+        raise ValueError(
+            "this split's classes have no groups (scripts): within-group tasks need them"
+        )
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(split.groups):
+        members.setdefault(g, []).append(i)
+    eligible = sorted(g for g, m in members.items() if len(m) >= ways)
+    if not eligible:
+        largest = max(len(m) for m in members.values())
+        raise ValueError(
+            f"ways={ways} exceeds every group of this split (the largest has {largest})"
+        )
+    group = members[eligible[rng.integers(len(eligible))]]
+    return np.asarray(group)[rng.choice(len(group), size=ways, replace=False)]
 
 
 def sample_task(
@@ -34,26 +62,26 @@ def sample_task(
     queries: int,
     geometry: FrameGeometry,
     rng: np.random.Generator,
+    within_group: bool = False,
 ) -> Task:
-    """Draw ``ways`` distinct classes of ``split`` in random order (label i is the i-th drawn),
-    then ``shots`` support and ``queries`` query recordings of each, binned with ``geometry``."""
+    """Draw ``ways`` distinct classes of ``split`` (``choose_classes``; label i is the i-th drawn),
+    then ``shots`` support and ``queries`` query recordings of each, all distinct (a query is never
+    a support recording), binned with ``geometry``."""
     if ways < 1 or shots < 1 or queries < 0:
         raise ValueError(
             f"need ways >= 1, shots >= 1, queries >= 0; got ways={ways}, shots={shots}, "
             f"queries={queries}"
         )
-    if ways > len(split):
-        raise ValueError(f"ways={ways} exceeds the {len(split)} classes of this split")
     sensor = (split.sensor.width, split.sensor.height)
     if (geometry.sensor_width, geometry.sensor_height) != sensor:
         raise ValueError(
             f"geometry is for a {geometry.sensor_width}x{geometry.sensor_height} sensor, "
             f"the split's recordings are {sensor[0]}x{sensor[1]}"
         )
-    chosen = rng.choice(len(split), size=ways, replace=False)
+    chosen = choose_classes(split, ways, rng, within_group)
     per_class = shots + queries
-    recordings = [split.sample(int(c), rng) for c in chosen for _ in range(per_class)]
-    frames = bin_batch(recordings, geometry, dtype=np.float32)
+    drawn = [split.draw(int(c), per_class, rng) for c in chosen]
+    frames = bin_batch([r.events for rs in drawn for r in rs], geometry, dtype=np.float32)
     frames = frames.reshape(ways, per_class, *frames.shape[1:])
     labels = np.repeat(np.arange(ways, dtype=np.int64), per_class).reshape(ways, per_class)
     return Task(
@@ -62,6 +90,8 @@ def sample_task(
         query=frames[:, shots:].reshape(ways * queries, *frames.shape[2:]),
         query_labels=labels[:, shots:].reshape(-1),
         class_names=[split.classes[int(c)] for c in chosen],
+        sources=[r.sources for rs in drawn for r in rs[:shots]]
+        + [r.sources for rs in drawn for r in rs[shots:]],
     )
 
 
@@ -78,15 +108,18 @@ class TaskSampler:
         queries: int,
         geometry: FrameGeometry,
         seed: int,
+        within_group: bool = False,
     ):
         self.split, self.ways, self.shots, self.queries = split, ways, shots, queries
-        self.geometry, self.seed = geometry, seed
+        self.geometry, self.seed, self.within_group = geometry, seed, within_group
 
     def __getitem__(self, i: int) -> Task:
         if i < 0:
             raise IndexError(f"task index must be >= 0, got {i}")
         rng = np.random.default_rng([self.seed, i])
-        return sample_task(self.split, self.ways, self.shots, self.queries, self.geometry, rng)
+        return sample_task(
+            self.split, self.ways, self.shots, self.queries, self.geometry, rng, self.within_group
+        )
 
     def __iter__(self):
         i = 0

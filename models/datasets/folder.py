@@ -31,8 +31,10 @@ from spikeshot.models.datasets.base import (
     SPLITS,
     MetaDataset,
     MetaSplit,
+    Recording,
     Sensor,
     check_split_name,
+    distinct,
 )
 
 RECORDING_SUFFIXES = (".aedat4", ".bin", ".raw", ".dat", ".npy", ".npz")
@@ -98,13 +100,14 @@ class FolderSplit(MetaSplit):
         self.files = [files[c] for c in classes]
         self.sensor = sensor
 
-    def sample(self, class_index: int, rng: np.random.Generator) -> np.ndarray:
-        if not 0 <= class_index < len(self.classes):
-            raise IndexError(
-                f"class_index must be in 0..{len(self.classes) - 1}, got {class_index}"
-            )
+    def draw(self, class_index: int, count: int, rng: np.random.Generator) -> list[Recording]:
+        self.check_class(class_index)
         files = self.files[class_index]
-        rec = formats.read(files[rng.integers(len(files))])
+        picks = distinct(len(files), count, rng, f"class {self.classes[class_index]!r}")
+        return [Recording(self._read(files[i]), (str(files[i]),)) for i in picks]
+
+    def _read(self, path: Path) -> np.ndarray:
+        rec = formats.read(path)
         events = place(rec.events, (rec.width, rec.height), self.sensor)
         return validate(events, Limits(allow_empty=True), sort=True)
 

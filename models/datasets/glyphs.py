@@ -5,10 +5,12 @@ Each class is one character (Latin, Greek, Canadian syllabics, Arabic, Cyrillic,
 Armenian, Tifinagh, Lao, ...), taken from the Unicode ranges in ``SCRIPTS``. A character is kept
 when the regular DejaVu Sans really has it (no ``.notdef`` box), it is a letter without a
 canonical decomposition (precomposed letters are a base letter plus a mark), its ink is not
-negligible, and it is not a near-duplicate of a character kept before it (Pearson correlation of
+negligible, and it is not a look-alike of a character of an earlier split (Pearson correlation of
 the two renderings at half resolution, the resolution the network sees, below
 ``max_similarity``). Scripts are visited meta-train first, then meta-val, then meta-test, so a
 look-alike of a meta-training character is dropped from val/test, never the other way round.
+Look-alikes within one split are kept (only renderings no one could tell apart are dropped):
+tasks of one script's characters are the hard tasks a robot meets.
 
 Each instance is the character in one of the font styles that has it (sans, serif, mono; bold,
 oblique), under a random affine jitter (rotation, scale, shear, shift), rasterised from the
@@ -49,13 +51,15 @@ from spikeshot.models.datasets.base import (
     SPLITS,
     MetaDataset,
     MetaSplit,
+    Recording,
     Sensor,
     check_split_name,
     default_cache_dir,
+    distinct,
 )
 
 # Unicode ranges of each script, as (first, last) code points.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 SCRIPTS: dict[str, tuple[tuple[int, int], ...]] = {
     "Latin": ((0x0041, 0x005A), (0x0061, 0x007A), (0x00C0, 0x02AF)),
@@ -123,6 +127,7 @@ class GlyphsConfig:
     max_extent_px: float = 22.0
     min_ink_px: float = 8.0
     max_similarity: float = 0.9
+    max_similarity_within: float = 0.98
     rotation_deg: float = 10.0
     scale_jitter: float = 0.1
     shear: float = 0.15
@@ -148,8 +153,9 @@ class GlyphsConfig:
         w, h = self.sensor
         if not (self.image_size <= w <= 255 and self.image_size <= h <= 255):
             raise ValueError(f"sensor {self.sensor} must hold the image and fit 8-bit coordinates")
-        if not 0 < self.max_similarity <= 1:
-            raise ValueError(f"max_similarity must be in (0, 1], got {self.max_similarity}")
+        for name in ("max_similarity", "max_similarity_within"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
         if self.saccade_ms * 3e3 >= 2**32:
             raise ValueError(f"saccade_ms {self.saccade_ms} is too long for 32-bit timestamps")
 
@@ -267,10 +273,15 @@ def _candidates(script: str) -> list[int]:
 def select_characters(config: GlyphsConfig = GlyphsConfig()) -> list[Character]:
     """The classes, in split order (train, val, test scripts, each in code point order).
 
-    Drops blank glyphs (ink below ``min_ink_px``) and near-duplicates of characters kept earlier;
-    then, if ``max_per_script`` is set, keeps that many per script, evenly spaced.
+    Drops blank glyphs (ink below ``min_ink_px``); a character that looks like one of an earlier
+    split (similarity ``max_similarity``: a test class must not be a training class in
+    disguise); and one that renders the same as a character kept before it in its own split
+    (``max_similarity_within``: two classes no one could tell apart). Look-alikes within a split
+    stay: they make the hard tasks. Then, if ``max_per_script`` is set, keeps that many per
+    script, evenly spaced.
     """
     scripts = config.train_scripts + config.val_scripts + config.test_scripts
+    split_of = {s: name for name in SPLITS for s in config.scripts_of(name)}
     pool = [(script, cp) for script in scripts for cp in _candidates(script)]
     images = np.stack([render(cp, config=config) for _, cp in pool])
     inked = images.sum(axis=(1, 2)) >= config.min_ink_px
@@ -279,7 +290,12 @@ def select_characters(config: GlyphsConfig = GlyphsConfig()) -> list[Character]:
     similarity = feats @ feats.T
     kept: list[int] = []
     for i in range(len(pool)):
-        if not kept or similarity[i, kept].max() < config.max_similarity:
+        same = np.array([split_of[pool[k][0]] == split_of[pool[i][0]] for k in kept], dtype=bool)
+        sim = similarity[i, kept]
+        if (
+            not (sim[same] >= config.max_similarity_within).any()
+            and not (sim[~same] >= config.max_similarity).any()
+        ):
             kept.append(i)
     chosen = []
     for script in scripts:
@@ -422,6 +438,7 @@ class GlyphsSplit(MetaSplit):
         config = meta["config"]
         self.sensor = Sensor(*config["sensor"])
         self.classes = list(info["classes"])
+        self.groups = [name.partition("/")[0] for name in self.classes]
         self.scripts = tuple(info["scripts"])
         self.instances = int(config["instances"])
         self._offsets = np.load(directory / f"{name}.offsets.npy")
@@ -450,8 +467,12 @@ class GlyphsSplit(MetaSplit):
         rec = self._events[self._offsets[k] : self._offsets[k + 1]]
         return make_events(rec["t"], rec["x"], rec["y"], rec["p"])
 
-    def sample(self, class_index: int, rng: np.random.Generator) -> np.ndarray:
-        return self.recording(class_index, int(rng.integers(self.instances)))
+    def draw(self, class_index: int, count: int, rng: np.random.Generator) -> list[Recording]:
+        self.check_class(class_index)
+        picks = distinct(self.instances, count, rng, f"class {self.classes[class_index]!r}")
+        return [
+            Recording(self.recording(class_index, int(i)), ((class_index, int(i)),)) for i in picks
+        ]
 
 
 class Glyphs(MetaDataset):

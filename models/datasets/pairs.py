@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from spikeshot.events.array import EVENT_DTYPE, EventError
+from spikeshot.models.datasets.base import distinct
 
 
 def crop_events(events: np.ndarray, crop: int, offset: int) -> np.ndarray:
@@ -39,3 +42,24 @@ def pair_side_by_side(
     right["x"] += crop
     both = np.concatenate([left, right])
     return both[np.argsort(both["t"], kind="stable")]
+
+
+def draw_pairs(
+    left_pool: Sequence,
+    right_pool: Sequence,
+    same: bool,
+    count: int,
+    rng: np.random.Generator,
+    name: str,
+) -> list[tuple]:
+    """``count`` (left, right) pairs for class ``name`` from the two pools with no element used
+    twice, also across the two sides when ``same`` (both halves of the class are one digit or
+    letter, one pool)."""
+    if same:
+        picks = distinct(len(left_pool), 2 * count, rng, f"class {name!r}")
+        return [
+            (left_pool[a], left_pool[b]) for a, b in zip(picks[:count], picks[count:], strict=True)
+        ]
+    lefts = distinct(len(left_pool), count, rng, f"class {name!r} (its left half)")
+    rights = distinct(len(right_pool), count, rng, f"class {name!r} (its right half)")
+    return [(left_pool[a], right_pool[b]) for a, b in zip(lefts, rights, strict=True)]
