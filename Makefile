@@ -19,13 +19,17 @@ demo: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 
-# A real Prometheus server scrapes the metrics in one test; TLS tests make certificates with openssl.
-# As root (CI) they are installed from Debian's packages; otherwise those tests skip.
+# A real Prometheus server scrapes the metrics in one test; TLS tests make certificates with openssl;
+# the broad Glyphs meta-dataset draws characters from the Noto fonts and objects from Noto Color
+# Emoji. As root (CI) they are installed from Debian's packages; otherwise those tests skip.
+SYSTEM_PACKAGES := prometheus openssl fonts-noto-core fonts-noto-color-emoji
 system-deps:
-	@if ! command -v prometheus >/dev/null || ! command -v openssl >/dev/null; then \
+	@if ! command -v prometheus >/dev/null || ! command -v openssl >/dev/null \
+		|| [ ! -f /usr/share/fonts/truetype/noto/NotoSans-Regular.ttf ] \
+		|| [ ! -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
-			apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus openssl; \
-		else echo "prometheus or openssl missing and not root: their tests will skip"; fi; \
+			apt-get update -qq && apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); \
+		else echo "some of $(SYSTEM_PACKAGES) missing and not root: their tests will skip"; fi; \
 	fi
 
 # pytest exits 5 when it selects no test: a suite that ran nothing has not passed.

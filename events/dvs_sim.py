@@ -114,6 +114,11 @@ def simulate(
     refractory_us: int = 1000,
     noise_rate_hz: float = 0.1,
     log_eps: float = 0.3,
+    on_off_ratio: float = 1.0,
+    hot_pixels: int = 0,
+    hot_rate_hz: float = 0.0,
+    keep_fraction: float = 1.0,
+    jitter_us: float = 0.0,
     seed: int,
 ) -> np.ndarray:
     """Events a DVS would emit watching ``frames`` ([N, H, W] intensities in [0, 1]) shown at
@@ -126,18 +131,29 @@ def simulate(
     them, so fast changes lose events as on a real sensor). Background noise arrives at
     ``noise_rate_hz`` per pixel, uniform in time and polarity. The default ``log_eps`` of 0.3
     (a log response flattened near black) gives N-MNIST-like counts for saccade recordings of
-    digits, about 4,000 events. Returns an ``EVENT_DTYPE`` array sorted by time, x = column,
-    y = row.
+    digits, about 4,000 events.
+
+    The imperfections of real sensors, for domain randomisation: ``on_off_ratio`` makes ON
+    thresholds ``sqrt(ratio)`` times the mean and OFF thresholds that much smaller (an ON/OFF
+    imbalance); ``hot_pixels`` random pixels fire at ``hot_rate_hz`` each, either polarity;
+    each event survives with probability ``keep_fraction`` (a sensor that drops events); and
+    timestamps move by a normal jitter of std ``jitter_us`` (kept inside the recording).
+    Returns an ``EVENT_DTYPE`` array sorted by time, x = column, y = row.
     """
     frames, ts = _check_frames(frames, timestamps_us)
     if not threshold > 0 or not threshold_sigma >= 0 or not log_eps > 0:
         raise ValueError("threshold and log_eps must be > 0 and threshold_sigma >= 0")
     if refractory_us < 0 or noise_rate_hz < 0:
         raise ValueError("refractory_us and noise_rate_hz must be >= 0")
+    if not on_off_ratio > 0 or hot_pixels < 0 or hot_rate_hz < 0 or jitter_us < 0:
+        raise ValueError("need on_off_ratio > 0 and hot_pixels, hot_rate_hz, jitter_us >= 0")
+    if not 0 < keep_fraction <= 1:
+        raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
     n, h, w = frames.shape
     rng = np.random.default_rng(seed)
     npix = h * w
     c_on, c_off = np.maximum(rng.normal(threshold, threshold_sigma, (2, npix)), threshold / 4)
+    c_on, c_off = c_on * np.sqrt(on_off_ratio), c_off / np.sqrt(on_off_ratio)
 
     log_i = np.log(frames.reshape(n, npix) + log_eps)
     t, pix, pol = _crossings(log_i, ts, c_on, c_off)
@@ -147,12 +163,23 @@ def simulate(
     t = np.concatenate([t, rng.integers(ts[0], ts[-1], n_noise, endpoint=True)])
     pix = np.concatenate([pix, rng.integers(0, npix, n_noise)])
     pol = np.concatenate([pol, rng.integers(0, 2, n_noise).astype(bool)])
+    if hot_pixels:
+        hot = rng.choice(npix, size=min(hot_pixels, npix), replace=False)
+        n_hot = rng.poisson(hot_rate_hz * (ts[-1] - ts[0]) * 1e-6, len(hot))
+        t = np.concatenate([t, rng.integers(ts[0], ts[-1], n_hot.sum(), endpoint=True)])
+        pix = np.concatenate([pix, np.repeat(hot, n_hot)])
+        pol = np.concatenate([pol, rng.integers(0, 2, n_hot.sum()).astype(bool)])
 
     span = int(ts[-1] - ts[0]) + int(refractory_us) + 1
     key = pix * span + (t - ts[0])
     order = np.argsort(key)
     keep = order[_refractory_keep(key[order], int(refractory_us))]
     t, pix, pol = t[keep], pix[keep], pol[keep]
+    if keep_fraction < 1:
+        kept = rng.random(len(t)) < keep_fraction
+        t, pix, pol = t[kept], pix[kept], pol[kept]
+    if jitter_us:
+        t = np.clip(t + np.rint(rng.normal(0, jitter_us, len(t))).astype(np.int64), ts[0], ts[-1])
 
     order = np.argsort(t, kind="stable")
     ev = np.empty(len(order), dtype=EVENT_DTYPE)
@@ -218,3 +245,77 @@ def record_saccades(
     cols = _shift_matrices(offsets[:, 0] + (width - w) / 2.0, width, w)
     frames = np.clip(rows @ img @ cols.transpose(0, 2, 1), 0.0, 1.0)
     return simulate(frames, ts, seed=seed, **simulate_options)
+
+
+def smooth_motion(
+    rng: np.random.Generator,
+    *,
+    duration_ms: float = 300.0,
+    fps: float = 250.0,
+    amplitude_px: float = 4.0,
+    rotation_deg: float = 15.0,
+    zoom: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A smooth random motion of an object before the sensor: frame times (int64 us from 0),
+    offsets [F, 2] (dx, dy in pixels), angles [F] (radians) and zooms [F]. Each of x, y, angle and
+    log-zoom is a sum of two sinusoids of random frequency (0.5 to 3 cycles over the recording)
+    and phase, scaled to reach about ``amplitude_px``, ``rotation_deg`` and ``1 +- zoom``."""
+    if not duration_ms > 0 or not fps > 0 or min(amplitude_px, rotation_deg, zoom) < 0:
+        raise ValueError("need duration_ms, fps > 0 and amplitude_px, rotation_deg, zoom >= 0")
+    n_frames = max(int(round(duration_ms * fps / 1000.0)), 3) + 1
+    ts = np.rint(np.linspace(0.0, duration_ms * 1000.0, n_frames)).astype(np.int64)
+    s = np.linspace(0.0, 1.0, n_frames)
+    freq = rng.uniform(0.5, 3.0, (4, 2))
+    phase = rng.uniform(0, 2 * np.pi, (4, 2))
+    waves = np.sin(2 * np.pi * freq[:, :, None] * s + phase[:, :, None]).sum(axis=1) / 2
+    offsets = amplitude_px * waves[:2].T
+    angles = np.deg2rad(rotation_deg) * waves[2]
+    zooms = np.exp(np.log1p(zoom) * waves[3])
+    return ts, offsets, angles, zooms
+
+
+def record_motion(
+    image,
+    ts: np.ndarray,
+    offsets: np.ndarray,
+    angles: np.ndarray,
+    zooms: np.ndarray,
+    *,
+    sensor: tuple[int, int] = (34, 34),
+    seed: int,
+    **simulate_options,
+) -> np.ndarray:
+    """Record a static ``image`` ([h, w] in [0, 1]) moving before a ``sensor`` = (width, height)
+    DVS: frame f (at ``ts[f]`` us) shows it rotated by ``angles[f]`` and scaled by ``zooms[f]``
+    about its centre, placed at the sensor's centre plus ``offsets[f]``, sampled bilinearly (zero
+    outside the image). ``simulate_options`` go to ``simulate``."""
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim != 2:
+        raise ValueError(f"image must have shape [h, w], got {img.shape}")
+    width, height = sensor
+    if width <= 0 or height <= 0:
+        raise ValueError(f"sensor must be (width, height) > 0, got {sensor}")
+    n = len(ts)
+    if offsets.shape != (n, 2) or angles.shape != (n,) or zooms.shape != (n,):
+        raise ValueError("offsets, angles and zooms must have one entry per frame time")
+    h, w = img.shape
+    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
+    du = u[None] - (width - 1) / 2 - offsets[:, 0, None, None]
+    dv = v[None] - (height - 1) / 2 - offsets[:, 1, None, None]
+    c, s = (np.cos(angles) / zooms)[:, None, None], (np.sin(angles) / zooms)[:, None, None]
+    x = c * du + s * dv + (w - 1) / 2
+    y = -s * du + c * dv + (h - 1) / 2
+    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
+    fx, fy = x - x0, y - y0
+    padded = np.pad(img, 1)  # zero outside: indices shifted by one into the padding
+
+    def at(yy, xx):
+        return padded[np.clip(yy + 1, 0, h + 1), np.clip(xx + 1, 0, w + 1)]
+
+    frames = (
+        at(y0, x0) * (1 - fx) * (1 - fy)
+        + at(y0, x0 + 1) * fx * (1 - fy)
+        + at(y0 + 1, x0) * (1 - fx) * fy
+        + at(y0 + 1, x0 + 1) * fx * fy
+    )
+    return simulate(np.clip(frames, 0.0, 1.0), ts, seed=seed, **simulate_options)

@@ -41,6 +41,12 @@ class TrainConfig:
 
     dataset: str = "double_digits"
     ways: int = 5
+    # Tasks of varying ways (uniform in ways..max_ways) on a network with model.ways >= max_ways
+    # outputs, the unused ones masked; a fraction within_group of them draws all classes from one
+    # group (script); val_within_group validates on such tasks (at ``ways``).
+    max_ways: int | None = None
+    within_group: float = 0.0
+    val_within_group: bool = False
     shots: int = 1
     queries: int = 10
     meta_batch: int = 1
@@ -119,15 +125,32 @@ class MetaTrainer:
         """``dataset`` overrides the one ``cfg.training.dataset`` names (tests use tiny ones)."""
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
         t = cfg.training
-        if cfg.model.ways != t.ways:
-            raise ValueError(f"model.ways ({cfg.model.ways}) must equal training.ways ({t.ways})")
+        most = t.ways if t.max_ways is None else t.max_ways
+        if cfg.model.ways < most:
+            raise ValueError(
+                f"model.ways ({cfg.model.ways}) must be >= the tasks' ways ({most}): "
+                "raise model.ways or lower training.ways / training.max_ways"
+            )
         self.net = Network(cfg.model)
         self.dataset = dataset or open_dataset(t.dataset, cache_dir=cache_dir, progress=progress)
         self.train_tasks = TaskSampler(
-            self.dataset.split("train"), t.ways, t.shots, t.queries, cfg.geometry, seed=t.seed
+            self.dataset.split("train"),
+            t.ways,
+            t.shots,
+            t.queries,
+            cfg.geometry,
+            seed=t.seed,
+            within_group=t.within_group,
+            max_ways=t.max_ways,
         )
         self.val_tasks = TaskSampler(
-            self.dataset.split("val"), t.ways, t.shots, t.queries, cfg.geometry, seed=t.seed + 1
+            self.dataset.split("val"),
+            t.ways,
+            t.shots,
+            t.queries,
+            cfg.geometry,
+            seed=t.seed + 1,
+            within_group=t.val_within_group,
         )
         self.quantizer = None if t.bits is None else Quantizer(t.bits, rounding=t.rounding)
         self.rank = dist.get_rank() if dist.is_initialized() else 0
@@ -220,7 +243,11 @@ class MetaTrainer:
     def _lr(self):
         return self.inner_lr if self.inner_lr else self.cfg.training.inner_lr
 
-    def _adapt(self, params, support, labels, create_graph, generator=None):
+    def _mask(self, ways: int) -> torch.Tensor | None:
+        """The outputs a task of ``ways`` classes uses (None: all of them)."""
+        return None if ways == self.cfg.model.ways else torch.arange(self.cfg.model.ways) < ways
+
+    def _adapt(self, params, support, labels, mask, create_graph, generator=None):
         t = self.cfg.training
         return adapt(
             self.net.forward,
@@ -231,6 +258,7 @@ class MetaTrainer:
             lr=self._lr(),
             quantizer=self.quantizer,
             create_graph=create_graph,
+            class_mask=mask,
             generator=generator,
         )
 
@@ -244,9 +272,15 @@ class MetaTrainer:
         losses, accs = [], []
         gen = torch.Generator().manual_seed(t.seed * 1_000_003 + it)
         for j in range(self.rank, t.meta_batch, self.world):
-            s, sl, q, ql = task_tensors(self.train_tasks[it * t.meta_batch + j])
-            fast = self._adapt(self.params, s, sl, create_graph=not t.first_order, generator=gen)
+            task = self.train_tasks[it * t.meta_batch + j]
+            s, sl, q, ql = task_tensors(task)
+            mask = self._mask(task.ways)
+            fast = self._adapt(
+                self.params, s, sl, mask, create_graph=not t.first_order, generator=gen
+            )
             logits = self.net.forward(fast, q)
+            if mask is not None:
+                logits = logits.masked_fill(~mask, float("-inf"))
             loss = masked_loss(logits, ql)
             (loss / t.meta_batch).backward()
             losses.append(float(loss.detach()))
@@ -265,11 +299,15 @@ class MetaTrainer:
         t = self.cfg.training
         params = {k: v.detach() for k, v in self.params.items()}
         accs = []
+        mask = self._mask(t.ways)
         for i in range(t.val_tasks):
             s, sl, q, ql = task_tensors(self.val_tasks[i])
-            fast = self._adapt(params, s, sl, create_graph=False)
+            fast = self._adapt(params, s, sl, mask, create_graph=False)
             with torch.no_grad():
-                accs.append(accuracy(self.net.forward(fast, q), ql))
+                logits = self.net.forward(fast, q)
+            if mask is not None:
+                logits = logits.masked_fill(~mask, float("-inf"))
+            accs.append(accuracy(logits, ql))
         return float(np.mean(accs))
 
     def checkpoint(self, val_acc: float) -> ckpt_io.Checkpoint:

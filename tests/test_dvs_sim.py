@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from spikeshot.events.array import EVENT_DTYPE, is_sorted
-from spikeshot.events.dvs_sim import _refractory_keep, record_saccades, saccade_path, simulate
+from spikeshot.events.dvs_sim import (
+    _refractory_keep,
+    record_motion,
+    record_saccades,
+    saccade_path,
+    simulate,
+    smooth_motion,
+)
 
 EPS = 0.01
 EXACT = dict(threshold_sigma=0.0, refractory_us=0, noise_rate_hz=0.0, log_eps=EPS)
@@ -162,3 +169,75 @@ def test_record_saccades_on_34x34():
     # Each saccade is slow at its ends, fast in the middle.
     assert ((t > 90_000) & (t < 110_000)).sum() < 0.5 * ((t > 40_000) & (t < 60_000)).sum()
     np.testing.assert_array_equal(ev, record_saccades(image, seed=0))
+
+
+def _moving_bar(n=41, size=16):
+    """A bright vertical bar sweeping across a dark field, one column per frame pair."""
+    frames = np.zeros((n, size, size))
+    for k in range(n):
+        frames[k, :, (k // 2) % size] = 1.0
+    return frames, np.arange(n) * 1000
+
+
+def test_sensor_imperfections_default_to_none():
+    frames, ts = _moving_bar()
+    plain = simulate(frames, ts, seed=3)
+    same = simulate(
+        frames, ts, on_off_ratio=1.0, hot_pixels=0, keep_fraction=1.0, jitter_us=0.0, seed=3
+    )
+    np.testing.assert_array_equal(plain, same)
+
+
+def test_on_off_ratio_hot_pixels_drops_and_jitter():
+    frames, ts = _moving_bar()
+    base = dict(threshold_sigma=0.0, noise_rate_hz=0.0, refractory_us=0, seed=3)
+    plain = simulate(frames, ts, **base)
+    on_share = plain["p"].mean()
+    # Higher ON thresholds, lower OFF ones: fewer ON events, more OFF events.
+    skew = simulate(frames, ts, on_off_ratio=2.0, **base)
+    assert skew["p"].mean() < on_share - 0.1
+    # Hot pixels: about rate x duration extra events, on that many pixels only.
+    hot = simulate(np.zeros((2, 16, 16)), [0, 1_000_000], hot_pixels=3, hot_rate_hz=200.0, **base)
+    assert 450 < len(hot) < 750
+    assert len(np.unique(hot["y"].astype(int) * 16 + hot["x"])) == 3
+    # Dropped events: the kept share is close to keep_fraction.
+    kept = simulate(frames, ts, keep_fraction=0.5, **base)
+    assert abs(len(kept) / len(plain) - 0.5) < 0.1
+    # Jitter moves timestamps (here some before the only change, which starts at 50 ms) but
+    # keeps them sorted and inside the recording.
+    step = np.zeros((3, 16, 16))
+    step[2] = 1.0
+    times = [0, 50_000, 100_000]
+    still = simulate(step, times, **base)
+    jit = simulate(step, times, jitter_us=3000.0, **base)
+    assert len(jit) == len(still) and is_sorted(jit)
+    assert still["t"].min() >= 50_000 and jit["t"].min() < 50_000
+    assert jit["t"].max() <= 100_000
+    with pytest.raises(ValueError, match="keep_fraction"):
+        simulate(frames, ts, keep_fraction=0.0, seed=0)
+    with pytest.raises(ValueError, match="on_off_ratio"):
+        simulate(frames, ts, on_off_ratio=0.0, seed=0)
+
+
+def test_record_motion_still_image_is_silent_and_moving_one_is_not():
+    image = np.zeros((12, 12))
+    image[3:9, 5:7] = 1.0
+    ts = np.arange(31) * 10_000
+    still = (np.zeros((31, 2)), np.zeros(31), np.ones(31))
+    quiet = dict(threshold_sigma=0.0, noise_rate_hz=0.0)
+    assert len(record_motion(image, ts, *still, sensor=(20, 20), seed=0, **quiet)) == 0
+    ts, offsets, angles, zooms = smooth_motion(
+        np.random.default_rng(1), duration_ms=300, fps=100, amplitude_px=3, rotation_deg=20
+    )
+    assert ts[0] == 0 and ts[-1] == 300_000 and offsets.shape == (len(ts), 2)
+    assert np.abs(offsets).max() <= 3.0 + 1e-9 and np.abs(np.rad2deg(angles)).max() <= 20 + 1e-9
+    ev = record_motion(image, ts, offsets, angles, zooms, sensor=(20, 20), seed=0, **quiet)
+    assert len(ev) > 200 and is_sorted(ev)
+    assert ev["x"].max() < 20 and ev["y"].max() < 20
+    # The shape stays near the centre: events fall around the middle of the sensor.
+    assert abs(ev["x"].mean() - 9.5) < 3 and abs(ev["y"].mean() - 9.5) < 3
+    # A rotation alone moves the bar's ends: events without any translation.
+    turn = (np.zeros((len(ts), 2)), np.deg2rad(np.linspace(0, 90, len(ts))), np.ones(len(ts)))
+    assert len(record_motion(image, ts, *turn, sensor=(20, 20), seed=0, **quiet)) > 100
+    with pytest.raises(ValueError, match="one entry per frame"):
+        record_motion(image, ts, offsets[:-1], angles, zooms, seed=0)

@@ -180,3 +180,20 @@ def test_double_digits_task_on_the_model_geometry(tmp_path):
     both = np.concatenate([task.support, task.query])
     assert (both[..., :16].sum(axis=(1, 2, 3, 4)) > 100).all()
     assert (both[..., 16:].sum(axis=(1, 2, 3, 4)) > 100).all()
+
+
+def test_sampler_mixes_ways_and_within_group_tasks_reproducibly():
+    split = ColumnSplit(n_classes=9)
+    sampler = TaskSampler(split, 2, 1, 1, GEOMETRY, seed=4, within_group=0.5, max_ways=3)
+    tasks = [sampler[i] for i in range(60)]
+    assert {t.ways for t in tasks} == {2, 3}
+
+    def one_group(t):
+        return len({split.groups[split.classes.index(c)] for c in t.class_names}) == 1
+
+    within = sum(one_group(t) for t in tasks)
+    assert 20 < within < 50  # about half, plus mixed tasks that happen to share a group
+    again = TaskSampler(split, 2, 1, 1, GEOMETRY, seed=4, within_group=0.5, max_ways=3)
+    assert_same_task(again[17], tasks[17])
+    with pytest.raises(ValueError, match="max_ways \\(1\\) must be >= ways \\(2\\)"):
+        TaskSampler(split, 2, 1, 1, GEOMETRY, seed=4, max_ways=1)

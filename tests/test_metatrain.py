@@ -147,3 +147,18 @@ def test_the_ann_baseline_trains_and_validates_on_the_same_recipe(tmp_path, tiny
     tr.run()
     last = (tmp_path / "ann" / "log.csv").read_text().splitlines()[-1].split(",")
     assert last[0] == "3" and 0.0 <= float(last[3]) <= 1.0 and last[4] == ""
+
+
+def test_tasks_of_varying_ways_train_with_the_unused_outputs_masked(tmp_path, tiny_digits):
+    cfg = _cfg(ways=2, max_ways=3, iterations=4, val_every=2)
+    trainer = _trainer(cfg, tmp_path / "run", tiny_digits)
+    assert {trainer.train_tasks[i].ways for i in range(30)} == {2, 3}
+    head = {k: v.detach().clone() for k, v in trainer.params.items() if k.startswith("out")}
+    trainer.run()
+    assert trainer.iteration == 4
+    # 2-way validation tasks on 3 outputs: the third output is masked, never predicted.
+    assert trainer._mask(2).tolist() == [True, True, False]
+    assert trainer._mask(3) is None
+    assert any(not torch.equal(head[k], trainer.params[k]) for k in head)
+    with pytest.raises(ValueError, match="model.ways \\(3\\) must be >= the tasks' ways \\(4\\)"):
+        _trainer(_cfg(ways=2, max_ways=4), tmp_path / "bad", tiny_digits)

@@ -1,7 +1,9 @@
 """Meta-datasets (numpy only), named by a spec string:
 
 - ``double_digits``: synthetic Double NMNIST from scikit-learn's digits (64x32 sensor)
-- ``glyphs``: N-Omniglot-like characters of many scripts from the DejaVu fonts (34x34 sensor)
+- ``glyphs``: N-Omniglot-like characters of 14 scripts from the DejaVu fonts (34x34 sensor)
+- ``glyphs_broad``: the broad one: characters of 68 scripts (DejaVu and Noto fonts) and emoji
+  objects, every recording under randomised conditions, with a cross-simulator "val_shift" split
 - ``double_nmnist:ROOT``: Double NMNIST from an N-MNIST tree (ROOT/Train/0..9, ROOT/Test/0..9)
 - ``asl_dvs:ROOT``: Double ASL-DVS from ASL-DVS .mat files
 - ``folder:ROOT``: your own recordings, ROOT/<class>/<files in any supported format>
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 from spikeshot.models.datasets.base import SPLITS, MetaDataset, MetaSplit, Sensor
 
-KINDS = ("double_digits", "glyphs", "double_nmnist", "asl_dvs", "folder")
+KINDS = ("double_digits", "glyphs", "glyphs_broad", "double_nmnist", "asl_dvs", "folder")
 
 
 def open_dataset(spec: str, cache_dir=None, progress: bool = True) -> MetaDataset:
@@ -19,7 +21,7 @@ def open_dataset(spec: str, cache_dir=None, progress: bool = True) -> MetaDatase
     kind, _, root = spec.partition(":")
     if kind not in KINDS:
         raise ValueError(f"unknown dataset {spec!r}: expected one of {KINDS}")
-    needs_root = kind not in ("double_digits", "glyphs")
+    needs_root = kind not in ("double_digits", "glyphs", "glyphs_broad")
     if needs_root != bool(root):
         form = f"{kind}:ROOT" if needs_root else kind
         raise ValueError(f"dataset {spec!r}: write it as {form}")
@@ -31,6 +33,10 @@ def open_dataset(spec: str, cache_dir=None, progress: bool = True) -> MetaDatase
         from spikeshot.models.datasets.glyphs import Glyphs
 
         return Glyphs(cache_dir=cache_dir, progress=progress)
+    if kind == "glyphs_broad":
+        from spikeshot.models.datasets.glyphs import BROAD, Glyphs
+
+        return Glyphs(BROAD, cache_dir=cache_dir, progress=progress)
     if kind == "double_nmnist":
         from spikeshot.models.datasets.double_nmnist import DoubleNMNIST
 

@@ -98,7 +98,11 @@ def sample_task(
 class TaskSampler:
     """Tasks from one split where task ``i`` depends only on ``(seed, i)``: a resumed run sees the
     same tasks as an uninterrupted one. ``sampler[i]`` is task i; iterating yields tasks 0, 1, ...
-    without end."""
+    without end.
+
+    With ``max_ways``, each task's ways are drawn uniformly from ``ways..max_ways``; each task is
+    within one group with probability ``within_group`` (a bool is 0 or 1).
+    """
 
     def __init__(
         self,
@@ -108,18 +112,26 @@ class TaskSampler:
         queries: int,
         geometry: FrameGeometry,
         seed: int,
-        within_group: bool = False,
+        within_group: float = False,
+        max_ways: int | None = None,
     ):
+        if max_ways is not None and max_ways < ways:
+            raise ValueError(f"max_ways ({max_ways}) must be >= ways ({ways})")
+        if not 0 <= within_group <= 1:
+            raise ValueError(f"within_group must be in [0, 1], got {within_group}")
         self.split, self.ways, self.shots, self.queries = split, ways, shots, queries
-        self.geometry, self.seed, self.within_group = geometry, seed, within_group
+        self.geometry, self.seed, self.within_group = geometry, seed, float(within_group)
+        self.max_ways = ways if max_ways is None else max_ways
 
     def __getitem__(self, i: int) -> Task:
         if i < 0:
             raise IndexError(f"task index must be >= 0, got {i}")
         rng = np.random.default_rng([self.seed, i])
-        return sample_task(
-            self.split, self.ways, self.shots, self.queries, self.geometry, rng, self.within_group
-        )
+        ways, within = self.ways, self.within_group == 1
+        if self.max_ways != self.ways or 0 < self.within_group < 1:
+            ways = int(rng.integers(self.ways, self.max_ways, endpoint=True))
+            within = bool(rng.random() < self.within_group)
+        return sample_task(self.split, ways, self.shots, self.queries, self.geometry, rng, within)
 
     def __iter__(self):
         i = 0

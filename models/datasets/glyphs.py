@@ -32,21 +32,20 @@ import time
 import unicodedata
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
-from functools import cache
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
 import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import RendererAgg
-from matplotlib.ft2font import FT2Font, LoadFlags
 from matplotlib.path import Path as MplPath
 from matplotlib.transforms import IdentityTransform
 from tqdm.auto import tqdm
 
 from spikeshot.events import dvs_sim
 from spikeshot.events.array import make_events
+from spikeshot.models.datasets import conditions, emoji
 from spikeshot.models.datasets.base import (
     SPLITS,
     MetaDataset,
@@ -57,45 +56,12 @@ from spikeshot.models.datasets.base import (
     default_cache_dir,
     distinct,
 )
+from spikeshot.models.datasets.conditions import ConditionRanges
+from spikeshot.models.datasets.fonts import DEJAVU, FONT_PX, has_glyph, noto_styles, outline
+from spikeshot.models.datasets.scripts import SCRIPTS
 
-# Unicode ranges of each script, as (first, last) code points.
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 
-SCRIPTS: dict[str, tuple[tuple[int, int], ...]] = {
-    "Latin": ((0x0041, 0x005A), (0x0061, 0x007A), (0x00C0, 0x02AF)),
-    "Greek": ((0x0370, 0x03FF),),
-    "Cyrillic": ((0x0400, 0x052F),),
-    "Armenian": ((0x0530, 0x058F),),
-    "Hebrew": ((0x0590, 0x05FF),),
-    "Arabic": ((0x0600, 0x06FF), (0x0750, 0x077F)),
-    "NKo": ((0x07C0, 0x07FF),),
-    "Lao": ((0x0E80, 0x0EFF),),
-    "Georgian": ((0x10A0, 0x10FF), (0x2D00, 0x2D2F)),
-    "Canadian Syllabics": ((0x1400, 0x167F),),
-    "Ogham": ((0x1680, 0x169F),),
-    "Tifinagh": ((0x2D30, 0x2D7F),),
-    "Lisu": ((0xA4D0, 0xA4FF),),
-    "Old Italic": ((0x10300, 0x1032F),),
-}
-
-# Font styles: name -> DejaVu file in matplotlib's data. "sans" has every script and is the
-# reference for which characters exist.
-STYLES: dict[str, str] = {
-    "sans": "DejaVuSans.ttf",
-    "sans-bold": "DejaVuSans-Bold.ttf",
-    "sans-oblique": "DejaVuSans-Oblique.ttf",
-    "sans-bold-oblique": "DejaVuSans-BoldOblique.ttf",
-    "serif": "DejaVuSerif.ttf",
-    "serif-bold": "DejaVuSerif-Bold.ttf",
-    "serif-italic": "DejaVuSerif-Italic.ttf",
-    "serif-bold-italic": "DejaVuSerif-BoldItalic.ttf",
-    "mono": "DejaVuSansMono.ttf",
-    "mono-bold": "DejaVuSansMono-Bold.ttf",
-    "mono-oblique": "DejaVuSansMono-Oblique.ttf",
-    "mono-bold-oblique": "DejaVuSansMono-BoldOblique.ttf",
-}
-
-_FONT_PX = 100.0  # outlines are read at 100 px per em
 _LETTERS = frozenset({"Lu", "Ll", "Lo"})
 # How recordings are stored: time from the recording's start fits 32 bits, coordinates 8.
 _STORE_DTYPE = np.dtype([("t", "<u4"), ("x", "u1"), ("y", "u1"), ("p", "u1")])
@@ -108,6 +74,13 @@ class GlyphsConfig:
     Sizes are in pixels of the ``image_size`` image; jitter parameters are the half-widths of
     uniform draws (``scale_jitter`` 0.1 draws a scale in [0.9, 1.1]). ``sensor``, ``saccade_ms``
     and ``fps`` go to ``record_saccades`` (250 fps, as Double Digits records).
+
+    A split's scripts may also be emoji categories (``emoji.CATEGORIES``: the objects family).
+    ``noto`` draws characters from Debian's Noto fonts as well as DejaVu. ``conditions``, when
+    set, randomises every recording (``conditions.ConditionRanges``: stimulus size, thickness,
+    position and contrast, the sensor's settings, the motion) instead of the fixed recording above;
+    ``shifted`` adds a split "val_shift": the validation classes recorded under other ranges
+    (a cross-simulator validation split).
     """
 
     train_scripts: tuple[str, ...] = (
@@ -136,12 +109,20 @@ class GlyphsConfig:
     saccade_ms: float = 100.0
     fps: float = 250.0
     seed: int = 0
+    noto: bool = False
+    conditions: ConditionRanges | None = None
+    shifted: ConditionRanges | None = None
 
     def __post_init__(self):
         named = self.train_scripts + self.val_scripts + self.test_scripts
-        unknown = sorted(set(named) - set(SCRIPTS))
+        unknown = sorted(set(named) - set(SCRIPTS) - set(emoji.CATEGORIES))
         if unknown:
-            raise ValueError(f"unknown scripts {unknown}; known: {sorted(SCRIPTS)}")
+            raise ValueError(
+                f"unknown scripts {unknown}; known: {sorted(SCRIPTS)} and the emoji categories "
+                f"{sorted(emoji.CATEGORIES)}"
+            )
+        if self.shifted is not None and self.conditions is None:
+            raise ValueError("shifted conditions need conditions to shift from")
         if len(set(named)) != len(named):
             raise ValueError("a script may belong to only one split")
         if not (self.train_scripts and self.val_scripts and self.test_scripts):
@@ -167,7 +148,8 @@ class GlyphsConfig:
 
 
 class Character(NamedTuple):
-    """A class of Glyphs: one code point of one script, and the styles whose font has it."""
+    """A class of Glyphs: one code point of one script (or emoji category), and the styles whose
+    font has it."""
 
     script: str
     codepoint: int
@@ -177,32 +159,9 @@ class Character(NamedTuple):
     def name(self) -> str:
         return f"{self.script}/U+{self.codepoint:04X}"
 
-
-@cache
-def _font(style: str) -> FT2Font:
-    if style not in STYLES:
-        raise ValueError(f"unknown style {style!r}; known: {list(STYLES)}")
-    font = FT2Font(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / STYLES[style]))
-    font.set_size(_FONT_PX, 72)
-    return font
-
-
-def has_glyph(codepoint: int, style: str = "sans") -> bool:
-    """Whether the font of ``style`` maps ``codepoint`` to a real glyph (not ``.notdef``)."""
-    return _font(style).get_char_index(codepoint) != 0
-
-
-def outline(codepoint: int, style: str = "sans") -> tuple[np.ndarray, np.ndarray]:
-    """The glyph's outline as path (vertices [n, 2] in px at 100 px per em, y up; codes [n]).
-
-    Raises ``ValueError`` when the font of ``style`` lacks the character.
-    """
-    if not has_glyph(codepoint, style):
-        raise ValueError(f"font {STYLES[style]} has no glyph for U+{codepoint:04X}")
-    font = _font(style)
-    font.load_glyph(font.get_char_index(codepoint), flags=LoadFlags.NO_HINTING)
-    verts, codes = font.get_path()
-    return np.asarray(verts, dtype=np.float64), np.asarray(codes)
+    @property
+    def is_emoji(self) -> bool:
+        return self.script in emoji.CATEGORIES
 
 
 def random_transform(rng: np.random.Generator, config: GlyphsConfig) -> np.ndarray:
@@ -231,7 +190,7 @@ def render(
     if len(verts) == 0:
         return np.zeros((size, size))
     lo, hi = verts.min(axis=0), verts.max(axis=0)
-    scale = config.em_px / _FONT_PX
+    scale = config.em_px / FONT_PX
     extent = float((hi - lo).max()) * scale
     if extent > config.max_extent_px:
         scale *= config.max_extent_px / extent
@@ -258,16 +217,32 @@ def _half_resolution_features(images: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def _candidates(script: str) -> list[int]:
-    """Code points of ``script`` that DejaVu Sans has: letters without a decomposition."""
-    return [
-        cp
-        for first, last in SCRIPTS[script]
-        for cp in range(first, last + 1)
-        if unicodedata.category(chr(cp)) in _LETTERS
-        and not unicodedata.decomposition(chr(cp))
-        and has_glyph(cp)
-    ]
+def _candidates(script: str, noto: bool) -> list[tuple[int, tuple[str, ...]]]:
+    """Code points of ``script`` with the styles that draw them: letters without a decomposition
+    that DejaVu Sans (or, with ``noto``, a Noto font of the script) has; for an emoji category, the
+    emoji of its ranges."""
+    if script in emoji.CATEGORIES:
+        return [(cp, (emoji.FONT_FILE,)) for cp in emoji.candidates(script)]
+    fonts = list(DEJAVU) + (noto_styles(script) if noto else [])
+    out = []
+    for first, last in SCRIPTS[script]:
+        for cp in range(first, last + 1):
+            ch = chr(cp)
+            if unicodedata.category(ch) not in _LETTERS or unicodedata.decomposition(ch):
+                continue
+            if not (has_glyph(cp) or noto):
+                continue
+            styles = tuple(s for s in fonts if has_glyph(cp, s))
+            if styles:
+                out.append((cp, styles))
+    return out
+
+
+def _reference_image(cp: int, styles: tuple[str, ...], config: GlyphsConfig) -> np.ndarray:
+    """The class's plain rendering, which the selection compares."""
+    if styles == (emoji.FONT_FILE,):
+        return emoji.render(cp, config.image_size, config.max_extent_px)
+    return render(cp, styles[0], config=config)
 
 
 def select_characters(config: GlyphsConfig = GlyphsConfig()) -> list[Character]:
@@ -282,8 +257,9 @@ def select_characters(config: GlyphsConfig = GlyphsConfig()) -> list[Character]:
     """
     scripts = config.train_scripts + config.val_scripts + config.test_scripts
     split_of = {s: name for name in SPLITS for s in config.scripts_of(name)}
-    pool = [(script, cp) for script in scripts for cp in _candidates(script)]
-    images = np.stack([render(cp, config=config) for _, cp in pool])
+    found = {script: dict(_candidates(script, config.noto)) for script in scripts}
+    pool = [(script, cp) for script in scripts for cp in found[script]]
+    images = np.stack([_reference_image(cp, found[s][cp], config) for s, cp in pool])
     inked = images.sum(axis=(1, 2)) >= config.min_ink_px
     pool = [c for c, ok in zip(pool, inked, strict=True) if ok]
     feats = _half_resolution_features(images[inked])
@@ -303,32 +279,68 @@ def select_characters(config: GlyphsConfig = GlyphsConfig()) -> list[Character]:
         if config.max_per_script is not None and len(mine) > config.max_per_script:
             picks = np.linspace(0, len(mine) - 1, config.max_per_script).round().astype(int)
             mine = [mine[i] for i in picks]
-        for cp in mine:
-            styles = tuple(s for s in STYLES if has_glyph(cp, s))
-            chosen.append(Character(script, cp, styles))
+        chosen.extend(Character(script, cp, found[script][cp]) for cp in mine)
     return chosen
 
 
-def _record_character(args: tuple[Character, GlyphsConfig]) -> tuple[np.ndarray, np.ndarray]:
-    """All instances of one character: (events in ``_STORE_DTYPE``, event count per instance)."""
-    char, config = args
-    rng = np.random.default_rng([config.seed, char.codepoint])
+def _record_character(
+    args: tuple[Character, GlyphsConfig, ConditionRanges | None],
+) -> tuple[np.ndarray, np.ndarray]:
+    """All instances of one character: (events in ``_STORE_DTYPE``, event count per instance),
+    under fixed recording settings or, with ``ranges``, conditions drawn per instance."""
+    char, config, ranges = args
+    salt = [] if ranges is None or ranges == config.conditions else [1]
+    rng = np.random.default_rng([config.seed, char.codepoint, *salt])
     recordings = []
     for _ in range(config.instances):
         style = char.styles[rng.integers(len(char.styles))]
-        image = render(char.codepoint, style, random_transform(rng, config), config)
-        ev = dvs_sim.record_saccades(
-            image,
-            sensor=config.sensor,
-            saccade_ms=config.saccade_ms,
-            fps=config.fps,
-            seed=int(rng.integers(2**63)),
-        )
+        if ranges is None:
+            image = render(char.codepoint, style, random_transform(rng, config), config)
+            ev = dvs_sim.record_saccades(
+                image,
+                sensor=config.sensor,
+                saccade_ms=config.saccade_ms,
+                fps=config.fps,
+                seed=int(rng.integers(2**63)),
+            )
+        else:
+            ev = _record_randomised(char, style, config, conditions.draw(rng, ranges), rng)
         rec = np.empty(len(ev), dtype=_STORE_DTYPE)
         for field in _STORE_DTYPE.names:
             rec[field] = ev[field]
         recordings.append(rec)
     return np.concatenate(recordings), np.array([len(r) for r in recordings], dtype=np.int64)
+
+
+def _record_randomised(
+    char: Character, style: str, config: GlyphsConfig, c: conditions.Conditions, rng
+) -> np.ndarray:
+    """One recording under conditions ``c``: a character seen in saccades, an emoji moving
+    smoothly (translation, rotation, zoom), on a ground that fills the sensor."""
+    size = config.image_size
+    extent = min(config.max_extent_px * c.scale, size - 2)
+    if char.is_emoji:
+        ink = emoji.render(char.codepoint, size, extent)
+    else:
+        scaled = replace(config, em_px=config.em_px * c.scale, max_extent_px=extent)
+        transform = random_transform(rng, config)
+        ink = render(char.codepoint, style, transform, scaled)
+    margin = max(config.sensor) // 2 + 8  # the ground reaches past the sensor in any motion
+    image = conditions.shade(np.pad(ink, margin), c)
+    seed = int(rng.integers(2**63))
+    duration = 3 * c.motion["saccade_ms"]
+    if char.is_emoji:
+        ts, offsets, angles, zooms = dvs_sim.smooth_motion(
+            rng, duration_ms=duration, fps=config.fps, amplitude_px=c.motion["amplitude_px"]
+        )
+        offsets = offsets + np.asarray(c.shift)
+        return dvs_sim.record_motion(
+            image, ts, offsets, angles, zooms, sensor=config.sensor, seed=seed, **c.sensor
+        )
+    image = np.roll(image, (round(c.shift[1]), round(c.shift[0])), axis=(0, 1))
+    return dvs_sim.record_saccades(
+        image, sensor=config.sensor, fps=config.fps, seed=seed, **c.motion, **c.sensor
+    )
 
 
 def cache_key(config: GlyphsConfig) -> str:
@@ -377,8 +389,17 @@ def build(
         workers = (os.cpu_count() or 1) if workers is None else workers
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
-        jobs = [(c, config) for c in chars]
-        bar = tqdm(total=len(chars), desc="Glyphs", unit="char", disable=not progress)
+        # (split, character) of every recorded class: each split's characters under the config's
+        # recording, then the validation characters again under the shifted conditions.
+        classes = [(split_of[c.script], c) for c in chars]
+        if config.shifted is not None:
+            classes += [("val_shift", c) for c in chars if split_of[c.script] == "val"]
+        names = list(dict.fromkeys([*SPLITS, *(s for s, _ in classes)]))
+        jobs = [
+            (c, config, config.shifted if s == "val_shift" else config.conditions)
+            for s, c in classes
+        ]
+        bar = tqdm(total=len(jobs), desc="Glyphs", unit="class", disable=not progress)
         counts = []
         # Spawned, not forked: forked workers would share the parent's font file offsets.
         spawn = multiprocessing.get_context("spawn")
@@ -388,10 +409,10 @@ def build(
                 if pool
                 else map(_record_character, jobs)
             )
-            files = {name: open(tmp / f"{name}.events.bin", "wb") for name in SPLITS}
+            files = {name: open(tmp / f"{name}.events.bin", "wb") for name in names}
             try:
-                for char, (events, n) in zip(chars, results, strict=True):
-                    files[split_of[char.script]].write(events.tobytes())
+                for (split, _), (events, n) in zip(classes, results, strict=True):
+                    files[split].write(events.tobytes())
                     counts.append(n)
                     bar.update()
             finally:
@@ -407,14 +428,14 @@ def build(
             "build_seconds": round(time.perf_counter() - start, 1),
             "splits": {},
         }
-        for name in SPLITS:
-            idx = [i for i, c in enumerate(chars) if split_of[c.script] == name]
+        for name in names:
+            idx = [i for i, (s, _) in enumerate(classes) if s == name]
             n = np.concatenate([counts[i] for i in idx])
             np.save(tmp / f"{name}.offsets.npy", np.concatenate([[0], np.cumsum(n)]))
             meta["splits"][name] = {
-                "scripts": list(config.scripts_of(name)),
-                "classes": [chars[i].name for i in idx],
-                "styles": [list(chars[i].styles) for i in idx],
+                "scripts": list(config.scripts_of("val" if name == "val_shift" else name)),
+                "classes": [classes[i][1].name for i in idx],
+                "styles": [list(classes[i][1].styles) for i in idx],
                 "events": int(n.sum()),
             }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False))
@@ -494,7 +515,57 @@ class Glyphs(MetaDataset):
         self._splits: dict[str, GlyphsSplit] = {}
 
     def split(self, name: str) -> GlyphsSplit:
-        check_split_name(name)
+        """A split of ``SPLITS``, or "val_shift" where the config has shifted conditions."""
+        if name not in self.meta["splits"]:
+            if name == "val_shift":
+                raise ValueError("this dataset has no split 'val_shift' (no shifted conditions)")
+            check_split_name(name)
         if name not in self._splits:
             self._splits[name] = GlyphsSplit(self.directory, name, self.meta)
         return self._splits[name]
+
+
+# The broad meta-dataset ("glyphs_broad"): characters of 68 scripts from DejaVu and Noto, and emoji
+# objects, every recording under randomised conditions. Validation and test scripts and
+# categories are unseen in training; each holds simple and complex scripts.
+BROAD_VAL = (
+    "Cyrillic",
+    "Hebrew",
+    "NKo",
+    "Sinhala",
+    "Deseret",
+    "Ol Chiki",
+    "Javanese",
+    "Lycian",
+    "Meetei Mayek",
+    "Emoji vehicles",
+    "Emoji clothing",
+    "Emoji sports",
+)
+BROAD_TEST = (
+    "Georgian",
+    "Armenian",
+    "Tifinagh",
+    "Lao",
+    "Old Italic",
+    "Cherokee",
+    "Balinese",
+    "Gurmukhi",
+    "Osage",
+    "Carian",
+    "Emoji body and hands",
+    "Emoji tools",
+    "Emoji music",
+)
+BROAD = GlyphsConfig(
+    train_scripts=tuple(
+        s for s in (*SCRIPTS, *emoji.CATEGORIES) if s not in BROAD_VAL + BROAD_TEST
+    ),
+    val_scripts=BROAD_VAL,
+    test_scripts=BROAD_TEST,
+    max_per_script=80,
+    instances=16,
+    noto=True,
+    conditions=conditions.TRAINING,
+    shifted=conditions.SHIFTED,
+)
