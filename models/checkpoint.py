@@ -6,7 +6,8 @@ inner-loop step sizes when there are any). ``NAME.json`` is the model card:
 - ``model``: the ``ModelConfig`` (architecture and neuron constants)
 - ``geometry``: the ``FrameGeometry`` of the input (sensor crop, downsample, window, bins)
 - ``inner_loop``: steps and step size used at meta-training, the defaults for adaptation
-- ``quantization``: the quantizer of the inner loop at meta-training, or null
+- ``quantization``: the grid sessions' inner loops run on by default (null: float32); whether
+  meta-training itself was quantization-aware is the recipe's ``bits`` under ``training``
 - ``training``: data set, recipe and provenance; ``metrics``: measured accuracy
 """
 

@@ -58,6 +58,9 @@ class TrainConfig:
     first_order: bool = False
     bits: int | None = None
     rounding: str = "nearest"
+    # The grid the card names for sessions' inner loops (None: float32); the recipe's ``bits``
+    # when meta-training was quantization-aware at some width. The paper's main setting: 8 bits.
+    session_bits: int | None = 8
     val_every: int = 500
     val_tasks: int = 100
     save_every: int = 50
@@ -319,7 +322,8 @@ class MetaTrainer:
             inner_lr={k: v.detach() for k, v in self.inner_lr.items()},
             inner_steps=t.inner_steps,
             inner_step_size=t.inner_lr,
-            quantizer=self.quantizer,
+            quantizer=self.quantizer
+            or (None if t.session_bits is None else Quantizer(t.session_bits, rounding=t.rounding)),
             training={
                 "dataset": t.dataset,
                 "recipe": asdict(t),

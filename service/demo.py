@@ -140,6 +140,9 @@ def demo(
         "accuracy": correct / len(query),
         "chance": 1 / ways,
         "support_accuracy": adapted.support_accuracy,
+        "weight_bits": session.info.settings.weight_bits,
+        "grid": session.info.settings.grid,
+        "rounding": session.info.settings.rounding,
         "adapt_ms": adapt_ms,
         "classify_p50_ms": float(np.percentile(latencies, 50)),
         "classify_p99_ms": float(np.percentile(latencies, 99)),
@@ -151,6 +154,13 @@ def demo(
     }
 
 
+def _inner_loop(r: dict) -> str:
+    """Which weights the session adapted: float32, or the fixed-point grid."""
+    if not r["weight_bits"]:
+        return "float32 weights"
+    return f"{r['weight_bits']}-bit weights, {r['grid']} grid, {r['rounding']} rounding"
+
+
 def format_results(r: dict) -> str:
     """The demo's results as a two-column table."""
     return pairs(
@@ -158,6 +168,7 @@ def format_results(r: dict) -> str:
             ("model", f"{r['model']} ({r['parameters']:,} parameters)"),
             ("task", f"{r['ways']}-way {r['shots']}-shot on Glyphs characters the model never saw"),
             ("classes", ", ".join(r["classes"])),
+            ("inner loop", _inner_loop(r)),
             (
                 "accuracy",
                 f"{100 * r['accuracy']:.1f}% ({r['correct']}/{r['classified']} queries; "

@@ -79,3 +79,22 @@ def test_missing_and_malformed_files_are_named(tmp_path):
     (tmp_path / "tiny.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="not valid JSON"):
         load(tmp_path / "tiny")
+
+
+@pytest.mark.parametrize("name", ["glyphs", "glyphs_ann", "double_digits", "double_digits_ann"])
+def test_shipped_models_adapt_on_the_8_bit_grid_by_default(name):
+    from spikeshot.service.engine import ZOO, Engine, find_checkpoints
+
+    card = json.loads((ZOO / f"{name}.json").read_text())
+    assert card["quantization"] == {
+        "bits": 8,
+        "mode": "global",
+        "rounding": "nearest",
+        "frac_bits": None,
+    }
+    engine = Engine(find_checkpoints([ZOO / name]))
+    (info,) = engine.list_models()
+    assert info.weight_bits == 8
+    default = engine.create_session().settings
+    assert (default.weight_bits, default.grid, default.rounding) == (8, "global", "nearest")
+    assert engine.create_session(weight_bits=0).settings.weight_bits == 0  # float32 on request

@@ -47,7 +47,8 @@ def test_the_demo_adapts_and_classifies_unseen_characters_over_grpc(tiny_model, 
         3,
         6,
     )
-    assert 0 <= results["accuracy"] <= 1 and results["correct"] == round(6 * results["accuracy"])
+    assert results["correct"] == round(6 * results["accuracy"])
+    assert results["weight_bits"] == tiny().quantizer.bits
     assert 0 < results["classify_p50_ms"] <= results["classify_p99_ms"]
     assert results["adapt_ms"] > 0 and results["metrics"].startswith("http://127.0.0.1:")
     support = sorted(kept.glob("support/*/*.aedat4"))
@@ -70,6 +71,7 @@ def test_the_table_names_every_figure(tiny_model, capsys):
         "model",
         "task",
         "classes",
+        "inner loop",
         "accuracy",
         "adapt latency",
         "classify latency",
@@ -99,13 +101,12 @@ def test_bad_sizes_are_refused(tiny_model):
         demo.run_demo(model=tiny_model, ways=5)
 
 
-@pytest.mark.skipif(
-    not all(p.is_file() for p in checkpoint.paths(demo.DEFAULT_MODEL)),
-    reason="the Glyphs model is not in models/zoo yet",
-)
-def test_the_shipped_model_beats_chance_within_two_minutes(capsys):
+def test_the_shipped_model_adapts_on_its_8_bit_grid_and_learns_the_task(capsys):
+    """The committed default model, as a user runs it. Its card measures about 90% on 5-way 1-shot
+    tasks of unseen scripts; the demo's fixed task has 25 queries, so 60% (15 of 25) is far below
+    what that model scores and far above the 20% of chance."""
     assert demo.run_demo(True) == 0
     results = json.loads(capsys.readouterr().out)
     assert (results["ways"], results["shots"], results["queries"]) == (5, 1, 5)
-    assert results["seconds"] < 120
-    assert results["accuracy"] > 2 * results["chance"]
+    assert (results["weight_bits"], results["grid"], results["rounding"]) == (8, "global", "nearest")
+    assert results["accuracy"] >= 0.6

@@ -144,17 +144,48 @@ def test_class_mask_leaves_unused_outputs_untouched():
     assert not torch.equal(new["out.weight"][0], params["out.weight"][0])
 
 
-def test_quantized_inner_loop_stays_on_the_grid():
-    cfg = ModelConfig(**TINY)
+def test_quantized_inner_loop_moves_spiking_weights_by_whole_grid_steps():
+    """On a network that spikes, a quantized step moves many weights by one or more 1/128 steps
+    of the paper's 8-bit grid, and equals theta' = Q(Q(theta) - lr * g) computed here by hand."""
+    from spikeshot.models.init import firing_rates, lsuv_init
+
+    cfg = ModelConfig(
+        ways=3,
+        input_hw=(8, 8),
+        bins=4,
+        burn_in=0,
+        channels=(8,),
+        kernel=3,
+        alpha=0.5,
+        beta=0.3,
+        input_gain=1.0,
+        zero_head=False,
+    )
     net = Network(cfg)
-    params = _params(cfg, scale=0.5, dtype=torch.float32)
-    x, y = _task(cfg, 4, 0, dtype=torch.float32)
-    q = Quantizer(bits=8)
-    new = adapt(net.forward, params, x, y, steps=2, lr=0.3, quantizer=q)
-    for v in new.values():
+    xs, ys, xq, _ = _prototype_task(torch.Generator().manual_seed(0), 3, 2, 4, cfg)
+    params = lsuv_init(net, net.init(0), xq)
+    assert min(firing_rates(net, params, xs)) > 0.01  # the hidden layer spikes
+
+    def on_grid(x):  # the paper's 8-bit grid by hand: 7 fractional bits, clamped
+        return torch.clamp(torch.round(x * 128), -128, 127) / 128
+
+    start = {k: on_grid(v) for k, v in params.items()}
+    leaves = {k: v.clone().requires_grad_() for k, v in start.items()}
+    grads = torch.autograd.grad(
+        F.cross_entropy(net.forward(leaves, xs), ys), list(leaves.values())
+    )
+    expected = {k: on_grid(start[k] - 2.0 * g) for k, g in zip(start, grads, strict=True)}
+
+    new = adapt(net.forward, params, xs, ys, steps=1, lr=2.0, quantizer=Quantizer(bits=8))
+    for k, v in new.items():
+        torch.testing.assert_close(v, expected[k], rtol=0, atol=0)
         levels = v * 128
-        assert torch.equal(levels, levels.round())
-        assert v.min() >= -1 and v.max() <= 127 / 128
+        assert torch.equal(levels, levels.round()) and -128 <= levels.min() <= levels.max() <= 127
+        moved = (levels - start[k] * 128).abs()
+        assert torch.equal(moved, moved.round())  # whole grid steps only
+    head_moved = (new["out.weight"] != start["out.weight"]).float().mean()
+    conv_moved = (new["conv0.weight"] != start["conv0.weight"]).float().mean()
+    assert head_moved > 0.2 and conv_moved > 0.01, (head_moved, conv_moved)
 
 
 def _prototype_task(gen, ways, shots, queries, cfg):
