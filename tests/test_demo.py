@@ -108,5 +108,9 @@ def test_the_shipped_model_adapts_on_its_8_bit_grid_and_learns_the_task(capsys):
     assert demo.run_demo(True) == 0
     results = json.loads(capsys.readouterr().out)
     assert (results["ways"], results["shots"], results["queries"]) == (5, 1, 5)
-    assert (results["weight_bits"], results["grid"], results["rounding"]) == (8, "global", "nearest")
+    assert (results["weight_bits"], results["grid"], results["rounding"]) == (
+        8,
+        "global",
+        "nearest",
+    )
     assert results["accuracy"] >= 0.6
