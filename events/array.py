@@ -44,17 +44,49 @@ def empty(n: int = 0) -> np.ndarray:
     return np.zeros(n, dtype=EVENT_DTYPE)
 
 
+# What each column may hold before it is stored: (lowest, highest).
+_RANGES = {"t": (-(2**63), 2**63 - 1), "x": (0, 2**16 - 1), "y": (0, 2**16 - 1)}
+
+
 def make_events(t, x, y, p) -> np.ndarray:
-    """Build an event array from four columns (any integer or bool array-likes of one length)."""
+    """Build an event array from four columns of one length: integers (or whole-valued floats)
+    that fit the column's type, and polarities as {0, 1}, {-1, 1} (-1 is OFF) or bool. A value
+    out of range is an ``EventError`` naming the column and its first bad index, never wrapped."""
     cols = [np.asarray(c) for c in (t, x, y, p)]
-    n = len(cols[0])
-    for name, c in zip("txyp", cols, strict=False):
+    n = len(cols[0]) if cols[0].ndim == 1 else -1
+    for name, c in zip("txyp", cols, strict=True):
         if c.ndim != 1 or len(c) != n:
             raise EventError(name, f"column must be 1-D of length {n}, got shape {c.shape}")
+        if c.dtype.kind not in "iubf":
+            raise EventError(name, f"column must hold integers, got dtype {c.dtype}")
+        if c.dtype.kind == "f" and not np.isfinite(c).all():
+            raise EventError(name, "column must hold finite numbers", _first(~np.isfinite(c)))
+        if c.dtype.kind == "f" and (c != np.round(c)).any():
+            raise EventError(name, "column must hold whole numbers", _first(c != np.round(c)))
     ev = empty(n)
-    for name, c in zip("txyp", cols, strict=False):
+    for name, c in zip("txy", cols, strict=False):
+        lo, hi = _RANGES[name]
+        bad = (c < lo) | (c > hi) if c.dtype.kind == "f" else _outside(c, lo, hi)
+        if bad.any():
+            raise EventError(name, f"must be in {lo}..{hi}", _first(bad))
         ev[name] = c
+    pol = cols[3]
+    bad = (pol != 0) & (pol != 1) & (pol != -1) if pol.dtype.kind != "b" else np.zeros(n, bool)
+    if bad.any():
+        raise EventError("p", "polarity must be 0/1, -1/1 (-1 = OFF) or bool", _first(bad))
+    ev["p"] = pol == 1
     return ev
+
+
+def _outside(c: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Mask of integer values outside [lo, hi], without overflowing the column's own type."""
+    info = np.iinfo(c.dtype)
+    mask = np.zeros(len(c), bool)
+    if info.min < lo:
+        mask |= c < np.array(lo).astype(c.dtype)
+    if info.max > hi:
+        mask |= c > np.array(hi).astype(c.dtype)
+    return mask
 
 
 def as_events(arr) -> np.ndarray:
@@ -97,8 +129,10 @@ class EventColumns:
         return len(self.t)
 
     def to_array(self) -> np.ndarray:
-        """A copy as an ``EVENT_DTYPE`` array."""
-        return make_events(self.t, self.x, self.y, self.p)
+        """A copy as an ``EVENT_DTYPE`` array, value for value (``validate`` judges them)."""
+        ev = empty(len(self.t))
+        ev["t"], ev["x"], ev["y"], ev["p"] = self.t, self.x, self.y, self.p
+        return ev
 
 
 def check_events(events) -> None:

@@ -111,7 +111,7 @@ def cmd_evaluate(args) -> int:
     if not spec:
         raise ValueError("the model card names no training dataset: pass --dataset")
     dataset = open_dataset(spec, cache_dir=args.cache, progress=not args.json)
-    single = args.within_group or any(
+    single = args.within_group or args.split != "test" or any(
         v is not None for v in (args.ways, args.shots, args.steps, args.bits)
     )
     settings = (
@@ -123,6 +123,7 @@ def cmd_evaluate(args) -> int:
                 bits=args.bits,
                 queries=args.queries,
                 tasks=args.tasks,
+                split=args.split,
                 seed=args.seed,
                 within_group=args.within_group,
             )
@@ -299,6 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
         "the grid (no --ways/--shots/--steps/--bits) has both protocols where the split has groups",
     )
     p.add_argument("--queries", type=int, default=10, help="query examples per class and task")
+    p.add_argument(
+        "--split",
+        default="test",
+        help="the meta-dataset split whose classes the tasks draw (default test; val, or "
+        "val_shift for the cross-simulator validation split of glyphs_broad)",
+    )
     p.add_argument("--tasks", type=int, default=600)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

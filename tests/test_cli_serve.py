@@ -26,7 +26,7 @@ from spikeshot.v1 import spikeshot_pb2_grpc as pb_grpc
 
 @pytest.fixture
 def zoo(tmp_path):
-    save(tiny(0, "alpha"), tmp_path / "zoo" / "alpha")
+    save(tiny(0, "alpha", arch="ann"), tmp_path / "zoo" / "alpha")  # one ANN among SNNs
     save(tiny(1, "beta"), tmp_path / "zoo" / "beta")
     return tmp_path / "zoo"
 

@@ -86,11 +86,11 @@ def test_models(server, capsys):
     assert code == 0
     header, line = out.strip().splitlines()
     assert header.split()[:4] == ["model", "default", "arch", "ways"]
-    assert line.split()[:5] == ["tiny", "yes", "ann", "4", "4x2x8x8"]
+    assert line.split()[:5] == ["tiny", "yes", "snn", "4", "4x2x8x8"]
     code, out, _ = run(capsys, "models", "--target", server.address, "--json")
     (model,) = json.loads(out)
     assert code == 0 and model["name"] == "tiny" and model["window_us"] == 4000
-    assert model["card"]["model"]["arch"] == "ann"
+    assert model["card"]["model"]["arch"] == "snn"
 
 
 def test_session_create_list_show_delete(server, capsys):

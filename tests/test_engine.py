@@ -6,16 +6,18 @@ import argparse
 import itertools
 import logging
 import threading
+from dataclasses import replace
 
 import grpc
 import numpy as np
 import pytest
+import service_fixtures
 import torch
+from service_fixtures import CFG, GEOM
 
 from spikeshot.events.array import make_events
-from spikeshot.events.binning import FrameGeometry, bin_events
+from spikeshot.events.binning import bin_events
 from spikeshot.events.codec import encode
-from spikeshot.models import ModelConfig, Network, Quantizer
 from spikeshot.models.checkpoint import Checkpoint, save
 from spikeshot.service import sessions
 from spikeshot.service.config import ServerConfig, add_flags, flag_overrides
@@ -33,21 +35,10 @@ from spikeshot.service.errors import (
 from spikeshot.service.executor import Control, Executor
 from spikeshot.service.inputs import Chunk, EventInput, FrameInput
 
-CFG = ModelConfig(arch="ann", ways=4, input_hw=(8, 8), bins=4, burn_in=1, channels=(4, 6), kernel=3)
-GEOM = FrameGeometry(sensor_width=16, sensor_height=16, downsample=2, bins=4, window_us=4000)
-
 
 def tiny(seed=0, **kw) -> Checkpoint:
-    return Checkpoint(
-        CFG,
-        GEOM,
-        Network(CFG).init(seed),
-        inner_steps=2,
-        inner_step_size=1.0,
-        quantizer=Quantizer(8),
-        name="tiny",
-        **kw,
-    )
+    """The service tests' tiny SNN with 8-bit sessions, with ``kw`` changed."""
+    return replace(service_fixtures.tiny(seed), **kw)
 
 
 class Clock:
@@ -106,7 +97,7 @@ def adapted(engine, *labels, **kw):
 
 def test_adapt_then_classify(engine):
     info = engine.create_session()
-    assert info.settings == sessions.Settings("tiny", 4, 2, 1.0, 8, "nearest", "global", 0)
+    assert info.settings == sessions.Settings("tiny", 4, 2, 5.0, 8, "nearest", "global", 0)
     assert info.weights_version == 0 and info.classes == () and info.expires_at > info.created_at
     chunks = shot("cup", 0, 1, parts=3) + shot("ball", 1, 2) + shot("cup", 0, 3)
     chunks += shot("ball", 1, 4)
@@ -557,7 +548,7 @@ def test_list_models_and_loading_checkpoints(tmp_path):
         16,
         8,
         2,
-        1.0,
+        5.0,
     )
     assert first.card["geometry"]["downsample"] == 2 and len(first.fingerprint) == 64
     assert first.fingerprint != second.fingerprint

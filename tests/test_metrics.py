@@ -144,7 +144,7 @@ def test_exposition_after_traffic_parses_with_the_expected_series():
         "spikeshot_model_info",
         "spikeshot_model_info",
         model="tiny",
-        arch="ann",
+        arch="snn",
         ways="4",
         weight_bits="8",
         default="true",

@@ -79,7 +79,7 @@ def test_happy_path(stub):
     models = stub.ListModels(pb.ListModelsRequest()).models
     assert [m.name for m in models] == ["tiny"] and models[0].is_default
     m = models[0]
-    assert (m.arch, m.ways, m.bins, m.height, m.width) == ("ann", 4, 4, 8, 8)
+    assert (m.arch, m.ways, m.bins, m.height, m.width) == ("snn", 4, 4, 8, 8)
     assert (m.sensor_width, m.sensor_height, m.window_us, m.inner_steps, m.weight_bits) == (
         16,
         16,
@@ -91,7 +91,7 @@ def test_happy_path(stub):
 
     session = stub.CreateSession(pb.CreateSessionRequest())
     s = session.settings
-    assert (s.model, s.ways, s.inner_steps, s.step_size, s.weight_bits) == ("tiny", 4, 2, 1.0, 8)
+    assert (s.model, s.ways, s.inner_steps, s.step_size, s.weight_bits) == ("tiny", 4, 2, 5.0, 8)
     assert (s.rounding, s.grid) == (pb.ROUNDING_NEAREST, pb.WEIGHT_GRID_GLOBAL)
     assert session.weights_version == 0 and session.expires_at > session.created_at
     sid = session.session_id

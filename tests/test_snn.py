@@ -94,3 +94,44 @@ def test_lsuv_init_reaches_target_rate_deterministically():
     assert all(torch.equal(a[k], b[k]) for k in a)
     for rate in firing_rates(net, a, x):
         assert abs(rate - 0.15) < 0.05
+
+
+# One neuron over four steps, worked out by hand (alpha = beta = alpha_rp = 0.5, gain 1, w_rp 1,
+# soft reset, drive 2 P - 0.1, input spikes 1, 0, 1, 0):
+#   t1: Q = .5            P = .25     U = .4              S = 1  R = -.5
+#   t2: Q = .25           P = .25     U = .5 - .1 - .5    S = 0  R = -.25
+#   t3: Q = .125 + .5     P = .4375   U = .875 - .1 - .25 S = 1  R = -.125 - .5
+#   t4: Q = .3125         P = .375    U = .75 - .1 - .625 S = 1  R = -.3125 - .5
+GOLDEN = {
+    "q": [0.5, 0.25, 0.625, 0.3125],
+    "p": [0.25, 0.25, 0.4375, 0.375],
+    "u": [0.4, -0.1, 0.525, 0.025],
+    "s": [1.0, 0.0, 1.0, 1.0],
+    "r": [-0.5, -0.25, -0.625, -0.8125],
+}
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_one_neuron_matches_numbers_worked_out_by_hand(grad):
+    from spikeshot.models.lif import TraceState, lif_step, spike_scan, trace_filter
+
+    x = torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=torch.float64).view(4, 1)
+    zero = torch.zeros(1, dtype=torch.float64)
+    const = dict(alpha_rp=0.5, w_rp=1.0, reset="soft", slope=10.0)
+    # The plain per-step form.
+    trace, r, seen = TraceState(zero, zero), zero, {k: [] for k in GOLDEN}
+    for t in range(4):
+        u = 2 * (0.5 * trace.p + 0.5 * (0.5 * trace.q + 0.5 * x[t])) - 0.1 + r
+        s, trace, r = lif_step(x[t], trace, r, lambda p: 2 * p - 0.1, 0.5, 0.5, 1.0, **const)
+        for k, v in zip(GOLDEN, (trace.q, trace.p, u, s, r), strict=True):
+            seen[k].append(float(v))
+    for k, want in GOLDEN.items():
+        assert seen[k] == pytest.approx(want, abs=1e-12), k
+    # The fast path: the whole sequence's traces at once, then the refractory scan.
+    xs = x.clone().requires_grad_(grad)
+    p, last = trace_filter(xs, TraceState(zero, zero), 0.5, 0.5, 1.0)
+    assert p.detach().flatten().tolist() == pytest.approx(GOLDEN["p"], abs=1e-12)
+    assert float(last.q.detach()) == pytest.approx(GOLDEN["q"][-1], abs=1e-12)
+    s, r = spike_scan(2 * p - 0.1, zero, **const)
+    assert s.detach().flatten().tolist() == GOLDEN["s"]
+    assert float(r.detach()) == pytest.approx(GOLDEN["r"][-1], abs=1e-12)

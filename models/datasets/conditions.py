@@ -28,20 +28,20 @@ class ConditionRanges:
     ``dvs_sim.simulate``.
     """
 
-    scale: Range = (0.45, 1.15)
-    thickness_px: Range = (-1, 2)
-    shift_px: float = 3.0
-    contrast: Range = (0.35, 1.0)
-    background: Range = (0.0, 0.3)
-    invert: float = 0.25
-    threshold: Range = (0.12, 0.3)
-    threshold_sigma: Range = (0.0, 0.06)
+    scale: Range = (0.6, 1.2)
+    thickness_px: Range = (-1, 1)
+    shift_px: float = 2.5
+    contrast: Range = (0.5, 1.0)
+    background: Range = (0.0, 0.25)
+    invert: float = 0.2
+    threshold: Range = (0.12, 0.28)
+    threshold_sigma: Range = (0.0, 0.05)
     on_off_ratio: Range = (0.8, 1.25)
     refractory_us: Range = (0, 2000)
-    noise_rate_hz: Range = (0.0, 1.0)
-    hot_pixels: Range = (0, 3)
+    noise_rate_hz: Range = (0.0, 0.6)
+    hot_pixels: Range = (0, 2)
     hot_rate_hz: Range = (10.0, 100.0)
-    keep_fraction: Range = (0.6, 1.0)
+    keep_fraction: Range = (0.7, 1.0)
     jitter_us: Range = (0.0, 1000.0)
     amplitude_px: Range = (2.5, 5.5)
     saccade_ms: Range = (85.0, 100.0)
@@ -49,15 +49,15 @@ class ConditionRanges:
 
 TRAINING = ConditionRanges()
 SHIFTED = ConditionRanges(
-    threshold=(0.31, 0.36),
-    threshold_sigma=(0.065, 0.08),
+    threshold=(0.3, 0.34),
+    threshold_sigma=(0.06, 0.075),
     on_off_ratio=(1.28, 1.4),
     refractory_us=(2100, 2800),
-    noise_rate_hz=(1.1, 1.6),
-    hot_pixels=(4, 5),
+    noise_rate_hz=(0.7, 1.0),
+    hot_pixels=(3, 4),
     hot_rate_hz=(110.0, 150.0),
-    keep_fraction=(0.5, 0.58),
-    jitter_us=(1100.0, 1600.0),
+    keep_fraction=(0.6, 0.68),
+    jitter_us=(1100.0, 1500.0),
     amplitude_px=(5.6, 6.5),
     saccade_ms=(75.0, 84.0),
 )
