@@ -111,8 +111,10 @@ def cmd_evaluate(args) -> int:
     if not spec:
         raise ValueError("the model card names no training dataset: pass --dataset")
     dataset = open_dataset(spec, cache_dir=args.cache, progress=not args.json)
-    single = args.within_group or args.split != "test" or any(
-        v is not None for v in (args.ways, args.shots, args.steps, args.bits)
+    single = (
+        args.within_group
+        or args.split != "test"
+        or any(v is not None for v in (args.ways, args.shots, args.steps, args.bits))
     )
     settings = (
         [

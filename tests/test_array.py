@@ -122,7 +122,9 @@ def test_validate_finds_the_first_decrease_and_sort_fixes_it(t):
 
 def test_validate_limits_name_field_rule_and_index():
     ev = make_events([0, 1, 2], [0, 5, 9], [0, 1, 3], [0, 1, 1])
-    with pytest.raises(EventError, match=r"events.x: must be < sensor width 9 \(first bad index 2\)"):
+    with pytest.raises(
+        EventError, match=r"events.x: must be < sensor width 9 \(first bad index 2\)"
+    ):
         validate(ev, Limits(width=9))
     with pytest.raises(EventError, match="events.y: must be < sensor height 3"):
         validate(ev, Limits(height=3))
