@@ -204,9 +204,9 @@ def bench_task(net: Network, task, repeats: int, meta_repeats: int) -> dict:
 
 
 def bench_config(name: str, cfg: ModelConfig, geometry: FrameGeometry, dataset, repeats: int,
-                 meta_repeats: int) -> dict:
+                 meta_repeats: int, shot_counts: tuple[int, ...]) -> dict:
     out = {}
-    for shots in (1, 5):
+    for shots in shot_counts:
         task = TaskSampler(dataset.split("test"), cfg.ways, shots, 10, geometry, seed=0)[0]
         key = f"{name}_5w{shots}s"
         out[key] = bench_task(Network(cfg), task, repeats, meta_repeats)
@@ -216,17 +216,22 @@ def bench_config(name: str, cfg: ModelConfig, geometry: FrameGeometry, dataset, 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="few repeats, for a smoke run")
+    parser.add_argument(
+        "--quick", action="store_true", help="few repeats, 1-shot only, for a smoke run"
+    )
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "adapt.json",
                         help="where to write the results")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    repeats, meta_repeats = (3, 1) if args.quick else (21, 5)
+    repeats, meta_repeats = (2, 1) if args.quick else (21, 5)
+    shot_counts = (1,) if args.quick else (1, 5)
     dataset = open_dataset("double_digits", progress=False)
     rate = matmul_gflops()
     results = {}
     for name, (cfg, geometry) in configs().items():
-        results.update(bench_config(name, cfg, geometry, dataset, repeats, meta_repeats))
+        results.update(
+            bench_config(name, cfg, geometry, dataset, repeats, meta_repeats, shot_counts)
+        )
     rate_after = matmul_gflops()
     rate = {k: max(rate[k], rate_after[k]) for k in rate}
     for r in results.values():
