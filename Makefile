@@ -1,6 +1,9 @@
 # The README's two commands. Each sets up its own virtual environment in .venv/ on a fresh machine.
-# torch==2.13.0 is installed first, from its CPU build, so that no CUDA build is ever pulled.
+# torch==2.13.0 is installed first, so that the project's range never pulls another build. Where the
+# package index serves torch's CPU build as that version (it does on this project's machines) that
+# is what comes; elsewhere, name PyTorch's CPU wheel index: make test TORCH_INDEX=URL.
 PYTHON ?= python3
+TORCH_INDEX ?=
 VENV := .venv
 BIN := $(VENV)/bin
 
@@ -9,7 +12,7 @@ BIN := $(VENV)/bin
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
