@@ -2,8 +2,10 @@
 
 import json
 
+import aedat
 import numpy as np
 import pytest
+import tonic
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -79,7 +81,6 @@ def test_bisection_matches_searchsorted(a, v):
 
 
 def tonic_frames(events, width, height, bin_us, t0, window_us):
-    tonic = pytest.importorskip("tonic")
     to_frame = tonic.transforms.ToFrame(
         sensor_size=(width, height, 2), time_window=bin_us, start_time=t0, end_time=t0 + window_us
     )
@@ -106,7 +107,6 @@ def test_matches_tonic_to_frame_with_the_same_bin_edges():
 def test_tonic_n_time_bins_uses_other_edges():
     """tonic's ``n_time_bins=B`` mode takes bins of (t_last - t_first) // B from the first event,
     so its frames end before the last event; ours span the whole stated window."""
-    tonic = pytest.importorskip("tonic")
     events = make_events(np.arange(100), np.zeros(100), np.zeros(100), np.ones(100))
     theirs = tonic.transforms.ToFrame(sensor_size=(1, 1, 2), n_time_bins=10)(events.copy())
     ours = bin_events(
@@ -118,7 +118,6 @@ def test_tonic_n_time_bins_uses_other_edges():
 
 def test_matches_tonic_on_a_real_recording(realdata):
     path = realdata / "sample.aedat4"
-    aedat = pytest.importorskip("aedat")
     events = as_events(
         np.concatenate([p["events"] for p in aedat.Decoder(str(path)) if "events" in p])
     )

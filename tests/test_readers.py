@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import evt3
+import faery
 import numpy as np
 import pytest
 
@@ -83,7 +85,7 @@ def test_evt3_reference_times_exceed_the_files_own_clock(realdata, reference):
 
 
 def test_evt3_agrees_with_the_evt3_package(realdata):
-    package = pytest.importorskip("evt3")
+    package = evt3
     theirs = package.decode_file(str(realdata / "evt3_sample.raw"))
     ours = read(realdata / "evt3_sample.raw").events
     assert np.array_equal(ours["t"], theirs.timestamp.astype(np.int64))
@@ -131,7 +133,6 @@ def random_events(n, width, height, span_us, seed=0, dense=0):
 
 
 def faery_write(path, events, width, height, version):
-    faery = pytest.importorskip("faery")
     out = np.zeros(len(events), dtype=faery.EVENTS_DTYPE)
     out["t"], out["x"], out["y"], out["on"] = events["t"], events["x"], events["y"], events["p"]
     stream = faery.events_stream_from_array(out, dimensions=(width, height))
