@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-# Property tests on a loaded 2-core machine: no per-example deadline, no "too slow" health check,
-# and a fixed search (the same examples every run), so a failure reproduces and a pass means the same.
+# Property tests on a loaded 2-core machine: no per-example deadline, no "too slow" health
+# check, and a fixed search (the same examples every run), so a failure reproduces.
 settings.register_profile(
     "calm", deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )

@@ -8,7 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-import evt3
+import evt3 as evt3_package
 import faery
 import numpy as np
 import pytest
@@ -85,8 +85,7 @@ def test_evt3_reference_times_exceed_the_files_own_clock(realdata, reference):
 
 
 def test_evt3_agrees_with_the_evt3_package(realdata):
-    package = evt3
-    theirs = package.decode_file(str(realdata / "evt3_sample.raw"))
+    theirs = evt3_package.decode_file(str(realdata / "evt3_sample.raw"))
     ours = read(realdata / "evt3_sample.raw").events
     assert np.array_equal(ours["t"], theirs.timestamp.astype(np.int64))
     assert np.array_equal(ours["x"], theirs.x) and np.array_equal(ours["y"], theirs.y)
