@@ -209,9 +209,17 @@ def slices(chunks: Iterable[np.ndarray], duration_us: int) -> Iterator[tuple[np.
         yield concat(pending), end
 
 
-def replay(source: Source, *, rate: float = 1.0, chunk_us: int = 10_000) -> Source:
+def replay(
+    source: Source,
+    *,
+    rate: float = 1.0,
+    chunk_us: int = 10_000,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Source:
     """``source`` at its recorded pace (``rate`` times faster), in chunks of ``chunk_us``
-    microseconds of recording, each handed over once its time has passed, as a camera would."""
+    microseconds of recording, each handed over once its time has passed on ``clock`` (seconds;
+    ``sleep`` waits), as a camera would."""
     if not rate > 0:
         raise ValueError(f"rate must be > 0, got {rate}")
 
@@ -219,10 +227,10 @@ def replay(source: Source, *, rate: float = 1.0, chunk_us: int = 10_000) -> Sour
         start = t0 = None
         for events, end_us in slices(source, chunk_us):
             if start is None:
-                start, t0 = time.monotonic(), int(events["t"][0])
-            delay = start + (end_us - t0) / 1e6 / rate - time.monotonic()
+                start, t0 = clock(), int(events["t"][0])
+            delay = start + (end_us - t0) / 1e6 / rate - clock()
             if delay > 0:
-                time.sleep(delay)
+                sleep(delay)
             yield events
 
     return Source(source.width, source.height, paced(), name=source.name, close=source.close)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -114,8 +115,9 @@ def classify_requests(session_id: str, cls: int, seed: int = 99, candidates=()):
 
 
 @contextlib.contextmanager
-def serving(**settings):
-    """A server of the tiny model on a free loopback port (no metrics endpoint unless asked)."""
+def serving(clock=time.time, **settings):
+    """A server of the tiny model on a loopback port of its choosing (no metrics endpoint unless
+    asked); its sessions age on ``clock``."""
     config = ServerConfig(
         **{
             "port": 0,
@@ -126,7 +128,7 @@ def serving(**settings):
             **settings,
         }
     )
-    engine = Engine([tiny()], config)
+    engine = Engine([tiny()], config, clock=clock)
     engine.warm_up()
     running = start(config, engine)
     try:

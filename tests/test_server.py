@@ -324,14 +324,25 @@ def test_a_broken_adapt_stream_leaves_the_session_unchanged(stub):
     assert stub.GetSession(pb.GetSessionRequest(session_id=sid)).examples == 4
 
 
+class Clock:
+    """Seconds that pass only when a test says so."""
+
+    def __init__(self):
+        self.now = 1.7e9
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_idle_sessions_expire_after_the_ttl():
-    with serving(session_ttl_s=0.6) as running, client(running) as stub:
+    clock = Clock()
+    with serving(clock, session_ttl_s=60) as running, client(running) as stub:
         sid = new_session(stub)
-        time.sleep(0.35)
+        clock.now += 35
         assert stub.GetSession(pb.GetSessionRequest(session_id=sid)).session_id == sid
-        time.sleep(0.35)  # 0.7 s old, but used 0.35 s ago: still alive
+        clock.now += 35  # 70 s old, but used 35 s ago: still alive
         stub.GetSession(pb.GetSessionRequest(session_id=sid))
-        time.sleep(0.8)
+        clock.now += 60.001
         code, _ = status_of(stub.GetSession, pb.GetSessionRequest(session_id=sid))
         assert code == grpc.StatusCode.NOT_FOUND
         assert list(stub.ListSessions(pb.ListSessionsRequest()).sessions) == []

@@ -125,17 +125,38 @@ def test_slices_cut_time_ordered_chunks_on_window_boundaries():
         assert end_a == end_b
 
 
-def test_replay_keeps_the_recorded_pace():
-    duration_s = (read(WAVE).events["t"][-1] - read(WAVE).events["t"][0]) / 1e6
-    assert duration_s == pytest.approx(1.0, abs=0.01)
-    start = time.monotonic()
-    replayed = joined(sources.replay(sources.from_file(WAVE), chunk_us=20_000))
-    elapsed = time.monotonic() - start
-    assert 0.9 <= elapsed < 1.6, f"a 1 s recording replayed in {elapsed:.2f} s"
-    np.testing.assert_array_equal(replayed, read(WAVE).events)
-    start = time.monotonic()
-    joined(sources.replay(sources.from_file(WAVE), rate=4.0))
-    assert 0.2 <= time.monotonic() - start < 0.6
+class FakeClock:
+    """A clock that moves only when slept on, and notes when each chunk was handed over."""
+
+    def __init__(self):
+        self.now, self.handed = 100.0, []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds > 0
+        self.now += seconds
+
+
+def test_replay_hands_each_chunk_over_once_its_time_has_passed():
+    ev = read(WAVE).events
+    t0 = int(ev["t"][0])
+    assert (ev["t"][-1] - t0) / 1e6 == pytest.approx(1.0, abs=0.01)
+    for rate in (1.0, 4.0):
+        clock = FakeClock()
+        source = sources.replay(
+            sources.from_file(WAVE), rate=rate, chunk_us=20_000, clock=clock, sleep=clock.sleep
+        )
+        chunks = []
+        for chunk in source:
+            chunks.append(chunk)
+            # Handed over no earlier than the end of its 20 ms of recording, scaled by the rate,
+            # and (the clock moving only by sleeps) no later either.
+            due = 100.0 + 20_000 * len(chunks) / 1e6 / rate
+            assert clock.now == pytest.approx(due)
+        np.testing.assert_array_equal(np.concatenate(chunks), ev)
+        assert clock.now - 100.0 == pytest.approx(len(chunks) * 0.02 / rate)
     with pytest.raises(ValueError, match="rate must be > 0"):
         sources.replay(sources.from_file(WAVE), rate=0)
 
