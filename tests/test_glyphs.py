@@ -74,11 +74,12 @@ def test_jitter_moves_the_glyph_and_stays_in_range():
 def test_default_selection_keeps_look_alikes_within_a_split_only():
     cfg = GlyphsConfig()
     chars = select_characters(cfg)
-    assert 500 <= len(chars) <= 2000
     names = [c.name for c in chars]
     assert len(set(names)) == len(names)
+    # The README's figures (with matplotlib's DejaVu fonts; a font update changes them, and the
+    # cache key, on purpose).
     per_split = {s: sum(c.script in cfg.scripts_of(s) for c in chars) for s in SPLITS}
-    assert per_split["train"] > per_split["test"] > 100 and per_split["val"] > 100
+    assert per_split == {"train": 853, "val": 198, "test": 265}
     for c in chars:
         assert "sans" in c.styles and all(fonts.has_glyph(c.codepoint, s) for s in c.styles)
     split_of = [next(s for s in SPLITS if c.script in cfg.scripts_of(s)) for c in chars]

@@ -1,14 +1,25 @@
 """Meta-training on a tiny configuration: resume after an interruption, and two processes."""
 
+import json
 import os
 import socket
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+from spikeshot.events.array import make_events
 from spikeshot.events.binning import FrameGeometry
 from spikeshot.models import ModelConfig
+from spikeshot.models.datasets.base import (
+    SPLITS,
+    MetaDataset,
+    MetaSplit,
+    Recording,
+    Sensor,
+    distinct,
+)
 from spikeshot.models.datasets.double_digits import DoubleDigits
 from spikeshot.models.metatrain import MetaTrainer, RunConfig, TrainConfig
 
@@ -85,16 +96,86 @@ def test_interrupted_run_resumes_to_the_same_state(tmp_path, tiny_digits, monkey
     assert (tmp_path / "resumed" / "best.safetensors").exists()
 
 
-def test_learning_moves_the_parameters_and_logs_validation(tmp_path, tiny_digits):
+def test_quantization_aware_first_order_run_logs_validation(tmp_path, tiny_digits):
     tr = _trainer(_cfg(first_order=True, bits=8), tmp_path / "run", tiny_digits)
-    start = {k: v.detach().clone() for k, v in tr.params.items()}
     tr.run()
-    assert any(not torch.equal(start[k], tr.params[k]) for k in start)
     rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert rows[0] == "iteration,loss,acc,val_acc,rates,seconds"
     val_rows = [r.split(",") for r in rows[1:] if r.split(",")[3]]
     assert [r[0] for r in val_rows] == ["3", "6"]
-    assert all(0.0 <= float(r[3]) <= 1.0 for r in val_rows)
+    best = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert best["metrics"]["val_accuracy"] == pytest.approx(
+        max(float(r[3]) for r in val_rows), abs=1e-4
+    )
+    assert best["quantization"]["bits"] == 8 and best["training"]["recipe"]["bits"] == 8
+
+
+class PatternSplit(MetaSplit):
+    """Class c: a fixed pattern of 6 pixels firing ON events, each pixel seen with probability 0.7,
+    under 40 OFF events at random pixels. Features of a random network mix the two channels;
+    meta-training has to learn to look at the ON channel."""
+
+    sensor = Sensor(8, 8)
+
+    def __init__(self, seed: int, n: int):
+        self.seed, self.classes = seed, [f"pattern{seed}-{c}" for c in range(n)]
+
+    def draw(self, c, count, rng):
+        picks = distinct(20, count, rng, self.classes[c])
+        return [Recording(self._recording(c, int(i)), ((c, int(i)),)) for i in picks]
+
+    def _recording(self, c: int, i: int) -> np.ndarray:
+        pattern = np.random.default_rng([self.seed, c]).choice(64, 6, replace=False)
+        rng = np.random.default_rng([self.seed, c, i])
+        on = pattern[rng.random(6) < 0.7].repeat(3)
+        pix = np.concatenate([on, rng.integers(0, 64, 40)])
+        p = np.arange(len(pix)) < len(on)
+        t = rng.integers(0, 3000, len(pix))
+        order = np.argsort(t)
+        return make_events(t[order], pix[order] % 8, pix[order] // 8, p[order])
+
+
+class Patterns(MetaDataset):
+    name = "patterns"
+
+    def split(self, name):
+        return PatternSplit(SPLITS.index(name), 30 if name == "train" else 10)
+
+
+def test_meta_training_beats_its_starting_point_on_unseen_classes(tmp_path):
+    """80 meta-iterations on a task a random network half solves. Measured (seeds 0, 1, 2): 0.63 ->
+    0.76, 0.52 -> 0.82, 0.69 -> 0.80 on 40 validation tasks of unseen classes (chance 0.33)."""
+    model = ModelConfig(
+        ways=3,
+        input_hw=(8, 8),
+        bins=3,
+        burn_in=0,
+        channels=(8,),
+        kernel=3,
+        alpha=0.5,
+        beta=0.3,
+        input_gain=1.0,
+        input_clip=4.0,
+    )
+    geometry = FrameGeometry(sensor_width=8, sensor_height=8, bins=3, window_us=3000)
+    recipe = TrainConfig(
+        ways=3,
+        shots=1,
+        queries=4,
+        meta_batch=2,
+        iterations=80,
+        outer_lr=0.01,
+        val_every=1000,
+        val_tasks=40,
+        save_every=1000,
+    )
+    tr = MetaTrainer(
+        RunConfig(model, geometry, recipe), tmp_path, progress=False, dataset=Patterns()
+    )
+    before = tr.validate()
+    tr.run()
+    after = tr.validate()
+    assert after >= before + 0.08 and after >= 0.7, (before, after)
 
 
 def _free_port():
