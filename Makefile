@@ -14,6 +14,9 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# Norse, the independent simulator the NIR export is checked in, requires torchvision, which
+	# pins a torch other than ours; its NIR import needs neither, so it comes without dependencies.
+	$(BIN)/python -m pip install -q --no-deps norse==1.1.0
 	touch $@
 
 demo: $(BIN)/.installed
