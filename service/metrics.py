@@ -15,6 +15,8 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
+from spikeshot.v1 import spikeshot_pb2 as pb
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STAGES = ("decode", "bin", "inner_loop", "forward")
@@ -79,6 +81,21 @@ MODEL = Info(
     ["model"],
     registry=REGISTRY,
 )
+
+
+# The label sets every server reports, created up front as client_python advises: their series
+# exist (at zero) from the first scrape, so dashboards and alerts see 0 rather than no data.
+for _method in pb.DESCRIPTOR.services_by_name["SpikeShot"].methods_by_name:
+    REQUEST_SECONDS.labels(_method, "OK")
+for _stage in STAGES:
+    STAGE_SECONDS.labels(_stage)
+for _method in ("Adapt", "Classify", "ClassifyStream"):
+    EVENTS_RECEIVED.labels(_method)
+    QUEUE_SECONDS.labels(_method)
+for _method in ("Classify", "ClassifyStream"):
+    CLASSIFICATIONS.labels(_method)
+for _field in "txyp":
+    EVENTS_REJECTED.labels(f"events.{_field}")
 
 
 def observe_stages(**milliseconds: float) -> None:
