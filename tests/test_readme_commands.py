@@ -60,7 +60,7 @@ def test_evaluate_a_shipped_model(env):
     assert out["accuracy_mean"] >= 0.9
 
 
-@pytest.mark.parametrize("bench", ["events", "adapt", "service"])
+@pytest.mark.parametrize("bench", ["events", "adapt", "service", "soak"])
 def test_benchmark_quick_runs_write_their_json(env, tmp_path, bench):
     path = tmp_path / f"{bench}.json"
     run(env, sys.executable, f"bench/{bench}.py", "--quick", "--json", str(path), timeout=900)
