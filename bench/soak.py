@@ -104,7 +104,7 @@ def client_loop(address: str, stop: float, interval: float, start: float, log: l
                 session.add_support(f"class{c}", ev, sensor=sensor)
             timed("Adapt", session.adapt)
             for q in queries:
-                timed("Classify", lambda q=q: session.classify(q, sensor=sensor))
+                timed("Classify", lambda q=q, s=session: s.classify(q, sensor=sensor))
             timed("DeleteSession", session.delete)
 
 
