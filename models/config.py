@@ -38,7 +38,7 @@ class ModelConfig:
     # Event counts per bin are clipped to this before the network (None: no clipping).
     input_clip: float | None = None
     # Initialise the output layer to zero, so a first inner step moves each class toward its
-    # support mean (PAPER.md, "what is known to make MAML train").
+    # support mean (the "zero trick" of later MAML work).
     zero_head: bool = True
 
     def __post_init__(self):

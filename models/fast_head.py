@@ -5,7 +5,7 @@ quantized body runs on the exact int8 path), and the inner steps on the readout 
 backpropagation: for ``logits = F W^T + b`` the cross-entropy's gradient is
 ``(softmax(logits) - onehot)^T F / N`` for W and its column mean for b. The steps are those of
 ``maml.adapt(..., names=HEAD)``: same learning rates, quantization and class mask, to rounding.
-Not the paper's inner loop (which adapts every layer); PAPER.md lists it as a mode to measure.
+Not the paper's inner loop, which adapts every layer.
 """
 
 from __future__ import annotations

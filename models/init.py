@@ -1,6 +1,6 @@
-"""LSUV-style initialisation in the paper's spirit: layer by layer from the input, scale each hidden
-layer's weights to a set membrane spread on a sample batch, then set its bias (the threshold,
-PAPER.md) so that it fires at a target rate. Deterministic for a given batch."""
+"""LSUV-style initialisation in the spirit of Stewart and Neftci (arXiv 2201.10777): layer by layer
+from the input, scale each hidden layer's weights to a set membrane spread on a sample batch, then
+set its bias (the threshold) so that it fires at a target rate. Deterministic for a given batch."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The DECOLLE leaky integrate-and-fire neuron, as pure functions of tensors.
 
-Per layer and time step (PAPER.md):
+Per layer and time step (Stewart and Neftci, arXiv 2201.10777, after DECOLLE):
     Q <- beta Q + (1-beta) gain S_in        (synaptic trace)
     P <- alpha P + (1-alpha) Q              (membrane trace of the input)
     U = W P + b + R                         (W: the layer's convolution or dense map)

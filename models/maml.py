@@ -40,7 +40,6 @@ def adapt(
     names: tuple[str, ...] | None = None,
     class_mask: torch.Tensor | None = None,
     scales: dict[str, float] | None = None,
-    grad_quantizer: Quantizer | None = None,
     generator: torch.Generator | None = None,
     between_steps: Callable[[int], None] | None = None,
     losses: list[torch.Tensor] | None = None,
@@ -51,7 +50,7 @@ def adapt(
     adapted parameters (e.g. the output layer only); the others pass through unchanged. With a
     ``quantizer`` the start is put on its grid and every step re-quantizes,
     theta' = Q(theta - lr * g), on the grid of ``scales`` (default: the quantizer's grid for the
-    starting weights). ``grad_quantizer`` also puts each gradient on a grid first.
+    starting weights).
     ``between_steps(i)`` runs before step i, e.g. to stop on a deadline by raising. ``losses``,
     when given, receives the support loss (detached) at the start of each step.
     """
@@ -77,9 +76,6 @@ def adapt(
             grads, loss = torch.func.grad_and_value(loss_fn)(fast)
         if losses is not None:
             losses.append(loss.detach())
-        if grad_quantizer is not None:
-            gscales = grad_quantizer.scales(grads)
-            grads = grad_quantizer.fake_all(grads, gscales, generator)
         if not create_graph:
             grads = {k: g.detach() for k, g in grads.items()}
         fast = {k: fast[k] - _lr(lr, k) * grads[k] for k in names}

@@ -37,7 +37,8 @@ from spikeshot.models.quantize import Quantizer
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The recipe; PAPER.md's values are the defaults where the paper gives one."""
+    """The recipe; the defaults are the paper's (Stewart and Neftci, arXiv 2201.10777) where it
+    gives one."""
 
     dataset: str = "double_digits"
     ways: int = 5

@@ -1,0 +1,191 @@
+"""Export a spiking network to NIR (the Neuromorphic Intermediate Representation), exactly.
+
+The network (``snn``) per hidden layer and time step, and the NIR node of each term (names as in
+the graph; dt is one time bin, in seconds):
+
+    Q <- beta Q + (1-beta) gain S_in        layer{i}_q      LI(tau = dt/(1-beta), r = gain)
+    P <- alpha P + (1-alpha) Q              layer{i}_p      LI(tau = dt/(1-alpha), r = 1)
+    V = pool(W P + b)                       layer{i}_conv   Conv2d(W, b, same padding)
+                                            layer{i}_pool   AvgPool2d(pool, stride pool)
+    S = H(V + R)                            layer{i}_spike  Threshold(0); NIR sums its inputs
+    R <- alpha_rp R - (1-alpha_rp) w_rp S   layer{i}_reset  LI(tau = dt/(1-alpha_rp), r = -w_rp),
+                                                            on the edges spike -> reset -> spike
+
+(``gain`` is ``input_gain`` in the first layer, 1 after it; every ``v_leak`` is 0.) NIR's LI,
+``tau dv/dt = (v_leak - v) + r I``, stepped by forward Euler with dt is
+``v <- (1 - dt/tau) v + (dt/tau) (v_leak + r I)``: with the values above exactly ``v <- a v + (1-a)
+r I``. The spike reads R from before this step's update: a recurrent edge carries the previous
+step's value. The readout flattens the last layer's spikes (``readout_flatten``), filters them with
+the same two traces (``readout_q``, ``readout_p``) and maps them with ``readout`` (Affine); it
+neither fires nor resets, and the logits are its output at the last time bin.
+
+Outside NIR's primitives, and so recorded in the graph's metadata (``spikeshot``, a JSON document)
+as preprocessing: binning events into count frames (window, bins, sensor crop and downsampling, the
+model card's geometry) and clipping counts to ``input_clip``. The graph's input is the clipped
+count frame [2, H, W] of one bin (channel 0 OFF, 1 ON), fed one bin per step.
+
+Only average pooling and the soft reset are expressible: NIR has no max pooling, and a hard reset
+multiplies the state by the spike, which no NIR node does. Neuron parameters are per-neuron arrays
+(NIR's type inference needs their shapes, NIR issue #176), in float64; weights are the network's
+float32 values.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import nir
+import numpy as np
+import torch
+
+from spikeshot.models.checkpoint import Checkpoint, fingerprint
+from spikeshot.models.config import ModelConfig
+
+FORMAT = "spikeshot-nir/1"
+
+
+class NIRExportError(ValueError):
+    """A network that NIR cannot express; the message says why and which setting would do."""
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """An adapted session's share of an export: its weights as float32 values (quantized ones
+    dequantized exactly), its class labels in output order, and, when quantized, its grid (bits,
+    grid, rounding and each quantized tensor's step)."""
+
+    weights: dict[str, torch.Tensor]
+    classes: tuple[str, ...]
+    quantization: dict | None = None
+
+
+def check_exportable(config: ModelConfig, name: str = "") -> None:
+    """Raise ``NIRExportError`` naming every part of ``config`` that NIR cannot express."""
+    problems = []
+    if config.arch != "snn":
+        problems.append('the ANN baseline is not a spiking network: export a model.arch = "snn"')
+    elif config.pool_kind != "avg":
+        problems.append(
+            'max pooling has no NIR primitive: meta-train with model.pool_kind = "avg"'
+        )
+    if config.arch == "snn" and config.reset != "soft":
+        problems.append(
+            "a hard reset (the spike multiplies the state) has no NIR primitive: meta-train with "
+            'model.reset = "soft"'
+        )
+    if problems:
+        label = f"model {name!r}" if name else "the model"
+        raise NIRExportError(f"{label} cannot be exported to NIR: " + "; ".join(problems))
+
+
+def to_nir(ckpt: Checkpoint, adaptation: Adaptation | None = None) -> nir.NIRGraph:
+    """The NIR graph of ``ckpt``'s network: its meta-trained initialisation, or with an
+    ``adaptation`` a session's weights, the readout cut to the session's classes."""
+    cfg = ckpt.config
+    check_exportable(cfg, ckpt.name)
+    params = dict(ckpt.params) if adaptation is None else {**ckpt.params, **adaptation.weights}
+    dt = ckpt.geometry.bin_us * 1e-6
+    shape = (2, *cfg.input_hw)
+    nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type={"input": np.array(shape)})}
+    edges: list[tuple[str, str]] = []
+    last = "input"
+    for i in range(len(cfg.channels)):
+        layer, shape = _hidden_layer(i, shape, params, cfg, dt)
+        last = _chain(nodes, edges, last, {f"layer{i}_{k}": v for k, v in layer.items()})
+        edges.append((last, f"layer{i}_reset"))
+        edges.append((f"layer{i}_reset", last))
+    ways = cfg.ways if adaptation is None else len(adaptation.classes)
+    _chain(nodes, edges, last, _readout(shape, params, cfg, dt, ways))
+    return nir.NIRGraph(nodes, edges, metadata=_metadata(ckpt, adaptation, dt))
+
+
+def _chain(nodes: dict, edges: list, src: str, new: dict) -> str:
+    """Add ``new`` nodes in a chain after ``src``, except a node named ``*_reset`` (the recurrent
+    term, wired by the caller); return the chain's last node."""
+    nodes.update(new)
+    for name in new:
+        if not name.endswith("_reset"):
+            edges.append((src, name))
+            src = name
+    return src
+
+
+def _li(shape: tuple[int, ...], a: float, r: float, dt: float) -> nir.LI:
+    """The LI whose forward-Euler step of ``dt`` is ``v <- a v + (1 - a) r I``."""
+    ones = np.ones(shape)
+    return nir.LI(tau=ones * (dt / (1.0 - a)), r=ones * r, v_leak=np.zeros(shape))
+
+
+def _array(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to(torch.float32).contiguous().numpy().copy()
+
+
+def _hidden_layer(i: int, shape, params: dict, cfg: ModelConfig, dt: float):
+    """The nodes of hidden layer ``i`` for inputs of ``shape`` (C, H, W), and its output shape."""
+    weight = params[f"conv{i}.weight"]
+    _, h, w = shape
+    out = (weight.shape[0], h // cfg.pool, w // cfg.pool)
+    pool = np.array([cfg.pool, cfg.pool])
+    layer = {
+        "q": _li(shape, cfg.beta, cfg.input_gain if i == 0 else 1.0, dt),
+        "p": _li(shape, cfg.alpha, 1.0, dt),
+        "conv": nir.Conv2d(
+            input_shape=(h, w),
+            weight=_array(weight),
+            stride=1,
+            padding=cfg.kernel // 2,
+            dilation=1,
+            groups=1,
+            bias=_array(params[f"conv{i}.bias"]),
+        ),
+        "pool": nir.AvgPool2d(kernel_size=pool, stride=pool, padding=np.array([0, 0])),
+        "spike": nir.Threshold(threshold=np.zeros(out)),
+        "reset": _li(out, cfg.alpha_rp, -cfg.w_rp, dt),
+    }
+    return layer, out
+
+
+def _readout(shape, params: dict, cfg: ModelConfig, dt: float, ways: int) -> dict:
+    """Flatten, the two traces and the output layer's first ``ways`` units."""
+    features = (int(np.prod(shape)),)
+    return {
+        "readout_flatten": nir.Flatten(
+            input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1
+        ),
+        "readout_q": _li(features, cfg.beta, 1.0, dt),
+        "readout_p": _li(features, cfg.alpha, 1.0, dt),
+        "readout": nir.Affine(
+            weight=_array(params["out.weight"][:ways]), bias=_array(params["out.bias"][:ways])
+        ),
+        "output": nir.Output(output_type={"output": np.array([ways])}),
+    }
+
+
+def _metadata(ckpt: Checkpoint, adaptation: Adaptation | None, dt: float) -> dict:
+    """The graph's metadata: its format, dt, and a JSON document of what lies outside the graph."""
+    cfg, g = ckpt.config, ckpt.geometry
+    doc = {
+        "model": ckpt.name,
+        "fingerprint": fingerprint(ckpt),
+        "source": "model" if adaptation is None else "session",
+        "classes": None if adaptation is None else list(adaptation.classes),
+        "quantization": None if adaptation is None else adaptation.quantization,
+        "time": {
+            "dt_s": dt,
+            "steps": cfg.bins,
+            "integration": "forward Euler with dt; a recurrent edge carries the previous step's "
+            "value; every state starts at 0",
+            "logits": "the output at the last step",
+        },
+        "preprocessing": {
+            "geometry": g.to_dict(),
+            "bin_us": g.bin_us,
+            "input_clip": cfg.input_clip,
+            "input": "per step, the events of one bin counted per pixel [2, H, W] (channel 0 "
+            "OFF, 1 ON) after the sensor crop and summing downsample blocks, each count clipped "
+            "to input_clip (null: not clipped)",
+        },
+        "network": cfg.to_dict(),
+    }
+    return {"format": FORMAT, "dt": dt, "spikeshot": json.dumps(doc, sort_keys=True)}
