@@ -29,6 +29,8 @@ import numpy as np
 
 from spikeshot.events.array import EventColumns, check_events
 
+INT64 = np.iinfo(np.int64)
+
 
 @dataclass(frozen=True, kw_only=True)
 class FrameGeometry:
@@ -143,6 +145,16 @@ def _searchsorted_left(a: np.ndarray, v: np.ndarray) -> np.ndarray:
         hi = np.where(active & ~less, mid, hi)
 
 
+def _bin_edges(t: np.ndarray, start: int, g: FrameGeometry) -> np.ndarray:
+    """The index in the sorted ``t`` of each bin edge ``start + k * bin_us`` (k = 0..bins). The
+    edges are Python integers: one past int64 lies after every event rather than wrapping around."""
+    bounds = [start + g.bin_us * k for k in range(g.bins + 1)]
+    clipped = np.array([min(max(b, INT64.min), INT64.max) for b in bounds], np.int64)
+    edges = _searchsorted_left(t, clipped)
+    edges[[b > INT64.max for b in bounds]] = len(t)
+    return edges
+
+
 def _axis_index(coord: np.ndarray, start: int, factor: int, size: int) -> np.ndarray:
     """Output coordinate ``(coord - start) // factor`` as uint16, or ``size`` (the padding cell)
     outside ``[0, size)``: uint16 wrap-around sends ``coord < start`` far past ``size``."""
@@ -171,8 +183,7 @@ def bin_events(
     if len(events) == 0:
         return np.zeros(g.shape, dtype)
     t = events["t"]
-    start = int(t[0]) if t0 is None else operator.index(t0)
-    edges = _searchsorted_left(t, start + g.bin_us * np.arange(g.bins + 1, dtype=np.int64))
+    edges = _bin_edges(t, int(t[0]) if t0 is None else operator.index(t0), g)
     i0 = int(edges[0])
     window = events[i0 : int(edges[-1])]
 

@@ -36,7 +36,7 @@ from spikeshot.service.errors import Unauthenticated
 ANONYMOUS = "anonymous"
 MIN_TOKEN_CHARS = 16
 EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)
-_BEHAVIORS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+BEHAVIORS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")  # of a handler
 
 
 def _digest(token: str) -> bytes:
@@ -131,7 +131,7 @@ class Authenticator(grpc.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or method.startswith(EXEMPT_PREFIXES):
             return handler
-        kind = next(k for k in _BEHAVIORS if getattr(handler, k) is not None)
+        kind = next(k for k in BEHAVIORS if getattr(handler, k) is not None)
         wrapped = self._wrap(getattr(handler, kind), method.rsplit("/", 1)[-1])
         return handler._replace(**{kind: wrapped})
 

@@ -42,6 +42,8 @@ from spikeshot.service.errors import (
     InvalidArgument,
     NotFound,
     ResourceExhausted,
+    check_text,
+    echo,
 )
 from spikeshot.service.executor import NO_CONTROL, POLL_S, Control, Executor, configure_torch
 from spikeshot.service.inputs import Chunk, EventInput, FrameInput, Input
@@ -267,8 +269,8 @@ class Engine:
         return out
 
     def _model(self, name: str) -> _Model:
-        if name not in self._models:
-            raise NotFound(f"no model {name!r}; this server has {sorted(self._models)}")
+        if check_text(name, "model") not in self._models:
+            raise NotFound(f"no model {echo(name)}; this server has {sorted(self._models)}")
         return self._models[name]
 
     def create_session(
@@ -357,17 +359,19 @@ class Engine:
         return self._info(self.sessions.create(owner, settings, info["fingerprint"], state))
 
     def _check_restored(self, settings: Settings, model_fingerprint: str, state: State) -> None:
-        """That an imported or restored session fits a model of this server."""
+        """That an imported or restored session (as ``sessions.load`` checked it) fits a model of
+        this server: settings, support frames, classes, and weights of the adapted parameters, of
+        the model's shapes, on the session's grid."""
         if settings.model not in self._models:
             raise FailedPrecondition(
-                f"the session was adapted on model {settings.model!r}, which "
+                f"the session was adapted on model {echo(settings.model)}, which "
                 f"this server does not hold ({sorted(self._models)})"
             )
         m = self._models[settings.model]
         if model_fingerprint != m.fingerprint:
             raise FailedPrecondition(
                 f"the session was adapted on other weights of model "
-                f"{m.name!r} (fingerprint {model_fingerprint[:12]}..., this "
+                f"{m.name!r} (fingerprint {echo(model_fingerprint[:12])}..., this "
                 f"server's {m.fingerprint[:12]}...)"
             )
         self._check_settings(settings, m)
@@ -376,24 +380,45 @@ class Engine:
                 f"{len(state.support)} support examples exceed the limit of "
                 f"{self.config.max_support_examples}"
             )
-        for shot in state.support:
-            if shot.frames.shape != m.geometry.shape:
-                raise InvalidArgument(
-                    f"support frames of shape {list(shot.frames.shape)}, model "
-                    f"{m.name!r} takes {list(m.geometry.shape)}",
-                    "data",
+        for i, shot in enumerate(state.support):
+            try:
+                inputs.check_frames(
+                    shot.frames, m.geometry, self.config.max_events, f"support example {i}"
                 )
+            except InvalidArgument as e:
+                raise InvalidArgument(f"data: {e.message}", "data") from None
         if len(state.classes) > settings.ways:
             raise InvalidArgument(
-                f"{len(state.classes)} classes exceed {settings.ways} ways", "data"
+                f"data: {len(state.classes)} classes exceed {settings.ways} ways", "data"
             )
         if state.weights is not None:
-            shapes = m.network.shapes()
-            for k, v in state.weights.tensors.items():
-                if shapes.get(k) != tuple(v.shape):
+            self._check_weights(settings, m, state.weights)
+
+    def _check_weights(self, settings: Settings, m: _Model, weights: Weights) -> None:
+        """That stored weights are those of the parameters the session adapts, of the model's
+        shapes, and (when quantized) each scale the step of the session's grid."""
+        names, shapes = self._inner_names(settings, m), m.network.shapes()
+        if set(weights.tensors) != set(names):
+            raise InvalidArgument(
+                f"data: the weights must be those of the parameters model {m.name!r} adapts, "
+                f"{echo(sorted(names))}, got {echo(sorted(weights.tensors))}",
+                "data",
+            )
+        for k, v in weights.tensors.items():
+            if tuple(v.shape) != shapes[k]:
+                raise InvalidArgument(
+                    f"data: weight {k!r} has shape {list(v.shape)}, model {m.name!r} takes "
+                    f"{list(shapes[k])}",
+                    "data",
+                )
+        quantizer = self._quantizer(settings, m)
+        if quantizer is not None:
+            grid = quantizer.scales({k: m.params[k] for k in names})
+            for k, scale in weights.scales.items():
+                if scale != grid[k]:
                     raise InvalidArgument(
-                        f"weight {k!r} of shape {list(v.shape)} is not a "
-                        f"parameter of model {m.name!r}",
+                        f"data: scale {scale} of weight {k!r} is not {grid[k]}, the step of the "
+                        f"session's {settings.weight_bits}-bit {settings.grid} grid",
                         "data",
                     )
 
@@ -439,7 +464,7 @@ class Engine:
             classes = sessions.classes_of(support)
             if len(classes) > session.settings.ways:
                 raise InvalidArgument(
-                    f"{len(classes)} classes {list(classes)} exceed the "
+                    f"{len(classes)} classes {echo(list(classes))} exceed the "
                     f"session's {session.settings.ways} ways",
                     "label",
                 )
@@ -471,6 +496,11 @@ class Engine:
             timings,
         )
 
+    @staticmethod
+    def _inner_names(settings: Settings, m: _Model) -> tuple[str, ...]:
+        """The parameters the inner loop adapts: those with learned step sizes, or all."""
+        return tuple(m.checkpoint.inner_lr) if settings.step_size is None else tuple(m.params)
+
     def _quantizer(self, settings: Settings, m: _Model) -> Quantizer | None:
         if not settings.weight_bits:
             return None
@@ -494,9 +524,8 @@ class Engine:
         frames = torch.from_numpy(np.stack([s.frames for s in support]))
         labels = torch.tensor([index[s.label] for s in support])
         mask = torch.arange(m.checkpoint.config.ways) < len(classes)
-        learned = settings.step_size is None
-        names = tuple(m.checkpoint.inner_lr) if learned else tuple(m.params)
-        lr = m.checkpoint.inner_lr if learned else settings.step_size
+        names = self._inner_names(settings, m)
+        lr = m.checkpoint.inner_lr if settings.step_size is None else settings.step_size
         quantizer = self._quantizer(settings, m)
         scales = None
         if quantizer is not None:
@@ -531,7 +560,9 @@ class Engine:
     def _adapted(self, owner: str, session_id: str) -> tuple[Session, _Model]:
         session = self.sessions.get(owner, session_id)
         if session.state.weights is None:
-            raise FailedPrecondition(f"session {session_id!r} is not adapted yet: call Adapt first")
+            raise FailedPrecondition(
+                f"session {echo(session_id)} is not adapted yet: call Adapt first"
+            )
         return session, self._models[session.settings.model]
 
     @staticmethod
@@ -541,10 +572,10 @@ class Engine:
             return list(range(len(state.classes)))
         index = {label: i for i, label in enumerate(state.classes)}
         for label in candidates:
-            if label not in index:
+            if check_text(label, "candidates") not in index:
                 raise InvalidArgument(
-                    f"label {label!r} was never seen in Adapt; the session's "
-                    f"classes are {list(state.classes)}",
+                    f"label {echo(label)} was never seen in Adapt; the session's "
+                    f"classes are {echo(list(state.classes))}",
                     "candidates",
                 )
         return sorted({index[label] for label in candidates})

@@ -4,6 +4,10 @@ Every class carries the status code's name in ``code`` (a ``grpc.StatusCode`` me
 servicer maps any of them with ``grpc.StatusCode[error.code]`` and its message, and needs no table.
 ``InvalidArgument`` also names the offending ``field`` and, for events, the first bad ``index``.
 This module does not import grpc: the in-process ``Engine`` raises the same errors.
+
+Status messages travel in size-limited metadata, so a message repeats a client's value through
+``echo`` (its first ``ECHO_CHARS`` characters), and ids, names and labels longer than
+``MAX_TEXT_CHARS`` are refused at the door (``check_text``).
 """
 
 from __future__ import annotations
@@ -82,3 +86,30 @@ ERRORS: tuple[type[ServiceError], ...] = (
     Unavailable,
     Unauthenticated,
 )
+
+
+MAX_TEXT_CHARS = 256
+"""The most characters of a session id, model name or label."""
+ECHO_CHARS = 64
+"""The most characters of a client's value that an error message repeats."""
+
+
+def echo(value: object) -> str:
+    """``repr(value)`` for an error message, cut after ``ECHO_CHARS`` characters (a string's
+    length then follows)."""
+    text = repr(value)
+    if len(text) <= ECHO_CHARS:
+        return text
+    length = f" ({len(value)} characters)" if isinstance(value, str) else ""
+    return f"{text[:ECHO_CHARS]}...{length}"
+
+
+def check_text(value: str, field: str, where: str = "") -> str:
+    """``value``, or ``InvalidArgument`` naming ``field`` (after ``where``) when it is longer than
+    ``MAX_TEXT_CHARS`` characters."""
+    if len(value) > MAX_TEXT_CHARS:
+        raise InvalidArgument(
+            f"{where}{field} has {len(value)} characters, more than the limit of {MAX_TEXT_CHARS}",
+            field,
+        )
+    return value

@@ -3,7 +3,8 @@
 Events of any sensor are mapped to the model card's geometry by one rule:
 
 1. Validate them against the sending sensor's size (``Limits``): coordinates inside it, polarity
-   0/1, timestamps that never decrease (also across the chunks of one example, query or stream).
+   0/1, timestamps that never decrease (also across the chunks of one example, query or stream)
+   and are at most ``MAX_TIMESTAMP_US`` (so that every window edge fits int64).
 2. If the sensor differs from the card's sensor, take the largest centred region of it with the
    card sensor's aspect ratio (``sensor_region``; the excess columns or rows are split evenly on
    both sides, an odd one going to the right or bottom) and scale coordinates from that region to
@@ -13,7 +14,8 @@ Events of any sensor are mapped to the model card's geometry by one rule:
 3. Bin with the card's geometry (its crop, downsample and time bins): the window starts at the
    first event and lasts the card's ``window_us``; later events are ignored.
 
-Frames a client binned itself must already have the model's shape; values are finite and >= 0.
+Frames a client binned itself must already have the model's shape; values are finite and in
+``0..max_events`` (no count of one example's events is larger).
 
 An example or query with no event inside the model's view (window and crop) is an error, as is an
 example of no events at all. Errors are ``InvalidArgument`` naming where (example, chunk), the
@@ -23,6 +25,7 @@ field and the first bad index.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -33,10 +36,13 @@ import numpy as np
 from spikeshot.events.array import EventColumns, EventError, Limits, validate
 from spikeshot.events.binning import FrameGeometry, bin_events
 from spikeshot.events.codec import EncodedEvents, decode_columns
-from spikeshot.service.errors import InvalidArgument
+from spikeshot.service.errors import InvalidArgument, check_text, echo
 
 FRAME_TYPES = {"float32": np.dtype("<f4"), "uint16": np.dtype("<u2")}
 MAX_SENSOR = 65535
+# Bounds that keep every window edge of a stream within int64 (``ClassifyStreamResponse``'s).
+MAX_TIMESTAMP_US = 2**62
+MAX_WINDOW_US = 3_600_000_000  # one hour, for window_us and hop_us
 # Chunks of fewer events are concatenated up to this many before binning, so that each
 # ``bin_events`` call's fixed cost is spread over enough events.
 PIECE_EVENTS = 1 << 16
@@ -106,7 +112,7 @@ def frames_from_bytes(data: bytes, bins: int, height: int, width: int, type: str
         )
     dt = FRAME_TYPES[type]
     shape = (bins, 2, height, width)
-    expected = int(np.prod(shape)) * dt.itemsize
+    expected = math.prod(shape) * dt.itemsize  # Python integers: no overflow
     if len(data) != expected:
         raise InvalidArgument(
             f"frames.data: {len(data)} bytes, but {list(shape)} {type} values take {expected}",
@@ -239,6 +245,11 @@ class _Reader:
             t = events["t"]
             if len(t) and self.last_t is not None and t[0] < self.last_t:
                 raise EventError("t", "timestamps must not decrease across chunks", 0)
+            if len(t) and t[-1] > MAX_TIMESTAMP_US:
+                index = int(np.searchsorted(t, MAX_TIMESTAMP_US, "right"))
+                raise EventError(
+                    "t", f"timestamps must be at most 2^62 ({MAX_TIMESTAMP_US})", index
+                )
         except EventError as e:
             raise _invalid(where, e) from None
         if len(t):
@@ -246,8 +257,11 @@ class _Reader:
         return EventColumns(t, events["x"], events["y"], events["p"])
 
 
-def check_frames(frames: np.ndarray, geometry: FrameGeometry, where: str) -> np.ndarray:
-    """Frames as float32 of the model's shape, finite and >= 0."""
+def check_frames(
+    frames: np.ndarray, geometry: FrameGeometry, max_count: int, where: str
+) -> np.ndarray:
+    """Frames as float32 of the model's shape, each value finite and in ``0..max_count`` (a
+    count of one example's events)."""
     frames = np.asarray(frames)
     if frames.shape != geometry.shape:
         raise InvalidArgument(
@@ -260,11 +274,11 @@ def check_frames(frames: np.ndarray, geometry: FrameGeometry, where: str) -> np.
             f"{where}: frames must hold real numbers, got {frames.dtype}", "frames.data"
         )
     frames = frames.astype(np.float32)
-    bad = ~np.isfinite(frames) | (frames < 0)
+    bad = ~((frames >= 0) & (frames <= max_count))  # NaN is neither
     if bad.any():
         index = int(np.argmax(bad.ravel()))
         raise InvalidArgument(
-            f"{where}: frames.data must be finite and >= 0 (first bad index {index})",
+            f"{where}: frames.data must be finite and in 0..{max_count} (first bad index {index})",
             "frames.data",
             index,
         )
@@ -296,7 +310,7 @@ class _Builder:
         self.chunks += 1
         start = time.perf_counter()
         if isinstance(data, FrameInput):
-            self.frames = check_frames(data.frames, self.geometry, where)
+            self.frames = check_frames(data.frames, self.geometry, self.max_events, where)
             self.decode_ms += 1000.0 * (time.perf_counter() - start)
             return
         events = self.reader.read(data, where)
@@ -350,8 +364,9 @@ def examples(chunks: Iterable[Chunk], geometry: FrameGeometry, max_events: int) 
     """The support examples of an ``Adapt`` stream, one ``Sample`` as each example ends."""
     builder, label, index = None, "", 0
     for chunk in chunks:
+        check_text(chunk.label, "label", f"example {index}: ")
         if builder is None:
-            where = f"example {index}" + (f" ({chunk.label!r})" if chunk.label else "")
+            where = f"example {index}" + (f" ({echo(chunk.label)})" if chunk.label else "")
             if not chunk.label:
                 raise InvalidArgument(
                     f"{where}: the first chunk of an example needs a label", "label"
@@ -359,7 +374,7 @@ def examples(chunks: Iterable[Chunk], geometry: FrameGeometry, max_events: int) 
             builder, label = _Builder(geometry, max_events, where), chunk.label
         elif chunk.label and chunk.label != label:
             raise InvalidArgument(
-                f"{builder.where}: label changed to {chunk.label!r} within one example (set "
+                f"{builder.where}: label changed to {echo(chunk.label)} within one example (set "
                 "end_of_example on an example's last chunk)",
                 "label",
             )
@@ -391,8 +406,9 @@ class Windower:
     timestamp, and is ready once an event at or past its end has arrived; ``finish`` also gives
     the windows that began but did not end. Windows without events are skipped. ``window_us``
     (default: the card's) is split into the model's bins; ``hop_us`` (default: the window) is at
-    least one bin. At most ``max_events`` events may wait in unfinished windows, held where they
-    can be as views of the pushed chunks (do not modify those meanwhile).
+    least one bin; both are at most ``MAX_WINDOW_US``. At most ``max_events`` events may wait in
+    unfinished windows, held where they can be as views of the pushed chunks (do not modify those
+    meanwhile).
     """
 
     def __init__(
@@ -409,8 +425,13 @@ class Windower:
                 f"{geometry.bins} bins",
                 "window_us",
             )
-        self.geometry = dataclasses.replace(geometry, window_us=window)
         self.hop = hop_us or window
+        for name, value in (("window_us", window), ("hop_us", self.hop)):
+            if value > MAX_WINDOW_US:
+                raise InvalidArgument(
+                    f"{name}={value} exceeds the limit of {MAX_WINDOW_US} (one hour)", name
+                )
+        self.geometry = dataclasses.replace(geometry, window_us=window)
         if self.hop < self.geometry.bin_us:
             raise InvalidArgument(
                 f"hop_us={self.hop} is shorter than one time bin ({self.geometry.bin_us} us)",

@@ -7,7 +7,9 @@ them (a live ``ClassifyStream`` for as long as it lasts); at most as many calls 
 one, and a call beyond that is RESOURCE_EXHAUSTED rather than queued without bound.
 
 Health (``grpc.health.v1``) answers SERVING for the whole server ("") and for
-``spikeshot.v1.SpikeShot``, and NOT_SERVING from the moment the server starts draining.
+``spikeshot.v1.SpikeShot``, and NOT_SERVING from the moment the server starts draining: while the
+calls in flight finish, new calls other than health checks are UNAVAILABLE (``Drain``), and health
+keeps answering, so that a load balancer's Check sees NOT_SERVING rather than a refused call.
 ``serve(config)`` is the blocking ``spikeshot serve``: it stops gracefully on SIGTERM or SIGINT,
 giving requests in flight a grace period to finish.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass, field
 
@@ -25,15 +28,62 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from spikeshot.service import metrics
-from spikeshot.service.auth import Authenticator, server_credentials
+from spikeshot.service.auth import BEHAVIORS, EXEMPT_PREFIXES, Authenticator, server_credentials
 from spikeshot.service.config import ServerConfig
 from spikeshot.service.engine import Engine
-from spikeshot.service.servicer import SpikeShotServicer
+from spikeshot.service.servicer import SpikeShotServicer, add_to_server
 from spikeshot.v1 import spikeshot_pb2 as pb
-from spikeshot.v1 import spikeshot_pb2_grpc as pb_grpc
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SpikeShot"].full_name
 log = logging.getLogger(__name__)
+
+
+class Drain(grpc.ServerInterceptor):
+    """Once ``close`` is called, refuses the calls that arrive with UNAVAILABLE (health checks
+    aside, which go on answering) and waits for those that arrived before. Whether a call is
+    admitted is decided as it arrives; an admitted call is counted from the moment it starts."""
+
+    def __init__(self):
+        self._calls = 0
+        self._closed = False
+        self._idle = threading.Condition()
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith(EXEMPT_PREFIXES):
+            return handler
+        kind = next(k for k in BEHAVIORS if getattr(handler, k) is not None)
+        with self._idle:
+            closed = self._closed
+        return handler._replace(
+            **{kind: _refused if closed else self._counted(getattr(handler, kind))}
+        )
+
+    def _counted(self, behavior):
+        def counted(request, context):
+            with self._idle:
+                self._calls += 1
+            if not context.add_callback(self._done):  # runs when the call ends, however it ends
+                self._done()
+            return behavior(request, context)
+
+        return counted
+
+    def _done(self) -> None:
+        with self._idle:
+            self._calls -= 1
+            self._idle.notify_all()
+
+    def close(self, grace: float) -> None:
+        """Refuse the calls that arrive from now on; wait up to ``grace`` seconds for the
+        admitted calls in progress to end."""
+        with self._idle:
+            self._closed = True
+            self._idle.wait_for(lambda: self._calls == 0, grace)
+
+
+def _refused(request, context):
+    context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
 
 
 @dataclass
@@ -47,6 +97,7 @@ class RunningServer:
     metrics_port: int
     _server: grpc.Server
     _health: health.HealthServicer
+    _drain: Drain
     _exporter: metrics.Exporter | None
     _owns_engine: bool
     _stopped: threading.Event = field(default_factory=threading.Event)
@@ -60,13 +111,17 @@ class RunningServer:
     def stop(self, grace: float | None = None) -> None:
         """Drain: answer NOT_SERVING to health checks, refuse new RPCs, give those in flight
         ``grace`` seconds (default: the config's ``shutdown_grace_s``) before cancelling them,
-        then close the engine (when
-        ``start`` built it) and the metrics endpoint. Later calls wait for the first to finish."""
+        then close the engine (when ``start`` built it) and the metrics endpoint. Later calls
+        wait for the first to finish."""
         with self._stop_lock:
             if self._stopped.is_set():
                 return
+            grace = self.config.shutdown_grace_s if grace is None else grace
+            deadline = time.monotonic() + grace
             self._health.enter_graceful_shutdown()
-            self._server.stop(self.config.shutdown_grace_s if grace is None else grace).wait()
+            self._drain.close(grace)
+            # gRPC's own stop waits the rest of the grace for any admitted call not yet started.
+            self._server.stop(max(0.0, deadline - time.monotonic())).wait()
             if self._owns_engine:
                 self.engine.close()
             if self._exporter is not None:
@@ -99,9 +154,10 @@ def start(config: ServerConfig, engine: Engine | None = None) -> RunningServer:
     credentials = server_credentials(config)
     owns_engine = engine is None
     engine = Engine.from_config(config) if engine is None else engine
+    drain = Drain()
     server = grpc.server(
         futures.ThreadPoolExecutor(config.io_threads, "spikeshot-io"),
-        interceptors=[authenticator],
+        interceptors=[drain, authenticator],
         maximum_concurrent_rpcs=2 * config.io_threads,
         options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),
@@ -109,7 +165,7 @@ def start(config: ServerConfig, engine: Engine | None = None) -> RunningServer:
             ("grpc.so_reuseport", 0),  # a port in use is an error, not shared
         ],
     )
-    pb_grpc.add_SpikeShotServicer_to_server(SpikeShotServicer(engine), server)
+    add_to_server(SpikeShotServicer(engine), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -146,6 +202,7 @@ def start(config: ServerConfig, engine: Engine | None = None) -> RunningServer:
         exporter.port if exporter else 0,
         server,
         health_servicer,
+        drain,
         exporter,
         owns_engine,
     )

@@ -6,9 +6,13 @@ the answer. Request streams are converted lazily, message by message, as the eng
 them, so a stream that breaks mid-way raises inside ``Engine.adapt`` and leaves the session as it
 was.
 
-Errors: a ``ServiceError`` becomes the status code its ``code`` names, with its message; a stream
-that broke or was cancelled is CANCELLED; any other exception is INTERNAL, with its traceback logged
-here and not sent. Every call records its latency, status and stage timings in ``metrics``.
+Requests arrive as bytes and are parsed here (``add_to_server``), so that bytes protobuf cannot
+parse are the client's error, INVALID_ARGUMENT, not gRPC's INTERNAL.
+
+Errors: a ``ServiceError`` becomes the status code its ``code`` names, with its message (cut to
+``MAX_DETAILS_BYTES``: status messages travel in size-limited metadata); a stream that broke or was
+cancelled is CANCELLED; any other exception is INTERNAL, with its traceback logged here and not
+sent. Every call records its latency, status and stage timings in ``metrics``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 from collections.abc import Iterator
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from spikeshot.events.codec import EncodedEvents
 from spikeshot.service import metrics
@@ -38,6 +43,13 @@ FRAME_TYPES = {pb.FRAME_TYPE_FLOAT32: "float32", pb.FRAME_TYPE_UINT16: "uint16"}
 ROUNDING_VALUES = {v: k for k, v in ROUNDINGS.items()}
 GRID_VALUES = {v: k for k, v in GRIDS.items()}
 EVENT_BYTES = 8  # the t column's bytes per event
+SERVICE = pb.DESCRIPTOR.services_by_name["SpikeShot"]
+MAX_DETAILS_BYTES = 2048
+HANDLERS = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}  # by (client streaming, server streaming); the service has no unary-stream method
 
 
 def _choice(table: dict[int, str], value: int, field: str) -> str | None:
@@ -47,6 +59,22 @@ def _choice(table: dict[int, str], value: int, field: str) -> str | None:
     if value not in table:
         raise InvalidArgument(f"{field}: unknown value {value}", field)
     return table[value]
+
+
+def _parse(message_type, data: bytes, which: str):
+    """A request message from its bytes; ``InvalidArgument`` when protobuf cannot parse them."""
+    try:
+        return message_type.FromString(data)
+    except DecodeError as e:
+        raise InvalidArgument(f"{which} cannot be parsed: {e}") from None
+
+
+def _clip(message: str) -> str:
+    """``message`` cut to ``MAX_DETAILS_BYTES`` bytes of UTF-8."""
+    data = message.encode()
+    if len(data) <= MAX_DETAILS_BYTES:
+        return message
+    return data[:MAX_DETAILS_BYTES].decode(errors="ignore") + "..."
 
 
 def _first(requests: Iterator, kind: str, name: str):
@@ -184,7 +212,36 @@ class SpikeShotServicer(pb_grpc.SpikeShotServicer):
                 if call is not None and call.events:
                     metrics.EVENTS_REJECTED.labels(reason).inc(call.events)
         if code != "OK":
-            context.abort(grpc.StatusCode[code], message)
+            context.abort(grpc.StatusCode[code], _clip(message))
+
+    def _refuse(self, method: str, context: grpc.ServicerContext, error: ServiceError) -> None:
+        """Answer ``error`` to a call that never reached its method, recorded like any other."""
+        with self._rpc(method, context):
+            raise error
+
+    def handler(self, method) -> grpc.RpcMethodHandler:
+        """The handler of ``method`` (a descriptor of the service's): requests as bytes, each
+        parsed before the method reads it; responses serialised by protobuf."""
+        request_type = getattr(pb, method.input_type.name)
+        behaviour = getattr(self, method.name)
+        if method.client_streaming:
+
+            def parsed(requests, context):
+                messages = (_parse(request_type, r, f"message {i}") for i, r in enumerate(requests))
+                return behaviour(messages, context)
+
+        else:
+
+            def parsed(request, context):
+                try:
+                    message = _parse(request_type, request, "the request")
+                except InvalidArgument as e:
+                    self._refuse(method.name, context, e)
+                return behaviour(message, context)
+
+        make = HANDLERS[method.client_streaming, method.server_streaming]
+        response_type = getattr(pb, method.output_type.name)
+        return make(parsed, response_serializer=response_type.SerializeToString)
 
     def CreateSession(self, request, context):
         with self._rpc("CreateSession", context) as call:
@@ -325,3 +382,13 @@ class SpikeShotServicer(pb_grpc.SpikeShotServicer):
                     for m in self.engine.list_models()
                 ]
             )
+
+
+def add_to_server(servicer: SpikeShotServicer, server: grpc.Server) -> None:
+    """Register ``servicer`` like the generated ``add_SpikeShotServicer_to_server``, but with its
+    own parsing of requests (``SpikeShotServicer.handler``)."""
+    handlers = {m.name: servicer.handler(m) for m in SERVICE.methods}
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),)
+    )
+    server.add_registered_method_handlers(SERVICE.full_name, handlers)

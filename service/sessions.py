@@ -14,7 +14,8 @@ under the metadata key ``session`` a JSON object with the settings, labels, scal
 model's fingerprint. Never pickle. The same bytes are what ExportSession answers; a snapshot file
 (``<session id>.safetensors`` in the snapshot directory) adds the id, owner and creation time. Each
 snapshot is written to a temporary file, flushed to disk, then renamed over the old one. A restored
-session's idle time starts again at the restart.
+session's idle time starts again at the restart. ``load`` checks a whole file before anything of it
+is stored; a snapshot that fails is moved aside (``<name>.rejected``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -39,13 +39,37 @@ from safetensors.torch import save as save_tensors
 
 from spikeshot.models.quantize import ROUNDINGS, Quantizer
 from spikeshot.service import pages
-from spikeshot.service.errors import InvalidArgument, NotFound, ResourceExhausted, ServiceError
+from spikeshot.service.errors import (
+    MAX_TEXT_CHARS,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    ServiceError,
+    check_text,
+    echo,
+)
 
 FORMAT = "spikeshot-session/1"
 GRIDS = ("global", "per_tensor")
 SUFFIX = ".safetensors"
 WEIGHT = "weight."
+REJECTED = ".rejected"
+F32_MAX = float(np.finfo(np.float32).max)
 log = logging.getLogger(__name__)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_positive(value: object) -> bool:
+    """A number in (0, float32 max]: not NaN, infinite, negative or zero."""
+    return _is_real(value) and 0 < value <= F32_MAX
 
 
 @dataclass(frozen=True)
@@ -64,25 +88,34 @@ class Settings:
 
     def __post_init__(self):
         checks = (
-            ("ways", self.ways >= 2, "must be >= 2"),
-            ("inner_steps", self.inner_steps >= 1, "must be >= 1"),
+            ("model", isinstance(self.model, str), "must be a string"),
+            ("ways", _is_int(self.ways) and self.ways >= 2, "must be an integer >= 2"),
+            (
+                "inner_steps",
+                _is_int(self.inner_steps) and self.inner_steps >= 1,
+                "must be an integer >= 1",
+            ),
             (
                 "step_size",
-                self.step_size is None or 0 < self.step_size < math.inf,
-                "must be finite and > 0",
+                self.step_size is None or _is_positive(self.step_size),
+                "must be finite (as float32) and > 0",
             ),
             (
                 "weight_bits",
-                self.weight_bits == 0 or 2 <= self.weight_bits <= 16,
+                _is_int(self.weight_bits) and self.weight_bits in (0, *range(2, 17)),
                 "must be 0 (float32) or 2..16",
             ),
             ("rounding", self.rounding in ROUNDINGS, f"must be one of {ROUNDINGS}"),
             ("grid", self.grid in GRIDS, f"must be one of {GRIDS}"),
-            ("seed", 0 <= self.seed < 2**64, "must be in 0..2^64-1"),
+            (
+                "seed",
+                _is_int(self.seed) and 0 <= self.seed < 2**64,
+                "must be an integer in 0..2^64-1",
+            ),
         )
         for name, ok, rule in checks:
             if not ok:
-                raise InvalidArgument(f"{name} {rule}, got {getattr(self, name)!r}", name)
+                raise InvalidArgument(f"{name} {rule}, got {echo(getattr(self, name))}", name)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -187,50 +220,114 @@ def dump(session: Session, state: State | None = None, *, private: bool = False)
     return save_tensors(tensors, metadata={"format": FORMAT, "session": json.dumps(meta)})
 
 
-def load(data: bytes) -> tuple[dict, Settings, State]:
-    """Parse ``dump``'s bytes: (metadata, settings, state); ValueError says what is wrong."""
+def _are_labels(value: object) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(v, str) and 0 < len(v) <= MAX_TEXT_CHARS for v in value
+    )
+
+
+LABELS = f"a list of labels (strings of 1..{MAX_TEXT_CHARS} characters)"
+FIELDS = {  # the session JSON: field -> (what it must be, the check)
+    "settings": ("an object", lambda v: isinstance(v, dict)),
+    "fingerprint": ("a string", lambda v: isinstance(v, str)),
+    "classes": (LABELS, _are_labels),
+    "support_labels": (LABELS, _are_labels),
+    "scales": (
+        "null or an object of numbers > 0",
+        lambda v: v is None or isinstance(v, dict) and all(map(_is_positive, v.values())),
+    ),
+    "version": ("an integer in 0..2^64-1", lambda v: _is_int(v) and 0 <= v < 2**64),
+}
+PRIVATE = {  # and those of a snapshot
+    "id": ("a session id", lambda v: isinstance(v, str) and 0 < len(v) <= MAX_TEXT_CHARS),
+    "owner": ("a string", lambda v: isinstance(v, str)),
+    "created": ("a number", lambda v: _is_real(v) and abs(v) <= F32_MAX),
+}
+
+
+def _metadata(data: bytes, private: bool) -> dict:
+    """The session JSON of a session file's header, each field checked."""
     try:
         size = int.from_bytes(data[:8], "little")
         header = json.loads(bytes(data[8 : 8 + size]))
-        meta = header.get("__metadata__") or {}
-    except (ValueError, AttributeError) as e:
-        raise ValueError(f"not a safetensors file: {e}") from None
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"not a safetensors file: {echo(str(e))}") from None
+    meta = (header.get("__metadata__") or {}) if isinstance(header, dict) else None
+    if not isinstance(meta, dict):
+        raise ValueError(f"__metadata__ must be an object, got {echo(meta)}")
     if meta.get("format") != FORMAT:
-        raise ValueError(f"format must be {FORMAT!r}, got {meta.get('format')!r}")
+        raise ValueError(f"format must be {FORMAT!r}, got {echo(meta.get('format'))}")
+    try:
+        info = json.loads(meta["session"])
+    except (KeyError, TypeError, ValueError, RecursionError):
+        info = None
+    if not isinstance(info, dict):
+        raise ValueError("invalid session data: metadata 'session' must be a JSON object")
+    for name, (rule, ok) in (FIELDS | (PRIVATE if private else {})).items():
+        if name not in info:
+            raise ValueError(f"invalid session data: no {name!r}")
+        if not ok(info[name]):
+            raise ValueError(f"invalid session data: {name} must be {rule}, got {echo(info[name])}")
+    return info
+
+
+def _weights(settings: Settings, weights: dict[str, torch.Tensor], scales) -> Weights | None:
+    """A session file's weight tensors, checked: integer levels of the session's bits with one
+    scale each, or finite float32 values; None when there are none."""
+    bits = settings.weight_bits
+    quantized = bool(bits and weights)
+    if (scales is not None) != quantized or quantized and set(scales) != set(weights):
+        raise ValueError("scales must give one scale per tensor of quantized weights, else be null")
+    if not weights:
+        return None
+    if not bits:
+        for k, v in weights.items():
+            if v.dtype != torch.float32 or not bool(torch.isfinite(v).all()):
+                raise ValueError(f"weight {echo(k)} must be finite float32 values")
+        return Weights(pages.tensors(weights))
+    q = Quantizer(bits)
+    for k, v in weights.items():
+        if v.dtype != q.int_dtype or bool(((v < q.qmin) | (v > q.qmax)).any()):
+            raise ValueError(f"weight {echo(k)} is not {bits}-bit integers")
+    return Weights(pages.tensors(weights), {k: float(s) for k, s in scales.items()})
+
+
+def load(data: bytes, *, private: bool = False) -> tuple[dict, Settings, State]:
+    """Parse and check ``dump``'s bytes (``private``: a snapshot's, with id, owner and creation
+    time): (metadata, settings, state). Every metadata field's type and range and every tensor's
+    dtype, rank and values are checked; the shapes against the model are the engine's check.
+    ValueError says what is wrong."""
+    info = _metadata(data, private)
     try:
         tensors = load_tensors(bytes(data))
-        info = json.loads(meta["session"])
+    except Exception as e:  # safetensors raises errors of its own types
+        raise ValueError(f"not a safetensors file: {echo(str(e))}") from None
+    try:
         settings = Settings(**info["settings"])
-        labels, classes = info["support_labels"], tuple(info["classes"])
-        version, scales = int(info["version"]), info["scales"]
-    except Exception as e:  # any malformed field: safetensors, JSON, keys, types
-        raise ValueError(f"invalid session data: {e!r}") from None
-    support = tensors.pop("support", torch.zeros(0))
+    except InvalidArgument as e:
+        raise ValueError(f"invalid session data: settings: {e}") from None
+    except TypeError as e:
+        raise ValueError(f"invalid session data: settings: {echo(str(e))}") from None
+    labels, classes, version = info["support_labels"], tuple(info["classes"]), info["version"]
+    weights = {k[len(WEIGHT) :]: v for k, v in tensors.items() if k.startswith(WEIGHT)}
+    unknown = sorted(set(tensors) - {"support"} - {WEIGHT + k for k in weights})
+    if unknown:
+        raise ValueError(f"unknown tensors {echo(unknown)}")
+    support = tensors.get("support", torch.zeros(0, 1, 1, 1, 1))
+    if support.dtype != torch.float32 or support.ndim != 5:
+        raise ValueError(
+            "support must be float32 of shape [examples, bins, 2, height, width], got "
+            f"{str(support.dtype).removeprefix('torch.')} {list(support.shape)}"
+        )
     if len(support) != len(labels):
         raise ValueError(f"{len(support)} support frames but {len(labels)} labels")
     frames = support.numpy()
-    shots = in_own_pages(tuple(Shot(str(label), frames[i]) for i, label in enumerate(labels)))
+    shots = in_own_pages(tuple(Shot(label, frames[i]) for i, label in enumerate(labels)))
     if classes != classes_of(shots):
-        raise ValueError(f"classes {list(classes)} do not match the support labels' order")
-    weights = {k[len(WEIGHT) :]: v for k, v in tensors.items() if k.startswith(WEIGHT)}
-    if set(tensors) - {WEIGHT + k for k in weights}:
-        raise ValueError(f"unknown tensors {sorted(set(tensors) - {WEIGHT + k for k in weights})}")
+        raise ValueError(f"classes {echo(list(classes))} do not match the support labels' order")
     if (version > 0) != bool(weights):
         raise ValueError(f"version {version} does not match {len(weights)} weight tensors")
-    if settings.weight_bits and weights:
-        q = Quantizer(settings.weight_bits)
-        if not isinstance(scales, dict) or set(scales) != set(weights):
-            raise ValueError("quantized weights need one scale per tensor")
-        for k, v in weights.items():
-            if v.dtype != q.int_dtype or int(v.min()) < q.qmin or int(v.max()) > q.qmax:
-                raise ValueError(f"weight {k} is not {settings.weight_bits}-bit integers")
-        stored = Weights(pages.tensors(weights), {k: float(s) for k, s in scales.items()})
-    elif weights:
-        if any(v.dtype != torch.float32 for v in weights.values()):
-            raise ValueError("float weights must be float32")
-        stored = Weights(pages.tensors(weights))
-    else:
-        stored = None
+    stored = _weights(settings, weights, info["scales"])
     return info, settings, State(shots, classes, stored, version)
 
 
@@ -294,6 +391,7 @@ class SessionStore:
 
     def get(self, owner: str, session_id: str) -> Session:
         """The session, marked as used now; ``NotFound`` when unknown, expired or another's."""
+        check_text(session_id, "session_id")
         now = self.clock()
         with self._lock:
             session = self._sessions.get(session_id)
@@ -302,7 +400,7 @@ class SessionStore:
                 self._unlink(session_id)
                 session = None
             if session is None or session.owner != owner:
-                raise NotFound(f"no session {session_id!r}")
+                raise NotFound(f"no session {echo(session_id)}")
             session.last_used = now
             return session
 
@@ -315,10 +413,11 @@ class SessionStore:
             )
 
     def delete(self, owner: str, session_id: str) -> None:
+        check_text(session_id, "session_id")
         with self._lock:
             session = self._sessions.get(session_id)
             if session is None or session.owner != owner:
-                raise NotFound(f"no session {session_id!r}")
+                raise NotFound(f"no session {echo(session_id)}")
             del self._sessions[session_id]
         self._unlink(session_id)
 
@@ -353,8 +452,10 @@ class SessionStore:
 
     def restore(self, check: Callable[[Settings, str, State], None]) -> list[str]:
         """Read the snapshot directory's sessions back; ``check(settings, fingerprint, state)``
-        raises ValueError for one this server cannot serve. Unreadable files are logged and left
-        in place; leftover temporary files are removed. Returns the restored ids."""
+        raises for one this server cannot serve. A file that fails ``load`` or ``check`` is logged
+        and moved aside (``<name>.rejected``), except one refused for its model
+        (``FailedPrecondition``: the model is not here or has other weights), which is left for a
+        server that has it. Leftover temporary files are removed. Returns the restored ids."""
         if self.snapshot_dir is None:
             return []
         for tmp in self.snapshot_dir.glob(".*.tmp"):
@@ -363,17 +464,31 @@ class SessionStore:
         now = self.clock()
         for path in sorted(self.snapshot_dir.glob(f"*{SUFFIX}")):
             try:
-                info, settings, state = load(path.read_bytes())
+                info, settings, state = load(path.read_bytes(), private=True)
+                if path.name != f"{info['id']}{SUFFIX}":
+                    raise ValueError(f"holds session {echo(info['id'])}")
                 check(settings, info["fingerprint"], state)
-                sid, owner, created = str(info["id"]), str(info["owner"]), float(info["created"])
-                if path.name != f"{sid}{SUFFIX}":
-                    raise ValueError(f"holds session {sid!r}")
-            except (OSError, KeyError, TypeError, ValueError, ServiceError) as e:
+            except FailedPrecondition as e:
                 log.warning("snapshot %s not restored: %s", path, e)
                 continue
+            except (OSError, ValueError, ServiceError) as e:
+                self._reject(path, e)
+                continue
+            sid, owner, created = info["id"], info["owner"], float(info["created"])
             with self._lock:
                 self._sessions[sid] = Session(
                     sid, owner, settings, info["fingerprint"], created, now, state
                 )
             restored.append(sid)
         return restored
+
+    @staticmethod
+    def _reject(path: Path, error: Exception) -> None:
+        """Log why the snapshot ``path`` is not restored and move it aside."""
+        aside = path.with_name(path.name + REJECTED)
+        try:
+            os.replace(path, aside)
+        except OSError as e:
+            log.warning("snapshot %s not restored: %s (nor moved aside: %s)", path, error, e)
+        else:
+            log.warning("snapshot %s not restored, moved to %s: %s", path, aside.name, error)

@@ -232,7 +232,7 @@ def test_unreadable_or_refused_snapshots_are_skipped(tmp_path, caplog):
         restored = SessionStore(100, 10, 10, tmp_path).restore(check)
     assert restored == [good.id]
     assert "junk.safetensors not restored" in caplog.text and "refused" in caplog.text
-    assert (tmp_path / "junk.safetensors").exists()  # left for a person to look at
+    assert (tmp_path / "junk.safetensors.rejected").exists()  # moved aside for a person to look at
 
 
 def test_a_commit_racing_a_delete_leaves_no_snapshot(tmp_path):
