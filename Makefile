@@ -27,10 +27,12 @@ lint: $(BIN)/.installed
 
 # A real Prometheus server scrapes the metrics in one test; TLS tests make certificates with openssl;
 # the broad Glyphs meta-dataset draws characters from the Noto fonts and objects from Noto Color
-# Emoji. As root (CI) they are installed from Debian's packages; otherwise those tests skip.
-SYSTEM_PACKAGES := prometheus openssl fonts-noto-core fonts-noto-color-emoji
+# Emoji; the scale-out tests run replicas on redis-server behind nginx. As root (CI) they are
+# installed from Debian's packages; otherwise those tests skip.
+SYSTEM_PACKAGES := prometheus openssl fonts-noto-core fonts-noto-color-emoji redis-server nginx
 system-deps:
 	@if ! command -v prometheus >/dev/null || ! command -v openssl >/dev/null \
+		|| ! command -v redis-server >/dev/null || ! command -v nginx >/dev/null \
 		|| [ ! -f /usr/share/fonts/truetype/noto/NotoSans-Regular.ttf ] \
 		|| [ ! -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
