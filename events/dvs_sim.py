@@ -190,6 +190,16 @@ def simulate(
     return ev
 
 
+def _check_image(image, sensor: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim != 2:
+        raise ValueError(f"image must have shape [h, w], got {img.shape}")
+    width, height = sensor
+    if width <= 0 or height <= 0:
+        raise ValueError(f"sensor must be (width, height) > 0, got {sensor}")
+    return img, (width, height)
+
+
 def _shift_matrices(offsets: np.ndarray, out: int, size: int) -> np.ndarray:
     """[F, out, size] linear-interpolation matrices sampling a 1-D signal of ``size`` samples at
     ``arange(out) - offsets[f]`` (zero outside)."""
@@ -233,12 +243,7 @@ def record_saccades(
     bilinear interpolation (zero outside the image). ``simulate_options`` go to ``simulate``.
     Returns events sorted by time, from 0 to about ``3 * saccade_ms`` ms.
     """
-    img = np.asarray(image, dtype=np.float64)
-    if img.ndim != 2:
-        raise ValueError(f"image must have shape [h, w], got {img.shape}")
-    width, height = sensor
-    if width <= 0 or height <= 0:
-        raise ValueError(f"sensor must be (width, height) > 0, got {sensor}")
+    img, (width, height) = _check_image(image, sensor)
     ts, offsets = saccade_path(saccade_ms, amplitude_px, fps)
     h, w = img.shape
     rows = _shift_matrices(offsets[:, 1] + (height - h) / 2.0, height, h)
@@ -289,12 +294,7 @@ def record_motion(
     DVS: frame f (at ``ts[f]`` us) shows it rotated by ``angles[f]`` and scaled by ``zooms[f]``
     about its centre, placed at the sensor's centre plus ``offsets[f]``, sampled bilinearly (zero
     outside the image). ``simulate_options`` go to ``simulate``."""
-    img = np.asarray(image, dtype=np.float64)
-    if img.ndim != 2:
-        raise ValueError(f"image must have shape [h, w], got {img.shape}")
-    width, height = sensor
-    if width <= 0 or height <= 0:
-        raise ValueError(f"sensor must be (width, height) > 0, got {sensor}")
+    img, (width, height) = _check_image(image, sensor)
     n = len(ts)
     if offsets.shape != (n, 2) or angles.shape != (n,) or zooms.shape != (n,):
         raise ValueError("offsets, angles and zooms must have one entry per frame time")

@@ -1,5 +1,8 @@
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
+from toy_models import TOY
 
 from spikeshot.models import ModelConfig, Network, Quantizer, adapt
 from spikeshot.models.maml import accuracy, masked_loss
@@ -149,18 +152,7 @@ def test_quantized_inner_loop_moves_spiking_weights_by_whole_grid_steps():
     of the paper's 8-bit grid, and equals theta' = Q(Q(theta) - lr * g) computed here by hand."""
     from spikeshot.models.init import firing_rates, lsuv_init
 
-    cfg = ModelConfig(
-        ways=3,
-        input_hw=(8, 8),
-        bins=4,
-        burn_in=0,
-        channels=(8,),
-        kernel=3,
-        alpha=0.5,
-        beta=0.3,
-        input_gain=1.0,
-        zero_head=False,
-    )
+    cfg = replace(TOY, zero_head=False)
     net = Network(cfg)
     xs, ys, xq, _ = _prototype_task(torch.Generator().manual_seed(0), 3, 2, 4, cfg)
     params = lsuv_init(net, net.init(0), xq)
@@ -171,9 +163,7 @@ def test_quantized_inner_loop_moves_spiking_weights_by_whole_grid_steps():
 
     start = {k: on_grid(v) for k, v in params.items()}
     leaves = {k: v.clone().requires_grad_() for k, v in start.items()}
-    grads = torch.autograd.grad(
-        F.cross_entropy(net.forward(leaves, xs), ys), list(leaves.values())
-    )
+    grads = torch.autograd.grad(F.cross_entropy(net.forward(leaves, xs), ys), list(leaves.values()))
     expected = {k: on_grid(start[k] - 2.0 * g) for k, g in zip(start, grads, strict=True)}
 
     new = adapt(net.forward, params, xs, ys, steps=1, lr=2.0, quantizer=Quantizer(bits=8))
@@ -205,17 +195,7 @@ def _prototype_task(gen, ways, shots, queries, cfg):
 
 def test_second_order_maml_learns_a_toy_task():
     torch.manual_seed(0)
-    cfg = ModelConfig(
-        ways=3,
-        input_hw=(8, 8),
-        bins=4,
-        burn_in=0,
-        channels=(8,),
-        kernel=3,
-        alpha=0.5,
-        beta=0.3,
-        input_gain=1.0,
-    )
+    cfg = TOY
     net = Network(cfg)
     gen = torch.Generator().manual_seed(0)
     from spikeshot.models.init import lsuv_init

@@ -3,11 +3,13 @@
 import json
 import os
 import socket
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from toy_models import TOY
 
 from spikeshot.events.array import make_events
 from spikeshot.events.binning import FrameGeometry
@@ -145,18 +147,7 @@ class Patterns(MetaDataset):
 def test_meta_training_beats_its_starting_point_on_unseen_classes(tmp_path):
     """80 meta-iterations on a task a random network half solves. Measured (seeds 0, 1, 2): 0.63 ->
     0.76, 0.52 -> 0.82, 0.69 -> 0.80 on 40 validation tasks of unseen classes (chance 0.33)."""
-    model = ModelConfig(
-        ways=3,
-        input_hw=(8, 8),
-        bins=3,
-        burn_in=0,
-        channels=(8,),
-        kernel=3,
-        alpha=0.5,
-        beta=0.3,
-        input_gain=1.0,
-        input_clip=4.0,
-    )
+    model = replace(TOY, bins=3, input_clip=4.0)
     geometry = FrameGeometry(sensor_width=8, sensor_height=8, bins=3, window_us=3000)
     recipe = TrainConfig(
         ways=3,
