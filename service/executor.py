@@ -47,25 +47,30 @@ def configure_torch(threads: int) -> None:
 
 @dataclass(frozen=True)
 class Control:
-    """When a request's work must stop: a ``deadline`` on ``time.monotonic()``'s clock, and an
-    ``is_cancelled`` check (for gRPC: ``lambda: not context.is_active()``)."""
+    """When a request's work must stop: a ``deadline`` on ``clock`` (seconds, by default
+    ``time.monotonic``), and an ``is_cancelled`` check (for gRPC: ``lambda: not
+    context.is_active()``)."""
 
     deadline: float | None = None
     is_cancelled: Callable[[], bool] | None = None
+    clock: Callable[[], float] = time.monotonic
 
     @classmethod
     def within(
-        cls, seconds: float | None, is_cancelled: Callable[[], bool] | None = None
+        cls,
+        seconds: float | None,
+        is_cancelled: Callable[[], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> Control:
-        """A control whose deadline is ``seconds`` from now (None: no deadline)."""
-        return cls(None if seconds is None else time.monotonic() + seconds, is_cancelled)
+        """A control whose deadline is ``seconds`` from now on ``clock`` (None: no deadline)."""
+        return cls(None if seconds is None else clock() + seconds, is_cancelled, clock)
 
     def check(self, *_step) -> None:
         """Raise ``Cancelled`` or ``DeadlineExceeded`` when the work must stop. Accepts and ignores
         a step number, so that it serves as ``adapt``'s ``between_steps`` hook."""
         if self.is_cancelled is not None and self.is_cancelled():
             raise Cancelled("the request was cancelled")
-        if self.deadline is not None and time.monotonic() >= self.deadline:
+        if self.deadline is not None and self.clock() >= self.deadline:
             raise DeadlineExceeded("the request's deadline passed before its work finished")
 
 

@@ -256,8 +256,10 @@ def test_a_failed_adapt_leaves_the_session_exactly_as_it_was(engine):
     assert len(worker_calls) == 3
     long = engine.create_session(inner_steps=100)
     long_before = engine.sessions.get("", long.session_id).state
+    ticks = itertools.count()  # a clock that moves 1 s at each look: the deadline passes mid-loop
     with pytest.raises(DeadlineExceeded):
-        engine.adapt(long.session_id, shot("b", 1), control=Control.within(0.01))
+        engine.adapt(long.session_id, shot("b", 1), control=Control.within(5, clock=ticks.__next__))
+    assert 5 < next(ticks) < 100  # it stopped inside the 100 steps
     with pytest.raises(DeadlineExceeded):
         engine.adapt(sid, shot("c", 2), control=Control.within(-1))
     assert session.state is before and engine.sessions.get("", sid) is session
