@@ -43,6 +43,11 @@ from spikeshot.models.checkpoint import Checkpoint, fingerprint
 from spikeshot.models.config import ModelConfig
 
 FORMAT = "spikeshot-nir/1"
+UNEXPRESSIBLE = {  # model setting -> why its other values have no NIR form, and the fix
+    "pool_kind": 'max pooling has no NIR primitive: meta-train with model.pool_kind = "avg"',
+    "reset": "a hard reset (the spike multiplies the state) has no NIR primitive: meta-train "
+    'with model.reset = "soft"',
+}
 
 
 class NIRExportError(ValueError):
@@ -62,18 +67,17 @@ class Adaptation:
 
 def check_exportable(config: ModelConfig, name: str = "") -> None:
     """Raise ``NIRExportError`` naming every part of ``config`` that NIR cannot express."""
-    problems = []
     if config.arch != "snn":
-        problems.append('the ANN baseline is not a spiking network: export a model.arch = "snn"')
-    elif config.pool_kind != "avg":
-        problems.append(
-            'max pooling has no NIR primitive: meta-train with model.pool_kind = "avg"'
-        )
-    if config.arch == "snn" and config.reset != "soft":
-        problems.append(
-            "a hard reset (the spike multiplies the state) has no NIR primitive: meta-train with "
-            'model.reset = "soft"'
-        )
+        problems = ['the ANN baseline is not a spiking network: export a model.arch = "snn"']
+    else:
+        problems = [
+            why
+            for unexpressible, why in (
+                (config.pool_kind != "avg", UNEXPRESSIBLE["pool_kind"]),
+                (config.reset != "soft", UNEXPRESSIBLE["reset"]),
+            )
+            if unexpressible
+        ]
     if problems:
         label = f"model {name!r}" if name else "the model"
         raise NIRExportError(f"{label} cannot be exported to NIR: " + "; ".join(problems))
@@ -91,23 +95,21 @@ def to_nir(ckpt: Checkpoint, adaptation: Adaptation | None = None) -> nir.NIRGra
     edges: list[tuple[str, str]] = []
     last = "input"
     for i in range(len(cfg.channels)):
-        layer, shape = _hidden_layer(i, shape, params, cfg, dt)
+        layer, reset, shape = _hidden_layer(i, shape, params, cfg, dt)
         last = _chain(nodes, edges, last, {f"layer{i}_{k}": v for k, v in layer.items()})
-        edges.append((last, f"layer{i}_reset"))
-        edges.append((f"layer{i}_reset", last))
+        nodes[f"layer{i}_reset"] = reset
+        edges += [(last, f"layer{i}_reset"), (f"layer{i}_reset", last)]
     ways = cfg.ways if adaptation is None else len(adaptation.classes)
     _chain(nodes, edges, last, _readout(shape, params, cfg, dt, ways))
     return nir.NIRGraph(nodes, edges, metadata=_metadata(ckpt, adaptation, dt))
 
 
 def _chain(nodes: dict, edges: list, src: str, new: dict) -> str:
-    """Add ``new`` nodes in a chain after ``src``, except a node named ``*_reset`` (the recurrent
-    term, wired by the caller); return the chain's last node."""
+    """Add the ``new`` nodes in a chain after ``src``; return the chain's last node."""
     nodes.update(new)
     for name in new:
-        if not name.endswith("_reset"):
-            edges.append((src, name))
-            src = name
+        edges.append((src, name))
+        src = name
     return src
 
 
@@ -122,7 +124,8 @@ def _array(t: torch.Tensor) -> np.ndarray:
 
 
 def _hidden_layer(i: int, shape, params: dict, cfg: ModelConfig, dt: float):
-    """The nodes of hidden layer ``i`` for inputs of ``shape`` (C, H, W), and its output shape."""
+    """Hidden layer ``i`` for inputs of ``shape`` (C, H, W): its chain of nodes from input to
+    spike, its refractory node, and its output shape."""
     weight = params[f"conv{i}.weight"]
     _, h, w = shape
     out = (weight.shape[0], h // cfg.pool, w // cfg.pool)
@@ -141,9 +144,8 @@ def _hidden_layer(i: int, shape, params: dict, cfg: ModelConfig, dt: float):
         ),
         "pool": nir.AvgPool2d(kernel_size=pool, stride=pool, padding=np.array([0, 0])),
         "spike": nir.Threshold(threshold=np.zeros(out)),
-        "reset": _li(out, cfg.alpha_rp, -cfg.w_rp, dt),
     }
-    return layer, out
+    return layer, _li(out, cfg.alpha_rp, -cfg.w_rp, dt), out
 
 
 def _readout(shape, params: dict, cfg: ModelConfig, dt: float, ways: int) -> dict:

@@ -1,4 +1,4 @@
-"""The ``spikeshot`` command: demo, serve, models, meta-train, evaluate."""
+"""The ``spikeshot`` command: demo, serve, models, meta-train, evaluate, export-nir."""
 
 from __future__ import annotations
 
@@ -265,6 +265,97 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_export_nir(args) -> int:
+    _need_server_extra()
+    import time
+
+    import nir
+
+    from spikeshot.models.nir_export import to_nir
+
+    start = time.perf_counter()
+    ckpt, adaptation = _export_source(args.file, args.model)
+    graph = to_nir(ckpt, adaptation)
+    nir.write(args.output, graph)
+    seconds = time.perf_counter() - start
+    what = f"model {ckpt.name!r}" if adaptation is None else f"a session of model {ckpt.name!r}"
+    print(
+        f"{args.output}: {what}, {len(graph.nodes)} nodes, {len(graph.edges)} edges, "
+        f"{Path(args.output).stat().st_size:,} bytes, in {seconds:.2f} s"
+    )
+    return 0
+
+
+def _export_source(spec: str, model: str | None):
+    """What ``export-nir`` exports: a checkpoint, and for a session file (``ExportSession``'s
+    bytes) its ``Adaptation``, on the checkpoint ``model`` (default: the one the session names)."""
+    from spikeshot.models import checkpoint
+
+    path = Path(spec)
+    if not path.is_file() or checkpoint.paths(path)[1].is_file():
+        if model:
+            raise ValueError(f"--model is for session files; {spec} names a model")
+        return _checkpoint(spec), None
+    return _session_export(path, model)
+
+
+def _session_export(path: Path, model: str | None):
+    """The checkpoint and ``Adaptation`` of the session file ``path``, checked against each
+    other: the session's model fingerprint, its number of classes, its tensors' names and shapes."""
+    from spikeshot.models import checkpoint
+    from spikeshot.models.nir_export import Adaptation
+    from spikeshot.service import sessions
+
+    try:
+        info, settings, state = sessions.load(path.read_bytes())
+    except ValueError as e:
+        raise ValueError(f"{path}: neither a model checkpoint nor a session file: {e}") from None
+    if state.weights is None:
+        raise ValueError(
+            f"{path}: the session is not adapted yet: Adapt it first, or export its model "
+            f"{settings.model!r} itself"
+        )
+    ckpt = _checkpoint(model or settings.model)
+    weights = checkpoint.fingerprint(ckpt)
+    if info["fingerprint"] != weights:
+        raise ValueError(
+            f"{path}: the session was adapted on other weights than model {ckpt.name!r} "
+            f"(fingerprint {info['fingerprint'][:12]}..., the model's {weights[:12]}...): pass "
+            f"--model with the model {settings.model!r} it was adapted on"
+        )
+    if len(state.classes) > ckpt.config.ways:
+        raise ValueError(
+            f"{path}: {len(state.classes)} classes exceed model {ckpt.name!r}'s "
+            f"{ckpt.config.ways} outputs"
+        )
+    shapes = ckpt.network.shapes()
+    for k, v in state.weights.tensors.items():
+        if shapes.get(k) != tuple(v.shape):
+            raise ValueError(
+                f"{path}: weight {k!r} of shape {list(v.shape)} does not fit model "
+                f"{ckpt.name!r} ({list(shapes[k]) if k in shapes else 'no such parameter'})"
+            )
+    quantization = None
+    if state.weights.scales is not None:
+        quantization = {
+            "bits": settings.weight_bits,
+            "grid": settings.grid,
+            "rounding": settings.rounding,
+            "scales": state.weights.scales,
+        }
+    return ckpt, Adaptation(state.weights.values(), state.classes, quantization)
+
+
+def _checkpoint(spec: str):
+    """The checkpoint a path or zoo name gives; without a card name it takes the file's stem."""
+    from spikeshot.models import checkpoint
+
+    path = resolve_model(spec)
+    ckpt = checkpoint.load(path)
+    ckpt.name = ckpt.name or checkpoint.paths(path)[1].stem
+    return ckpt
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spikeshot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -345,6 +436,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--default-model", help="the default model's name")
     p.add_argument("--json", action="store_true", help="print JSON (with the model cards)")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser(
+        "export-nir",
+        help="export a model's meta-trained initialisation or an adapted session as a NIR graph",
+    )
+    p.add_argument(
+        "file",
+        metavar="MODEL_OR_SESSION_FILE",
+        help="a checkpoint (NAME, NAME.json or NAME.safetensors, or a zoo name) or a session "
+        "file (ExportSession's bytes)",
+    )
+    p.add_argument("-o", "--output", required=True, metavar="FILE.nir", help="the NIR file")
+    p.add_argument(
+        "--model",
+        metavar="NAME|PATH",
+        help="a session's model: a zoo name or a checkpoint (default: the zoo's model of the "
+        "name the session records)",
+    )
+    p.set_defaults(func=cmd_export_nir)
 
     add_demo_parser(sub)
     return parser
