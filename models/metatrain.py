@@ -7,7 +7,7 @@ tasks an uninterrupted single-process run would. The run directory holds:
 
 - ``state.safetensors`` + ``state.json``: parameters, Adam moments, iteration (the resume point)
 - ``best.safetensors`` + ``best.json``: the best checkpoint on meta-validation, with its model card
-- ``log.csv``: the curves
+- ``log.csv``: the curves, and ``curve.png`` drawn from it at each validation
 """
 
 from __future__ import annotations
@@ -364,6 +364,9 @@ class MetaTrainer:
                     if val > self.best_val and self.rank == 0:
                         self.best_val = val
                         ckpt_io.save(self.checkpoint(val), self.run_dir / "best")
+                    if self.rank == 0:
+                        fh.flush()
+                        plot_curve(log_path, self.run_dir / "curve.png")
                 if self.rank == 0:
                     log.writerow(
                         [
@@ -387,3 +390,37 @@ class MetaTrainer:
                     )
         if bar is not None:
             bar.close()
+
+
+def plot_curve(log_path: Path, path: Path, smooth: int = 100) -> None:
+    """The run's curves from its ``log.csv``: training query accuracy (a running mean over
+    ``smooth`` iterations) and validation accuracy, against the iteration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(log_path.open(newline="")))
+    its = np.array([int(r["iteration"]) for r in rows])
+    acc = np.array([float(r["acc"]) for r in rows])
+    val = [(int(r["iteration"]), float(r["val_acc"])) for r in rows if r["val_acc"]]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if len(acc) >= smooth:
+        ax.plot(
+            its[smooth - 1 :],
+            np.convolve(acc, np.ones(smooth) / smooth, "valid"),
+            lw=1,
+            label=f"training queries (mean of {smooth})",
+        )
+    if val:
+        ax.plot(*zip(*val, strict=True), marker="o", label="validation")
+    ax.set_xlabel("meta-iteration")
+    ax.set_ylabel("query accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

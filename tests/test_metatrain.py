@@ -110,6 +110,7 @@ def test_quantization_aware_first_order_run_logs_validation(tmp_path, tiny_digit
         max(float(r[3]) for r in val_rows), abs=1e-4
     )
     assert best["quantization"]["bits"] == 8 and best["training"]["recipe"]["bits"] == 8
+    assert (tmp_path / "run" / "curve.png").read_bytes().startswith(b"\x89PNG")
 
 
 class PatternSplit(MetaSplit):
