@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spikeshot.events.atomic import write_atomic
 from spikeshot.events.binning import FrameGeometry
 from spikeshot.models import ModelConfig, Network, Quantizer, adapt
 from spikeshot.models.datasets import open_dataset
@@ -281,10 +282,7 @@ def main(argv=None) -> dict:
     for k, v in headline.items():
         target = " ".join(map(str, TARGETS[k])) if k in TARGETS else ""
         print(f"{k:34s} {v:10.2f}  {target}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.json.with_name(args.json.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(args.json)
+    write_atomic(args.json, json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.json}")
     return report
 

@@ -56,6 +56,7 @@ import torch
 from spikeshot.clients import wire
 from spikeshot.clients.messages import MESSAGE_EVENTS
 from spikeshot.events.array import make_events
+from spikeshot.events.atomic import write_atomic
 from spikeshot.events.binning import FrameGeometry
 from spikeshot.events.codec import EncodedEvents, encode
 from spikeshot.models import Network, Quantizer
@@ -523,10 +524,7 @@ def main(argv=None) -> dict:
         f"{results['memory_per_session_ratio_trimmed']:>8.2f}"
     )
 
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.json.with_name(args.json.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(args.json)
+    write_atomic(args.json, json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.json}")
     return report
 

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from spikeshot.events.atomic import write_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 WAYS, EVENTS = 5, 4000
 RSS_GROWTH_LIMIT, P99_DRIFT_LIMIT = 1.05, 2.0
@@ -186,10 +188,7 @@ def main(argv=None) -> int:
         "machine": platform.machine(),
         "python": platform.python_version(),
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.json.with_name(args.json.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(args.json)
+    write_atomic(args.json, json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.json}")
     return 0 if passed else 1
 

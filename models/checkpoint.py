@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as tensor_bytes
 
+from spikeshot.events.atomic import write_atomic
 from spikeshot.events.binning import FrameGeometry
 from spikeshot.models.config import ModelConfig
 from spikeshot.models.network import Network
@@ -77,18 +79,14 @@ def paths(path: str | Path) -> tuple[Path, Path]:
 
 
 def save(ckpt: Checkpoint, path: str | Path) -> tuple[Path, Path]:
-    """Write both files atomically (temporary name, then rename)."""
+    """Write both files, each atomically (``write_atomic``)."""
     wpath, cpath = paths(path)
-    wpath.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().float() for k, v in ckpt.params.items()}
     tensors.update(
         {LR_PREFIX + k: v.detach().contiguous().float() for k, v in ckpt.inner_lr.items()}
     )
-    tmp_w, tmp_c = wpath.with_suffix(".tmp-w"), cpath.with_suffix(".tmp-c")
-    save_file(tensors, str(tmp_w), metadata={"format": CARD_FORMAT})
-    tmp_c.write_text(json.dumps(ckpt.card(), indent=2) + "\n")
-    tmp_w.replace(wpath)
-    tmp_c.replace(cpath)
+    write_atomic(wpath, tensor_bytes(tensors, metadata={"format": CARD_FORMAT}))
+    write_atomic(cpath, json.dumps(ckpt.card(), indent=2) + "\n")
     return wpath, cpath
 
 

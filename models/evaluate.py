@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spikeshot.events.atomic import write_atomic
 from spikeshot.models import checkpoint
 from spikeshot.models.checkpoint import Checkpoint
 from spikeshot.models.datasets.base import MetaDataset
@@ -109,11 +110,8 @@ def load_results(path: Path) -> dict[tuple, dict]:
 
 
 def save_results(path: Path, rows: list[dict]) -> None:
-    """Write result rows as JSON, atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(rows, indent=2) + "\n")
-    tmp.replace(path)
+    """Write result rows as JSON, atomically."""
+    write_atomic(path, json.dumps(rows, indent=2) + "\n")
 
 
 def record_evaluation(path: str | Path, rows: list[dict]) -> None:
@@ -127,9 +125,7 @@ def record_evaluation(path: str | Path, rows: list[dict]) -> None:
     old = metrics.get("evaluation", [])
     kept = [r for r in old if (k := row_key(r)) is not None and k not in new]
     metrics["evaluation"] = kept + rows
-    tmp = cpath.with_suffix(".tmp-c")
-    tmp.write_text(json.dumps(card, indent=2) + "\n")
-    tmp.replace(cpath)
+    write_atomic(cpath, json.dumps(card, indent=2) + "\n")
 
 
 def grid(tasks: int, queries: int = 10, within_group: bool = False) -> list[Setting]:

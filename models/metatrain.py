@@ -13,6 +13,7 @@ tasks an uninterrupted single-process run would. The run directory holds:
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import time
@@ -22,8 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import load_file
+from safetensors.torch import save as tensor_bytes
 
+from spikeshot.events.atomic import write_atomic
 from spikeshot.events.binning import FrameGeometry
 from spikeshot.models import checkpoint as ckpt_io
 from spikeshot.models.config import ModelConfig
@@ -201,17 +205,21 @@ class MetaTrainer:
             if st:
                 tensors["exp_avg/" + name] = st["exp_avg"].contiguous()
                 tensors["exp_avg_sq/" + name] = st["exp_avg_sq"].contiguous()
+        # The resume point travels inside the tensors' file, so that the one atomic write holds
+        # it; state.json repeats it for people and tools.
         meta = {"iteration": self.iteration, "best_val": self.best_val}
-        tmp = self.run_dir / "state.tmp"
-        save_file(tensors, str(tmp))
-        tmp.replace(self.run_dir / "state.safetensors")
-        tmpj = self.run_dir / "state.json.tmp"
-        tmpj.write_text(json.dumps(meta) + "\n")
-        tmpj.replace(self.run_dir / "state.json")
+        write_atomic(
+            self.run_dir / "state.safetensors", tensor_bytes(tensors, {"state": json.dumps(meta)})
+        )
+        write_atomic(self.run_dir / "state.json", json.dumps(meta) + "\n")
 
     def _load_state(self):
-        meta = json.loads((self.run_dir / "state.json").read_text())
-        tensors = load_file(str(self.run_dir / "state.safetensors"))
+        path = self.run_dir / "state.safetensors"
+        with safe_open(str(path), "pt") as fh:
+            inside = (fh.metadata() or {}).get("state")
+        # Runs saved before the resume point moved into the tensors' file keep it in state.json.
+        meta = json.loads(inside or (self.run_dir / "state.json").read_text())
+        tensors = load_file(str(path))
         self.params = {
             k[len("param/") :]: v.requires_grad_()
             for k, v in tensors.items()
@@ -421,7 +429,7 @@ def plot_curve(log_path: Path, path: Path, smooth: int = 100) -> None:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=110)
     plt.close(fig)
-    tmp.replace(path)
+    write_atomic(path, image.getvalue())
