@@ -220,7 +220,9 @@ def cmd_models(args) -> int:
     _need_server_extra()
     from spikeshot.service.engine import Engine, find_checkpoints
 
-    config = dataclasses.replace(server_config(args), snapshot_dir="", workers=1)
+    config = dataclasses.replace(
+        server_config(args), snapshot_dir="", session_store="memory", workers=1
+    )
     engine = Engine(find_checkpoints(config.models), config)
     try:
         models = engine.list_models()

@@ -18,10 +18,12 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from spikeshot.service.executor import usable_cores
 
 ENV_PREFIX = "SPIKESHOT_"
+REDIS_SCHEMES = ("redis", "rediss", "unix")  # session_store URLs: TCP, TCP with TLS, a socket
 
 
 def _setting(default, help: str):
@@ -56,6 +58,14 @@ class ServerConfig:
         "",
         "folder where sessions are saved to survive a restart "
         "(empty: sessions live in memory only)",
+    )
+    session_store: str = _setting(
+        "memory",
+        "where sessions live: memory (this process), or a Redis that replicas share: "
+        "redis://HOST:PORT/DB, rediss://HOST:PORT/DB (TLS) or unix://PATH?db=DB",
+    )
+    session_store_timeout_s: float = _setting(
+        2.0, "seconds one call to a Redis session store may take before a request is UNAVAILABLE"
     )
     workers: int = _setting(0, "threads of model work (0: one per usable core)")
     queue_limit: int = _setting(
@@ -96,6 +106,21 @@ class ServerConfig:
             problems.append(f"shutdown_grace_s must be >= 0, got {self.shutdown_grace_s}")
         if self.session_ttl_s <= 0:
             problems.append(f"session_ttl_s must be > 0, got {self.session_ttl_s}")
+        if self.session_store_timeout_s <= 0:
+            problems.append(
+                f"session_store_timeout_s must be > 0, got {self.session_store_timeout_s}"
+            )
+        if self.session_store != "memory":
+            if urlsplit(self.session_store).scheme not in REDIS_SCHEMES:
+                schemes = ", ".join(f"{s}://" for s in REDIS_SCHEMES)
+                problems.append(
+                    f"session_store must be memory or a URL of {schemes}, "
+                    f"got {self.session_store.split('@')[-1]!r}"
+                )
+            if self.snapshot_dir:
+                problems.append(
+                    "snapshot_dir is for the memory session store; Redis keeps the sessions"
+                )
         if bool(self.tls_cert) != bool(self.tls_key):
             problems.append("tls_cert and tls_key go together: set both or neither")
         if self.tls_client_ca and not self.tls_cert:

@@ -10,8 +10,14 @@ support set (earlier examples kept unless ``replace_support``), with the session
 weight bits, grid and rounding. Labels map to output units in first-seen order; unused outputs are
 masked. The new support set and weights are built aside and committed only when everything
 succeeded, so a failed, cancelled or broken Adapt leaves the session exactly as it was. Adapts of
-one session run one after the other. Classify reads the session's state once, so it answers with one
-consistent set of weights even while an Adapt of the same session runs.
+one session in one engine run one after the other; when the session store is shared with other
+replicas and one of them committed an Adapt of the same session first, the Adapt starts again from
+that version (``ADAPT_ATTEMPTS`` times in all, then ABORTED), so no example is lost. Classify reads
+the session's state once, so it answers with one consistent set of weights even while an Adapt of
+the same session runs.
+
+Sessions live in the store ``config.session_store`` names (``store.open_store``); the engine only
+uses the ``store.SessionStore`` contract.
 
 Model work runs on the bounded ``Executor``; decoding and binning run on the caller's thread as the
 stream arrives.
@@ -38,6 +44,7 @@ from spikeshot.models.quantize import Quantizer
 from spikeshot.service import inputs, sessions
 from spikeshot.service.config import ServerConfig
 from spikeshot.service.errors import (
+    Aborted,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -47,11 +54,13 @@ from spikeshot.service.errors import (
 )
 from spikeshot.service.executor import NO_CONTROL, POLL_S, Control, Executor, configure_torch
 from spikeshot.service.inputs import Chunk, EventInput, FrameInput, Input
-from spikeshot.service.sessions import Session, SessionStore, Settings, Shot, State, Weights
+from spikeshot.service.sessions import Session, Settings, Shot, State, Weights
+from spikeshot.service.store import open_store
 
 ZOO = Path(checkpoint.__file__).resolve().parent / "zoo"
 ZOO_DEFAULT = "glyphs"  # the broad initialisation a robot team starts from
 STREAM_BATCH = 32  # windows of one stream classified in one forward pass
+ADAPT_ATTEMPTS = 3  # an Adapt's tries while other replicas commit Adapts of its session first
 
 
 @dataclass(frozen=True)
@@ -210,10 +219,7 @@ class Engine:
                 f"{sorted(self._models)}"
             )
         self.executor = Executor(self.config.worker_count, self.config.queue_limit)
-        c = self.config
-        self.sessions = SessionStore(
-            c.session_ttl_s, c.max_sessions, c.max_sessions_per_owner, c.snapshot_dir or None, clock
-        )
+        self.sessions = open_store(self.config, clock)
         self.sessions.restore(self._check_restored)
 
     @classmethod
@@ -234,8 +240,9 @@ class Engine:
                 adapt(m.network.forward, m.params, frames, torch.zeros(1, dtype=torch.long))
 
     def close(self) -> None:
-        """Stop accepting model work and wait for the running jobs."""
+        """Stop accepting model work, wait for the running jobs and close the session store."""
         self.executor.close()
+        self.sessions.close()
 
     # -- models and sessions ------------------------------------------------------------------
 
@@ -358,22 +365,28 @@ class Engine:
         self._check_restored(settings, info["fingerprint"], state)
         return self._info(self.sessions.create(owner, settings, info["fingerprint"], state))
 
-    def _check_restored(self, settings: Settings, model_fingerprint: str, state: State) -> None:
-        """That an imported or restored session (as ``sessions.load`` checked it) fits a model of
-        this server: settings, support frames, classes, and weights of the adapted parameters, of
-        the model's shapes, on the session's grid."""
-        if settings.model not in self._models:
+    def _model_of(self, name: str, model_fingerprint: str) -> _Model:
+        """The model a session was adapted on; ``FailedPrecondition`` when this server does not
+        hold it or holds other weights of it (a replica of another configuration)."""
+        if name not in self._models:
             raise FailedPrecondition(
-                f"the session was adapted on model {echo(settings.model)}, which "
+                f"the session was adapted on model {echo(name)}, which "
                 f"this server does not hold ({sorted(self._models)})"
             )
-        m = self._models[settings.model]
+        m = self._models[name]
         if model_fingerprint != m.fingerprint:
             raise FailedPrecondition(
                 f"the session was adapted on other weights of model "
                 f"{m.name!r} (fingerprint {echo(model_fingerprint[:12])}..., this "
                 f"server's {m.fingerprint[:12]}...)"
             )
+        return m
+
+    def _check_restored(self, settings: Settings, model_fingerprint: str, state: State) -> None:
+        """That an imported or restored session (as ``sessions.load`` checked it) fits a model of
+        this server: settings, support frames, classes, and weights of the adapted parameters, of
+        the model's shapes, on the session's grid."""
+        m = self._model_of(settings.model, model_fingerprint)
         self._check_settings(settings, m)
         if len(state.support) > self.config.max_support_examples:
             raise ResourceExhausted(
@@ -437,7 +450,7 @@ class Engine:
         module notes). Errors leave the session unchanged."""
         begin = time.perf_counter()
         session = self.sessions.get(owner, session_id)
-        m = self._models[session.settings.model]
+        m = self._model_of(session.settings.model, session.fingerprint)
         cap = self.config.max_support_examples
         samples = []
         for sample in inputs.examples(chunks, m.geometry, self.config.max_events):
@@ -451,31 +464,27 @@ class Engine:
             control.check()
         if not samples:
             raise InvalidArgument("Adapt received no examples", "example")
-        while not session.adapting.acquire(timeout=POLL_S):
+        new = tuple(Shot(s.label, s.frames) for s in samples)
+        lock = session.adapting
+        while not lock.acquire(timeout=POLL_S):
             control.check()
         try:
-            base = session.state
-            new = tuple(Shot(s.label, s.frames) for s in samples)
-            support = sessions.in_own_pages(new if replace_support else base.support + new)
-            if len(support) > cap:
-                raise ResourceExhausted(
-                    f"the session would hold {len(support)} support examples, more than {cap}"
+            for attempt in range(1, ADAPT_ATTEMPTS + 1):
+                state, (before, after, acc, adapt_ms), queue_ms = self._adapt_once(
+                    session, m, new, replace_support, control
                 )
-            classes = sessions.classes_of(support)
-            if len(classes) > session.settings.ways:
-                raise InvalidArgument(
-                    f"{len(classes)} classes {echo(list(classes))} exceed the "
-                    f"session's {session.settings.ways} ways",
-                    "label",
-                )
-            version = base.version + 1
-            (weights, before, after, acc, adapt_ms), queue_ms = self.executor.run(
-                lambda: self._fit(m, session.settings, support, classes, version, control), control
-            )
-            control.check()  # a request stopped by now leaves the session unchanged
-            self.sessions.commit(session, State(support, classes, weights, version))
+                try:
+                    self.sessions.commit(session, state)
+                    break
+                except Aborted:
+                    if attempt == ADAPT_ATTEMPTS:
+                        raise Aborted(
+                            f"session {echo(session_id)} was adapted elsewhere during each of "
+                            f"this Adapt's {ADAPT_ATTEMPTS} attempts; nothing was changed, retry"
+                        ) from None
+                    session = self.sessions.get(owner, session_id)  # the newer version
         finally:
-            session.adapting.release()
+            lock.release()
         timings = Timings(
             decode_ms=sum(s.decode_ms for s in samples),
             bin_ms=sum(s.bin_ms for s in samples),
@@ -488,13 +497,45 @@ class Engine:
             before,
             after,
             acc,
-            len(support),
+            len(state.support),
             len(new),
-            classes,
-            version,
+            state.classes,
+            state.version,
             session.settings.inner_steps,
             timings,
         )
+
+    def _adapt_once(
+        self,
+        session: Session,
+        m: _Model,
+        new: tuple[Shot, ...],
+        replace_support: bool,
+        control: Control,
+    ):
+        """The state an Adapt of ``session`` with the examples ``new`` builds from its current
+        state (not committed), the fit's (loss before, loss after, accuracy, ms), and the ms it
+        waited for a worker."""
+        base = session.state
+        support = sessions.in_own_pages(new if replace_support else base.support + new)
+        cap = self.config.max_support_examples
+        if len(support) > cap:
+            raise ResourceExhausted(
+                f"the session would hold {len(support)} support examples, more than {cap}"
+            )
+        classes = sessions.classes_of(support)
+        if len(classes) > session.settings.ways:
+            raise InvalidArgument(
+                f"{len(classes)} classes {echo(list(classes))} exceed the "
+                f"session's {session.settings.ways} ways",
+                "label",
+            )
+        version = base.version + 1
+        (weights, *fit), queue_ms = self.executor.run(
+            lambda: self._fit(m, session.settings, support, classes, version, control), control
+        )
+        control.check()  # a request stopped by now leaves the session unchanged
+        return State(support, classes, weights, version), fit, queue_ms
 
     @staticmethod
     def _inner_names(settings: Settings, m: _Model) -> tuple[str, ...]:
@@ -563,7 +604,7 @@ class Engine:
             raise FailedPrecondition(
                 f"session {echo(session_id)} is not adapted yet: call Adapt first"
             )
-        return session, self._models[session.settings.model]
+        return session, self._model_of(session.settings.model, session.fingerprint)
 
     @staticmethod
     def _candidates(state: State, candidates: Sequence[str]) -> list[int]:

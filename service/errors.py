@@ -52,6 +52,13 @@ class ResourceExhausted(ServiceError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class Aborted(ServiceError):
+    """A concurrent change won: another Adapt of the session (on this or another replica)
+    committed first, each time this one tried; nothing was changed, retrying may succeed."""
+
+    code = "ABORTED"
+
+
 class DeadlineExceeded(ServiceError):
     """The request's deadline passed before its work finished; nothing was changed."""
 
@@ -65,7 +72,7 @@ class Cancelled(ServiceError):
 
 
 class Unavailable(ServiceError):
-    """The engine is shutting down."""
+    """The engine is shutting down, or its session store cannot be reached in time (retry)."""
 
     code = "UNAVAILABLE"
 
@@ -81,6 +88,7 @@ ERRORS: tuple[type[ServiceError], ...] = (
     NotFound,
     FailedPrecondition,
     ResourceExhausted,
+    Aborted,
     DeadlineExceeded,
     Cancelled,
     Unavailable,

@@ -10,6 +10,8 @@ Health (``grpc.health.v1``) answers SERVING for the whole server ("") and for
 ``spikeshot.v1.SpikeShot``, and NOT_SERVING from the moment the server starts draining: while the
 calls in flight finish, new calls other than health checks are UNAVAILABLE (``Drain``), and health
 keeps answering, so that a load balancer's Check sees NOT_SERVING rather than a refused call.
+Health is also NOT_SERVING while the session store does not answer (``StoreWatch``: a shared Redis
+that is down or slow), and SERVING again once it does.
 ``serve(config)`` is the blocking ``spikeshot serve``: it stops gracefully on SIGTERM or SIGINT,
 giving requests in flight a grace period to finish.
 """
@@ -17,6 +19,7 @@ giving requests in flight a grace period to finish.
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 import time
@@ -31,10 +34,12 @@ from spikeshot.service import metrics
 from spikeshot.service.auth import BEHAVIORS, EXEMPT_PREFIXES, Authenticator, server_credentials
 from spikeshot.service.config import ServerConfig
 from spikeshot.service.engine import Engine
+from spikeshot.service.errors import Unavailable
 from spikeshot.service.servicer import SpikeShotServicer, add_to_server
 from spikeshot.v1 import spikeshot_pb2 as pb
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SpikeShot"].full_name
+STORE_CHECK_S = 1.0  # how often health asks the session store whether it answers
 log = logging.getLogger(__name__)
 
 
@@ -86,6 +91,49 @@ def _refused(request, context):
     context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
 
 
+class StoreWatch:
+    """Pings the engine's session store every ``STORE_CHECK_S`` seconds and sets health to
+    NOT_SERVING while it does not answer, SERVING when it answers again."""
+
+    def __init__(self, engine: Engine, health_servicer: health.HealthServicer):
+        self._engine, self._health = engine, health_servicer
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="spikeshot-store-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        serving = True
+        while True:
+            try:
+                self._engine.sessions.ping()
+                answers = True
+            except Unavailable as e:
+                answers, error = False, e
+            if answers != serving:
+                serving = answers
+                if serving:
+                    log.info("the session store answers again: SERVING")
+                else:
+                    log.warning("%s: NOT_SERVING", error)
+                status = health_pb2.HealthCheckResponse
+                for service in ("", SERVICE_NAME):
+                    self._health.set(service, status.SERVING if serving else status.NOT_SERVING)
+            if self._stop.wait(STORE_CHECK_S):
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _session_count(engine: Engine) -> float:
+    """The sessions held, NaN while the store does not answer (so that a scrape still does)."""
+    try:
+        return len(engine.sessions)
+    except Unavailable:
+        return math.nan
+
+
 @dataclass
 class RunningServer:
     """A started server. ``port`` is the gRPC port it listens on; ``metrics_port`` that of
@@ -98,6 +146,7 @@ class RunningServer:
     _server: grpc.Server
     _health: health.HealthServicer
     _drain: Drain
+    _watch: StoreWatch
     _exporter: metrics.Exporter | None
     _owns_engine: bool
     _stopped: threading.Event = field(default_factory=threading.Event)
@@ -119,6 +168,7 @@ class RunningServer:
             grace = self.config.shutdown_grace_s if grace is None else grace
             deadline = time.monotonic() + grace
             self._health.enter_graceful_shutdown()
+            self._watch.close()
             self._drain.close(grace)
             # gRPC's own stop waits the rest of the grace for any admitted call not yet started.
             self._server.stop(max(0.0, deadline - time.monotonic())).wait()
@@ -180,7 +230,7 @@ def start(config: ServerConfig, engine: Engine | None = None) -> RunningServer:
         if owns_engine:
             engine.close()
         raise
-    metrics.track_sessions(lambda: len(engine.sessions))
+    metrics.track_sessions(lambda: _session_count(engine))
     for m in engine.list_models():
         metrics.MODEL.labels(m.name).info(
             {
@@ -203,14 +253,16 @@ def start(config: ServerConfig, engine: Engine | None = None) -> RunningServer:
         server,
         health_servicer,
         drain,
+        StoreWatch(engine, health_servicer),
         exporter,
         owns_engine,
     )
     log.info(
-        "spikeshot serving %s on %s (%s), metrics on %s",
+        "spikeshot serving %s on %s (%s, sessions in %s), metrics on %s",
         engine.default_model,
         running.address,
         "TLS" if credentials else "plaintext",
+        engine.sessions.name,
         f"port {running.metrics_port}" if exporter else "no port",
     )
     return running

@@ -1,5 +1,5 @@
-"""The session store: who owns each session, its settings, its support set and its adapted weights;
-idle expiry, caps, and snapshots that survive a restart.
+"""A session: who owns it, its settings, its support set and its adapted weights; and the bytes
+that carry one (``dump``/``load``). The stores that hold sessions are ``store``'s.
 
 A session's learned state is one immutable ``State`` (support set, class labels, weights,
 version). An Adapt builds a new ``State`` aside and ``commit`` swaps it in, so a reader holding the
@@ -11,25 +11,17 @@ tensor, float weights as float32; only the adapted tensors are stored, the other
 Sessions are serialised (``dump``/``load``) as a safetensors file, format ``spikeshot-session/1``:
 tensors ``support`` ([examples, bins, 2, height, width] float32) and ``weight.<parameter>``, and
 under the metadata key ``session`` a JSON object with the settings, labels, scales, version and the
-model's fingerprint. Never pickle. The same bytes are what ExportSession answers; a snapshot file
-(``<session id>.safetensors`` in the snapshot directory) adds the id, owner and creation time. Each
-snapshot is written to a temporary file, flushed to disk, then renamed over the old one. A restored
-session's idle time starts again at the restart. ``load`` checks a whole file before anything of it
-is stored; a snapshot that fails is moved aside (``<name>.rejected``).
+model's fingerprint. Never pickle. The same bytes are what ExportSession answers and what a Redis
+store holds; a snapshot file (``memory_store``) adds the id, owner and creation time. ``load``
+checks a whole file before anything of it is stored.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
-import os
 import threading
-import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -39,24 +31,12 @@ from safetensors.torch import save as save_tensors
 
 from spikeshot.models.quantize import ROUNDINGS, Quantizer
 from spikeshot.service import pages
-from spikeshot.service.errors import (
-    MAX_TEXT_CHARS,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    ResourceExhausted,
-    ServiceError,
-    check_text,
-    echo,
-)
+from spikeshot.service.errors import MAX_TEXT_CHARS, InvalidArgument, echo
 
 FORMAT = "spikeshot-session/1"
 GRIDS = ("global", "per_tensor")
-SUFFIX = ".safetensors"
 WEIGHT = "weight."
-REJECTED = ".rejected"
 F32_MAX = float(np.finfo(np.float32).max)
-log = logging.getLogger(__name__)
 
 
 def _is_int(value: object) -> bool:
@@ -170,6 +150,10 @@ class State:
     version: int = 0
 
 
+EMPTY = State()
+"""The state of a session before any Adapt."""
+
+
 def in_own_pages(shots: tuple[Shot, ...]) -> tuple[Shot, ...]:
     """The shots with their frames stacked, read-only, in memory pages of their own (``pages``)."""
     if not shots:
@@ -185,8 +169,9 @@ def classes_of(support: tuple[Shot, ...]) -> tuple[str, ...]:
 
 @dataclass(eq=False)
 class Session:
-    """One session. ``state`` is replaced only by ``SessionStore.commit``; ``adapting`` is held by
-    the Adapt in progress (Adapts of one session run one after the other)."""
+    """One session. ``state`` is replaced only by its store's ``commit`` (or, in a shared store,
+    when a read finds a newer version); ``adapting`` is held by this process's Adapt in progress
+    (Adapts of one session in one process run one after the other)."""
 
     id: str
     owner: str
@@ -194,7 +179,7 @@ class Session:
     fingerprint: str
     created: float
     last_used: float
-    state: State = State()
+    state: State = EMPTY
     adapting: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -329,166 +314,3 @@ def load(data: bytes, *, private: bool = False) -> tuple[dict, Settings, State]:
         raise ValueError(f"version {version} does not match {len(weights)} weight tensors")
     stored = _weights(settings, weights, info["scales"])
     return info, settings, State(shots, classes, stored, version)
-
-
-class SessionStore:
-    """Sessions by id, with owners, idle expiry after ``ttl_s`` and caps in total and per owner.
-    ``clock`` gives seconds since the Unix epoch (injectable for tests). With ``snapshot_dir``
-    every change is written there and ``restore`` reads the sessions back."""
-
-    def __init__(
-        self,
-        ttl_s: float,
-        max_sessions: int,
-        max_per_owner: int,
-        snapshot_dir: str | Path | None = None,
-        clock: Callable[[], float] = time.time,
-    ):
-        self.ttl_s, self.max_sessions, self.max_per_owner = ttl_s, max_sessions, max_per_owner
-        self.snapshot_dir = None if snapshot_dir is None else Path(snapshot_dir)
-        self.clock = clock
-        self._sessions: dict[str, Session] = {}
-        self._lock = threading.Lock()
-        if self.snapshot_dir is not None:
-            self.snapshot_dir.mkdir(parents=True, exist_ok=True)
-
-    def __len__(self) -> int:
-        return len(self._sessions)
-
-    def expires_at(self, session: Session) -> float:
-        return session.last_used + self.ttl_s
-
-    def _expired(self, session: Session, now: float) -> bool:
-        return now >= self.expires_at(session) and not session.adapting.locked()
-
-    def _sweep(self, now: float) -> None:
-        """Drop expired sessions (caller holds the lock)."""
-        for sid in [sid for sid, s in self._sessions.items() if self._expired(s, now)]:
-            del self._sessions[sid]
-            self._unlink(sid)
-
-    def create(
-        self, owner: str, settings: Settings, fingerprint: str, state: State = State()
-    ) -> Session:
-        """A new session of ``owner``'s; ``ResourceExhausted`` past a cap."""
-        now = self.clock()
-        with self._lock:
-            self._sweep(now)
-            if len(self._sessions) >= self.max_sessions:
-                raise ResourceExhausted(
-                    f"the server holds its maximum of {self.max_sessions} sessions; delete one or "
-                    "wait for idle ones to expire"
-                )
-            owned = sum(s.owner == owner for s in self._sessions.values())
-            if owned >= self.max_per_owner:
-                raise ResourceExhausted(
-                    f"this caller holds its maximum of {self.max_per_owner} sessions; delete one"
-                )
-            session = Session(uuid.uuid4().hex, owner, settings, fingerprint, now, now, state)
-            self._sessions[session.id] = session
-        self._write(session)
-        return session
-
-    def get(self, owner: str, session_id: str) -> Session:
-        """The session, marked as used now; ``NotFound`` when unknown, expired or another's."""
-        check_text(session_id, "session_id")
-        now = self.clock()
-        with self._lock:
-            session = self._sessions.get(session_id)
-            if session is not None and self._expired(session, now):
-                del self._sessions[session_id]
-                self._unlink(session_id)
-                session = None
-            if session is None or session.owner != owner:
-                raise NotFound(f"no session {echo(session_id)}")
-            session.last_used = now
-            return session
-
-    def list(self, owner: str) -> list[Session]:
-        """``owner``'s sessions, oldest first."""
-        with self._lock:
-            self._sweep(self.clock())
-            return sorted(
-                (s for s in self._sessions.values() if s.owner == owner), key=lambda s: s.created
-            )
-
-    def delete(self, owner: str, session_id: str) -> None:
-        check_text(session_id, "session_id")
-        with self._lock:
-            session = self._sessions.get(session_id)
-            if session is None or session.owner != owner:
-                raise NotFound(f"no session {echo(session_id)}")
-            del self._sessions[session_id]
-        self._unlink(session_id)
-
-    def commit(self, session: Session, state: State) -> None:
-        """Make ``state`` the session's; ``NotFound`` if it was deleted meanwhile."""
-        with self._lock:
-            if self._sessions.get(session.id) is not session:
-                raise NotFound(f"session {session.id!r} was deleted during the Adapt")
-            session.state = state
-            session.last_used = self.clock()
-        self._write(session)
-
-    def _path(self, session_id: str) -> Path:
-        return self.snapshot_dir / f"{session_id}{SUFFIX}"
-
-    def _write(self, session: Session) -> None:
-        if self.snapshot_dir is None:
-            return
-        path = self._path(session.id)
-        tmp = path.with_name(f".{session.id}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(dump(session, private=True))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        if self._sessions.get(session.id) is not session:  # deleted while being written
-            self._unlink(session.id)
-
-    def _unlink(self, session_id: str) -> None:
-        if self.snapshot_dir is not None:
-            self._path(session_id).unlink(missing_ok=True)
-
-    def restore(self, check: Callable[[Settings, str, State], None]) -> list[str]:
-        """Read the snapshot directory's sessions back; ``check(settings, fingerprint, state)``
-        raises for one this server cannot serve. A file that fails ``load`` or ``check`` is logged
-        and moved aside (``<name>.rejected``), except one refused for its model
-        (``FailedPrecondition``: the model is not here or has other weights), which is left for a
-        server that has it. Leftover temporary files are removed. Returns the restored ids."""
-        if self.snapshot_dir is None:
-            return []
-        for tmp in self.snapshot_dir.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
-        restored = []
-        now = self.clock()
-        for path in sorted(self.snapshot_dir.glob(f"*{SUFFIX}")):
-            try:
-                info, settings, state = load(path.read_bytes(), private=True)
-                if path.name != f"{info['id']}{SUFFIX}":
-                    raise ValueError(f"holds session {echo(info['id'])}")
-                check(settings, info["fingerprint"], state)
-            except FailedPrecondition as e:
-                log.warning("snapshot %s not restored: %s", path, e)
-                continue
-            except (OSError, ValueError, ServiceError) as e:
-                self._reject(path, e)
-                continue
-            sid, owner, created = info["id"], info["owner"], float(info["created"])
-            with self._lock:
-                self._sessions[sid] = Session(
-                    sid, owner, settings, info["fingerprint"], created, now, state
-                )
-            restored.append(sid)
-        return restored
-
-    @staticmethod
-    def _reject(path: Path, error: Exception) -> None:
-        """Log why the snapshot ``path`` is not restored and move it aside."""
-        aside = path.with_name(path.name + REJECTED)
-        try:
-            os.replace(path, aside)
-        except OSError as e:
-            log.warning("snapshot %s not restored: %s (nor moved aside: %s)", path, error, e)
-        else:
-            log.warning("snapshot %s not restored, moved to %s: %s", path, aside.name, error)

@@ -11,9 +11,9 @@ import torch
 
 from spikeshot.models.quantize import Quantizer
 from spikeshot.service.errors import InvalidArgument, NotFound, ResourceExhausted
+from spikeshot.service.memory_store import MemoryStore
 from spikeshot.service.sessions import (
     FORMAT,
-    SessionStore,
     Settings,
     Shot,
     State,
@@ -88,7 +88,7 @@ def test_float_weights_are_kept_as_float32():
 
 @pytest.mark.parametrize("bits", [8, 0])
 def test_dump_and_load_round_trip(bits):
-    store = SessionStore(60, 10, 10)
+    store = MemoryStore(60, 10, 10)
     state = adapted_state(bits)
     settings = Settings(**{**SETTINGS.to_dict(), "weight_bits": bits})
     session = store.create("robot", settings, "f" * 64, state)
@@ -120,7 +120,7 @@ def _tamper(data: bytes, **changes) -> bytes:
 
 
 def test_load_rejects_what_is_not_a_consistent_session():
-    store = SessionStore(60, 10, 10)
+    store = MemoryStore(60, 10, 10)
     data = dump(store.create("", SETTINGS, "f", adapted_state()))
     with pytest.raises(ValueError, match="not a safetensors file"):
         load(b"\x05\x00\x00\x00\x00\x00\x00\x00{bad}")
@@ -141,7 +141,7 @@ def test_load_rejects_what_is_not_a_consistent_session():
 
 
 def test_owners_see_only_their_sessions():
-    store = SessionStore(60, 10, 10)
+    store = MemoryStore(60, 10, 10)
     a = store.create("alice", SETTINGS, "f")
     b = store.create("bob", SETTINGS, "f")
     assert store.get("alice", a.id) is a
@@ -157,7 +157,7 @@ def test_owners_see_only_their_sessions():
 
 def test_idle_sessions_expire_but_use_and_a_running_adapt_keep_them():
     clock = Clock()
-    store = SessionStore(100, 10, 10, clock=clock)
+    store = MemoryStore(100, 10, 10, clock=clock)
     idle, used, busy = (store.create("", SETTINGS, "f") for _ in range(3))
     clock.now += 60
     store.get("", used.id)
@@ -173,7 +173,7 @@ def test_idle_sessions_expire_but_use_and_a_running_adapt_keep_them():
 
 
 def test_caps_in_total_and_per_owner():
-    store = SessionStore(100, 3, 2, clock=Clock())
+    store = MemoryStore(100, 3, 2, clock=Clock())
     store.create("a", SETTINGS, "f")
     store.create("a", SETTINGS, "f")
     with pytest.raises(ResourceExhausted, match="maximum of 2 sessions"):
@@ -185,7 +185,7 @@ def test_caps_in_total_and_per_owner():
 
 def test_commit_swaps_the_state_and_fails_for_a_deleted_session():
     clock = Clock()
-    store = SessionStore(100, 10, 10, clock=clock)
+    store = MemoryStore(100, 10, 10, clock=clock)
     s = store.create("", SETTINGS, "f")
     old = s.state
     new = adapted_state()
@@ -200,7 +200,7 @@ def test_commit_swaps_the_state_and_fails_for_a_deleted_session():
 
 def test_snapshots_are_written_atomically_and_restored(tmp_path):
     clock = Clock()
-    store = SessionStore(100, 10, 10, tmp_path, clock)
+    store = MemoryStore(100, 10, 10, tmp_path, clock)
     kept = store.create("robot", SETTINGS, "f")
     store.commit(kept, adapted_state())
     gone = store.create("robot", SETTINGS, "f")
@@ -209,7 +209,7 @@ def test_snapshots_are_written_atomically_and_restored(tmp_path):
     (tmp_path / f".{kept.id}.tmp").write_bytes(b"half")  # a write cut short
     clock.now += 1000
     seen = []
-    again = SessionStore(100, 10, 10, tmp_path, clock)
+    again = MemoryStore(100, 10, 10, tmp_path, clock)
     assert again.restore(lambda *args: seen.append(args)) == [kept.id]
     s = again.get("robot", kept.id)
     assert s.state.classes == ("a", "b") and s.state.version == 1 and s.created == kept.created
@@ -219,7 +219,7 @@ def test_snapshots_are_written_atomically_and_restored(tmp_path):
 
 
 def test_unreadable_or_refused_snapshots_are_skipped(tmp_path, caplog):
-    store = SessionStore(100, 10, 10, tmp_path)
+    store = MemoryStore(100, 10, 10, tmp_path)
     good = store.create("", SETTINGS, "good")
     store.create("", SETTINGS, "other weights")
     (tmp_path / "junk.safetensors").write_bytes(b"not a session")
@@ -229,14 +229,14 @@ def test_unreadable_or_refused_snapshots_are_skipped(tmp_path, caplog):
             raise ValueError("refused: other weights")
 
     with caplog.at_level(logging.WARNING):
-        restored = SessionStore(100, 10, 10, tmp_path).restore(check)
+        restored = MemoryStore(100, 10, 10, tmp_path).restore(check)
     assert restored == [good.id]
     assert "junk.safetensors not restored" in caplog.text and "refused" in caplog.text
     assert (tmp_path / "junk.safetensors.rejected").exists()  # moved aside for a person to look at
 
 
 def test_a_commit_racing_a_delete_leaves_no_snapshot(tmp_path):
-    store = SessionStore(100, 10, 10, tmp_path)
+    store = MemoryStore(100, 10, 10, tmp_path)
     s = store.create("", SETTINGS, "f")
     barrier = threading.Barrier(2)
     real = store._write
