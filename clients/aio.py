@@ -31,6 +31,7 @@ from spikeshot.clients.results import (
     Prediction,
     SessionInfo,
     WindowPrediction,
+    export_request,
     settings_message,
 )
 from spikeshot.clients.sources import Sensor, as_source, from_chunks
@@ -162,8 +163,9 @@ class AsyncSession(SupportQueue):
             if source is not None:
                 source.close()
 
-    async def export(self, *, timeout: float | None = ...) -> bytes:
-        request = pb.ExportSessionRequest(session_id=self.id)
+    async def export(self, *, format: str = "session", timeout: float | None = ...) -> bytes:
+        """The session as bytes in ``format`` (see ``Session.export``)."""
+        request = export_request(self.id, format)
         return (await self._client._unary("ExportSession", request, timeout)).data
 
     async def delete(self, *, timeout: float | None = ...) -> None:

@@ -27,7 +27,7 @@ from spikeshot.clients import formatting
 from spikeshot.clients.client import Client
 from spikeshot.clients.connection import DEFAULT_TARGET, MAX_ATTEMPTS, Connection
 from spikeshot.clients.errors import ServerError, ServerUnavailable
-from spikeshot.clients.results import GRIDS, ROUNDINGS
+from spikeshot.clients.results import EXPORT_FORMATS, GRIDS, ROUNDINGS
 from spikeshot.clients.sources import open_source
 from spikeshot.events.array import EventError
 from spikeshot.events.formats import FORMATS, info
@@ -412,12 +412,14 @@ def _add_stream(subparsers) -> None:
 
 def _run_export(args: argparse.Namespace) -> int:
     with _connect(args) as client:
-        data = client.session(args.session).export()
+        data = client.session(args.session).export(format=args.format)
     Path(args.out).write_bytes(data)
     if args.json:
-        _print_json({"session_id": args.session, "path": args.out, "bytes": len(data)})
+        summary = {"session_id": args.session, "format": args.format, "path": args.out}
+        _print_json({**summary, "bytes": len(data)})
     else:
-        print(f"exported session {args.session} to {args.out} ({len(data):,} bytes)")
+        what = "as a NIR graph " if args.format == "nir" else ""
+        print(f"exported session {args.session} {what}to {args.out} ({len(data):,} bytes)")
     return EXIT_OK
 
 
@@ -427,10 +429,18 @@ def _add_export(subparsers) -> None:
         parents=[_connection_options()],
         help="save an adapted session to a file",
         description="Write the session (settings, labels, support set, weights) to a file that "
-        "'import' turns into a session again, on this or another server with the same model.",
+        "'import' turns into a session again, on this or another server with the same model; "
+        "or, with --format nir, its adapted network as a NIR graph file for neuromorphic "
+        "toolchains (built by the server).",
     )
     parser.add_argument("--session", required=True, help="the session's id")
     parser.add_argument("--out", "-o", required=True, metavar="FILE", help="where to write it")
+    parser.add_argument(
+        "--format",
+        choices=EXPORT_FORMATS,
+        default="session",
+        help="session: a file for 'import'; nir: a NIR graph (default: %(default)s)",
+    )
     parser.set_defaults(run=_run_export)
 
 

@@ -36,6 +36,7 @@ from spikeshot.clients.results import (
     Prediction,
     SessionInfo,
     WindowPrediction,
+    export_request,
     settings_message,
 )
 from spikeshot.clients.sources import Sensor, Source, as_source, support_folder
@@ -170,9 +171,11 @@ class Session(SupportQueue):
         )
         return self._client._stream_stream(requests, source, timeout)
 
-    def export(self, *, timeout: float | None = ...) -> bytes:
-        """The session as bytes (``Client.import_session`` makes a session of them again)."""
-        request = pb.ExportSessionRequest(session_id=self.id)
+    def export(self, *, format: str = "session", timeout: float | None = ...) -> bytes:
+        """The session as bytes: ``"session"``, the ``spikeshot-session/1`` file that
+        ``Client.import_session`` makes a session of again; ``"nir"``, the NIR graph file of its
+        adapted network (``nir.read`` reads it), which the server builds."""
+        request = export_request(self.id, format)
         return self._client._unary("ExportSession", request, timeout).data
 
     def delete(self, *, timeout: float | None = ...) -> None:

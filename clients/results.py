@@ -12,6 +12,7 @@ from spikeshot.v1 import spikeshot_pb2 as pb
 
 ROUNDINGS = ("nearest", "stochastic")
 GRIDS = ("global", "per_tensor")
+EXPORT_FORMATS = ("session", "nir")  # ExportFormat's EXPORT_FORMAT_SESSION, EXPORT_FORMAT_NIR
 
 
 def _enum_name(enum, value: int, prefix: str) -> str:
@@ -214,3 +215,12 @@ def settings_message(
     if weight_bits is not None:
         message.weight_bits = weight_bits
     return message
+
+
+def export_request(session_id: str, format: str = "session") -> pb.ExportSessionRequest:
+    """The ``ExportSessionRequest`` of a session in ``format`` (one of ``EXPORT_FORMATS``)."""
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"format must be one of {EXPORT_FORMATS}, got {format!r}")
+    return pb.ExportSessionRequest(
+        session_id=session_id, format=pb.ExportFormat.Value(f"EXPORT_FORMAT_{format.upper()}")
+    )

@@ -27,10 +27,18 @@ import aedat
 import numpy as np
 
 from spikeshot.events.array import EVENT_DTYPE, Limits, as_events, validate
-from spikeshot.events.recording import EventSource, FormatError, Recording, collect, rechunk
+from spikeshot.events.recording import (
+    EventSource,
+    FormatError,
+    Recording,
+    collect,
+    kernels,
+    rechunk,
+)
 
 MAGIC = b"#!AER-DAT4.0\r\n"
 _DESCRIPTION = len(MAGIC) + 4  # byte offset of the header that holds the stream description
+_PACKET_DTYPE = np.dtype([("t", "<u8"), ("x", "<u2"), ("y", "<u2"), (("p", "on"), "?")])
 
 
 def _streams(decoder, path) -> tuple[int, tuple[int, int], tuple[str, ...]]:
@@ -96,13 +104,31 @@ def _checked(events: np.ndarray, size: tuple[int, int]) -> str | None:
     )
 
 
-def _file_blocks(path, decoder, stream_id: int, size: tuple[int, int]) -> Iterator[np.ndarray]:
+def _events(
+    packet: np.ndarray, size: tuple[int, int], native: bool = True
+) -> tuple[np.ndarray, str | None]:
+    """A packet's events as ``EVENT_DTYPE``, and the problem with them (``_checked``) or None.
+    ``aedat``'s packets have the layout of ``EVENT_DTYPE`` (``on`` a 0/1 byte where ``p`` is):
+    where numba is installed (``native`` true) a packet the kernel ``native.valid`` passes is
+    viewed as events, without a copy; otherwise (and to report what the kernel found) it is
+    converted by ``as_events``."""
+    compiled = kernels() if native else None
+    if compiled is not None and packet.dtype == _PACKET_DTYPE:
+        events = packet.view(EVENT_DTYPE)
+        if compiled.valid(events, *size):
+            return events, None
+    events = as_events(packet)
+    return events, _checked(events, size)
+
+
+def _file_blocks(
+    path, decoder, stream_id: int, size: tuple[int, int], native: bool
+) -> Iterator[np.ndarray]:
     done = 0
     try:
         for packet in decoder:
             if packet["stream_id"] == stream_id:
-                events = as_events(packet["events"])
-                problem = _checked(events, size)
+                events, problem = _events(packet["events"], size, native)
                 if problem is not None:
                     raise _failure(path, done, problem)
                 yield events
@@ -131,8 +157,7 @@ def _serve_pipe(path: str) -> None:
         _frame(out, b"S", json.dumps({"size": size, "other_streams": others}).encode())
         for packet in decoder:
             if packet["stream_id"] == stream_id:
-                events = as_events(packet["events"])
-                problem = _checked(events, size)
+                events, problem = _events(packet["events"], size)
                 if problem is not None:
                     raise ValueError(problem)
                 _frame(out, b"E", events.tobytes())
@@ -197,9 +222,9 @@ def is_pipe(path) -> bool:
     return stat.S_ISFIFO(os.stat(path).st_mode)
 
 
-def source(path) -> EventSource:
+def source(path, native: bool = True) -> EventSource:
     """Open an AEDAT4 file or FIFO: its event stream's size, the other streams, and the events
-    packet by packet as they are decoded."""
+    packet by packet as they are decoded; ``native=False`` converts them with numpy only."""
     if is_pipe(path):
         return _pipe_source(path)
     try:
@@ -209,7 +234,8 @@ def source(path) -> EventSource:
             raise
         raise _failure(path, -1, str(error)) from None
     stream_id, size, others = _streams(decoder, path)
-    return EventSource("aedat4", _file_blocks(path, decoder, stream_id, size), size, None, others)
+    blocks = _file_blocks(path, decoder, stream_id, size, native)
+    return EventSource("aedat4", blocks, size, None, others)
 
 
 def read(path) -> Recording:

@@ -1,4 +1,5 @@
-"""Prophesee DAT files (``.dat``, N-CARS and older ATIS recordings), decoded vectorised here.
+"""Prophesee DAT files (``.dat``, N-CARS and older ATIS recordings), decoded here: by a numba
+kernel (``native.dat``) where numba is installed, else vectorised with numpy (the reference).
 
 After the ``%`` header come two bytes, the event type (0x00 or 0x0C: 2-D change events) and the
 event size (8), then little-endian records of a 32-bit microsecond time (wraps around after
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from spikeshot.events.array import empty
+from spikeshot.events.array import EVENT_DTYPE, empty
 from spikeshot.events.prophesee import read_header, sized, unwrap
 from spikeshot.events.recording import (
     EventSource,
@@ -21,6 +22,8 @@ from spikeshot.events.recording import (
     Recording,
     check_inside,
     collect,
+    kernels,
+    limits,
     read_records,
     rechunk,
 )
@@ -31,13 +34,26 @@ _RECORD = np.dtype([("t", "<u4"), ("data", "<u4")])
 
 
 class _Decoder:
-    """Decodes consecutive blocks of records, carrying the time's wrap-around across blocks."""
+    """Decodes consecutive blocks of records, carrying the time's wrap-around across blocks: with
+    the kernel ``native.dat`` where numba is installed (``native`` true), else with the numpy
+    reference ``reference``."""
 
-    def __init__(self, path, sensor: tuple[int, int] | None):
+    def __init__(self, path, sensor: tuple[int, int] | None, native: bool = True):
         self.path, self.sensor = path, sensor
         self.t = -1  # unwrapped time of the last event
+        self.kernels = kernels() if native else None
 
     def decode(self, offset: int, data: bytes) -> np.ndarray:
+        if self.kernels is None:
+            return self.reference(offset, data)
+        records = np.frombuffer(data, dtype="<u4").reshape(-1, 2)
+        events = np.empty(len(records), dtype=EVENT_DTYPE)
+        _, ok, self.t = self.kernels.dat(records, self.t, *limits(self.sensor), events)
+        if not ok:  # state unchanged: the reference raises the error
+            return self.reference(offset, data)
+        return events
+
+    def reference(self, offset: int, data: bytes) -> np.ndarray:
         records = np.frombuffer(data, dtype=_RECORD)
         if not len(records):
             return empty()
@@ -65,9 +81,9 @@ def _blocks(stream, decoder: _Decoder, start: int, block_events: int) -> Iterato
             yield decoder.decode(offset, data)
 
 
-def source(path, block_events: int = 1 << 20) -> EventSource:
+def source(path, block_events: int = 1 << 20, native: bool = True) -> EventSource:
     """Open a DAT file: its header's sensor size and its events in blocks of at most
-    ``block_events``."""
+    ``block_events``; ``native=False`` decodes with numpy only."""
     stream = open(path, "rb")  # closed by the block generator
     try:
         header = read_header(stream)
@@ -88,7 +104,7 @@ def source(path, block_events: int = 1 << 20) -> EventSource:
     except BaseException:
         stream.close()
         raise
-    decoder = _Decoder(path, sensor)
+    decoder = _Decoder(path, sensor, native)
     return EventSource("dat", _blocks(stream, decoder, start, block_events), sensor, ATIS_SIZE)
 
 

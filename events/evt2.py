@@ -1,4 +1,5 @@
-"""Prophesee EVT 2.0 ``.raw`` files, decoded vectorised here.
+"""Prophesee EVT 2.0 ``.raw`` files, decoded here: by a numba kernel (``native.evt2``) where numba
+is installed, else vectorised with numpy (the reference).
 
 After the ``%`` header come little-endian 32-bit words; the top 4 bits give the type:
 CD_OFF (0x0) and CD_ON (0x1) carry the 6 low bits of the time (bits 27-22), x (21-11) and
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from spikeshot.events.array import empty
+from spikeshot.events.array import EVENT_DTYPE, empty
 from spikeshot.events.prophesee import carried, open_evt, unwrap
 from spikeshot.events.recording import (
     EventSource,
@@ -21,6 +22,8 @@ from spikeshot.events.recording import (
     Recording,
     check_inside,
     collect,
+    kernels,
+    limits,
     read_records,
     rechunk,
 )
@@ -31,13 +34,27 @@ _TIME_HIGH = 0x8
 
 
 class _Decoder:
-    """Decodes consecutive blocks of words, carrying the time base from one block to the next."""
+    """Decodes consecutive blocks of words, carrying the time base from one block to the next:
+    with the kernel ``native.evt2`` where numba is installed (``native`` true), else with the
+    numpy reference ``reference``."""
 
-    def __init__(self, path, sensor: tuple[int, int] | None):
+    def __init__(self, path, sensor: tuple[int, int] | None, native: bool = True):
         self.path, self.sensor = path, sensor
         self.time_high = -1  # unwrapped, -1 before the first TIME_HIGH
+        self.kernels = kernels() if native else None
 
     def decode(self, offset: int, data: bytes) -> np.ndarray:
+        if self.kernels is None:
+            return self.reference(offset, data)
+        words = np.frombuffer(data, dtype="<u4")
+        events = np.empty(len(words), dtype=EVENT_DTYPE)
+        sensor = limits(self.sensor)
+        n, ok, self.time_high = self.kernels.evt2(words, self.time_high, *sensor, events)
+        if not ok:  # state unchanged: the reference raises the error
+            return self.reference(offset, data)
+        return events[:n]
+
+    def reference(self, offset: int, data: bytes) -> np.ndarray:
         words = np.frombuffer(data, dtype="<u4")
         kind = (words >> 28).astype(np.uint8)
         unknown = ~_KNOWN[kind]
@@ -68,11 +85,11 @@ def _blocks(stream, decoder: _Decoder, start: int, block_events: int) -> Iterato
             yield decoder.decode(offset, data)
 
 
-def source(path, block_events: int = 1 << 20) -> EventSource:
+def source(path, block_events: int = 1 << 20, native: bool = True) -> EventSource:
     """Open an EVT 2.0 file: its header's sensor size and its events in blocks of at most
-    ``block_events``."""
+    ``block_events``; ``native=False`` decodes with numpy only."""
     stream, header, sensor = open_evt(path, "2.0")
-    blocks = _blocks(stream, _Decoder(path, sensor), header.size, block_events)
+    blocks = _blocks(stream, _Decoder(path, sensor, native), header.size, block_events)
     return EventSource("evt2", blocks, sensor, header.camera_size())
 
 

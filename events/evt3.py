@@ -1,6 +1,7 @@
-"""Prophesee EVT 3.0 ``.raw`` files, decoded vectorised here: numpy only, from files or pipes, in
-blocks of bounded size, with byte offsets in errors. On a real Gen4.1 recording it gives exactly
-what the ``evt3`` package (Rust) gives.
+"""Prophesee EVT 3.0 ``.raw`` files, decoded here from files or pipes, in blocks of bounded size,
+with byte offsets in errors: by a numba kernel (``native.evt3``) where numba is installed, else
+vectorised with numpy (the reference). On a real Gen4.1 recording it gives exactly what the
+``evt3`` package (Rust) gives.
 
 After the ``%`` header come little-endian 16-bit words; the top 4 bits give the type:
 ADDR_Y (0x0) sets y; ADDR_X (0x2) is one event at x (bits 10-0) with polarity bit 11;
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from spikeshot.events.array import empty
+from spikeshot.events.array import EVENT_DTYPE, empty
 from spikeshot.events.prophesee import carried, open_evt, unwrap
 from spikeshot.events.recording import (
     EventSource,
@@ -26,6 +27,8 @@ from spikeshot.events.recording import (
     Recording,
     check_inside,
     collect,
+    kernels,
+    limits,
     read_records,
     rechunk,
 )
@@ -38,20 +41,32 @@ _POPCOUNT = np.array([bin(m).count("1") for m in range(1 << 12)], dtype=np.int64
 
 
 class _Decoder:
-    """Decodes consecutive blocks of words, carrying time, row and vector state across blocks."""
+    """Decodes consecutive blocks of words, carrying time, row and vector state across blocks:
+    with the kernel ``native.evt3`` where numba is installed (``native`` true), else with the
+    numpy reference ``reference``."""
 
-    def __init__(self, path, sensor: tuple[int, int] | None):
+    def __init__(self, path, sensor: tuple[int, int] | None, native: bool = True):
         self.path, self.sensor = path, sensor
-        self.time_high = -1  # unwrapped, -1 before the first TIME_HIGH
-        self.time_low = 0
-        self.y = -1
-        self.x_next = _UNKNOWN_X  # x of the next vector event
-        self.polarity = 0
+        # The unwrapped TIME_HIGH (-1 before the first), TIME_LOW, y, the x of the next vector
+        # event and its polarity.
+        self.state = (-1, 0, -1, _UNKNOWN_X, 0)
+        self.kernels = kernels() if native else None
 
     def decode(self, offset: int, data: bytes) -> np.ndarray:
+        if self.kernels is None:
+            return self.reference(offset, data)
+        words = np.frombuffer(data, dtype="<u2")
+        events = np.empty(self.kernels.evt3_bound(words) + 1, dtype=EVENT_DTYPE)
+        n, ok, self.state = self.kernels.evt3(words, self.state, *limits(self.sensor), events)
+        if not ok:  # state unchanged: the reference raises the error
+            return self.reference(offset, data)
+        return events[:n]
+
+    def reference(self, offset: int, data: bytes) -> np.ndarray:
         words = np.frombuffer(data, dtype="<u2")
         if not len(words):
             return empty()
+        time_high, time_low, y_in, x_next, polarity_in = self.state
         kind = words >> 12
         unknown = ~_KNOWN[kind]
         if unknown.any():
@@ -64,33 +79,35 @@ class _Decoder:
         # Time: TIME_HIGH sets the high bits; like Prophesee's decoder, one that changes them
         # zeroes the low bits, which TIME_LOW sets.
         highs = np.flatnonzero(kind == _TIME_HIGH)
-        high_values = unwrap((words[highs] & 0xFFF).astype(np.int64), self.time_high, 12)
+        high_values = unwrap((words[highs] & 0xFFF).astype(np.int64), time_high, 12)
         sets_low = kind == _TIME_LOW
-        sets_low[highs[np.diff(high_values, prepend=self.time_high) != 0]] = True
+        sets_low[highs[np.diff(high_values, prepend=time_high) != 0]] = True
         lows = np.flatnonzero(sets_low)
         low_values = np.where(kind[lows] == _TIME_LOW, words[lows] & 0xFFF, 0)
-        high = carried(highs, high_values, rows, self.time_high)
-        t = (high << 12) | carried(lows, low_values, rows, self.time_low)
+        high = carried(highs, high_values, rows, time_high)
+        t = (high << 12) | carried(lows, low_values, rows, time_low)
         ys = np.flatnonzero(kind == _ADDR_Y)
-        y = carried(ys, low11[ys], rows, self.y)
+        y = carried(ys, low11[ys], rows, y_in)
 
         # Vectors: x starts at the last VECT_BASE_X and advances 12 or 8 per vector word.
         vectors = np.flatnonzero(vector)
         advanced = np.concatenate(([0], np.cumsum(np.where(kind[vectors] == _VECT_12, 12, 8))))
         bases = np.flatnonzero(kind == _VECT_BASE_X)
         origin = low11[bases] - advanced[np.searchsorted(vectors, bases)]  # x at the block start
-        vector_x = carried(bases, origin, rows, self.x_next)
+        vector_x = carried(bases, origin, rows, x_next)
         vector_x += advanced[np.searchsorted(vectors, rows)]
-        vector_polarity = carried(bases, bit11[bases], rows, self.polarity)
+        vector_polarity = carried(bases, bit11[bases], rows, polarity_in)
         x = np.where(single[rows], low11[rows], vector_x)
         polarity = np.where(single[rows], bit11[rows], vector_polarity)
 
         end = np.array([len(words) - 1])
-        self.time_high = int(carried(highs, high_values, end, self.time_high)[0])
-        self.time_low = int(carried(lows, low_values, end, self.time_low)[0])
-        self.y = int(carried(ys, low11[ys], end, self.y)[0])
-        self.polarity = int(carried(bases, bit11[bases], end, self.polarity)[0])
-        self.x_next = int(carried(bases, origin, end, self.x_next)[0] + advanced[-1])
+        self.state = (
+            int(carried(highs, high_values, end, time_high)[0]),
+            int(carried(lows, low_values, end, time_low)[0]),
+            int(carried(ys, low11[ys], end, y_in)[0]),
+            int(carried(bases, origin, end, x_next)[0] + advanced[-1]),
+            int(carried(bases, bit11[bases], end, polarity_in)[0]),
+        )
 
         keep = (high >= 0) & (y >= 0) & (x >= 0)
         rows, t, y, x, polarity = rows[keep], t[keep], y[keep], x[keep], polarity[keep]
@@ -127,11 +144,11 @@ def _blocks(stream, decoder: _Decoder, start: int, block_events: int) -> Iterato
             yield decoder.decode(offset, data)
 
 
-def source(path, block_events: int = 1 << 20) -> EventSource:
+def source(path, block_events: int = 1 << 20, native: bool = True) -> EventSource:
     """Open an EVT 3.0 file: its header's sensor size and its events in blocks of
-    ``block_events`` words (at most 12 events each)."""
+    ``block_events`` words (at most 12 events each); ``native=False`` decodes with numpy only."""
     stream, header, sensor = open_evt(path, "3.0")
-    blocks = _blocks(stream, _Decoder(path, sensor), header.size, block_events)
+    blocks = _blocks(stream, _Decoder(path, sensor, native), header.size, block_events)
     return EventSource("evt3", blocks, sensor, header.camera_size())
 
 

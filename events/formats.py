@@ -19,6 +19,7 @@ bytes would consume them). AEDAT4 from a FIFO is decoded in a child process (see
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -56,14 +57,14 @@ def _check_format(format: str) -> str:
     return format
 
 
-def _prophesee_format(head: bytes, path) -> str:
+def _prophesee_format(head: bytes, path, suffix: str) -> str:
     header = read_header(io.BufferedReader(io.BytesIO(head)))
     version = header.evt_version()
     if version in _EVT:
         return _EVT[version]
     if version is not None:
         raise FormatError(path, 0, f"EVT {version} files are not supported (EVT 2.0 and 3.0 are)")
-    if Path(path).suffix.lower() == ".raw":
+    if suffix == ".raw":
         raise FormatError(path, 0, "the header names no EVT version: pass format='evt2' or 'evt3'")
     return "dat"
 
@@ -72,8 +73,8 @@ def detect_format(path) -> str:
     """The format of ``path``, from its first bytes (AEDAT4's magic line, numpy's and zip's
     magic numbers, the EVT version in a Prophesee ``%`` header, which otherwise means DAT), then
     from its extension. A FIFO is judged by its extension alone."""
-    path_obj = Path(path)
-    by_extension = _EXTENSIONS.get(path_obj.suffix.lower())
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    by_extension = _EXTENSIONS.get(suffix)
     if aedat4.is_pipe(path):
         if by_extension is None:
             raise FormatError(path, 0, "a pipe's format comes from its extension: pass format=")
@@ -87,7 +88,7 @@ def detect_format(path) -> str:
     if head.startswith(npyfile.ZIP_MAGIC):
         return "npz"
     if head.startswith(b"% "):
-        return _prophesee_format(head, path)
+        return _prophesee_format(head, path, suffix)
     if by_extension is None:
         raise FormatError(
             path, 0, f"unknown event file format (starts with {head[:8]!r}): pass format="

@@ -1,4 +1,5 @@
-"""N-MNIST ``.bin`` files (also N-Caltech101's), decoded and written vectorised here.
+"""N-MNIST ``.bin`` files (also N-Caltech101's), written vectorised here and decoded by a numba
+kernel (``native.nmnist``) where numba is installed, else vectorised with numpy (the reference).
 
 Each event is 5 bytes: x, y, then the polarity (bit 7 of byte 2, 1 = ON) and a 23-bit
 microsecond time (bits 6-0 of byte 2, bytes 3 and 4, big-endian). A record with y = 240 is not an
@@ -17,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from spikeshot.events.array import Limits, as_events, empty, validate
+from spikeshot.events.array import EVENT_DTYPE, Limits, as_events, empty, validate
 from spikeshot.events.recording import (
     EventSource,
     FormatError,
     Recording,
     collect,
+    kernels,
     read_records,
     rechunk,
 )
@@ -33,14 +35,27 @@ _WRAP = 1 << 23
 
 
 class _Decoder:
-    """Decodes consecutive blocks of records, carrying the wrap count and the last time."""
+    """Decodes consecutive blocks of records, carrying the wrap count and the last time: with the
+    kernel ``native.nmnist`` where numba is installed (``native`` true), else with the numpy
+    reference ``reference``."""
 
-    def __init__(self, path):
+    def __init__(self, path, native: bool = True):
         self.path = path
         self.wraps = 0
         self.t = -1
+        self.kernels = kernels() if native else None
 
     def decode(self, offset: int, data: bytes) -> np.ndarray:
+        if self.kernels is None:
+            return self.reference(offset, data)
+        records = np.frombuffer(data, dtype=np.uint8).reshape(-1, 5)
+        events = np.empty(len(records), dtype=EVENT_DTYPE)
+        n, ok, (self.wraps, self.t) = self.kernels.nmnist(records, (self.wraps, self.t), events)
+        if not ok:  # state unchanged: the reference raises the error
+            return self.reference(offset, data)
+        return events[:n]
+
+    def reference(self, offset: int, data: bytes) -> np.ndarray:
         raw = np.frombuffer(data, dtype=np.uint8).reshape(-1, 5)
         marker = raw[:, 1] == _MARKER_Y
         wraps = self.wraps + np.cumsum(marker)
@@ -66,17 +81,18 @@ class _Decoder:
         return events
 
 
-def _blocks(path, block_events: int) -> Iterator[np.ndarray]:
-    decoder = _Decoder(path)
+def _blocks(path, decoder: _Decoder, block_events: int) -> Iterator[np.ndarray]:
     with open(path, "rb") as stream:
         for offset, data in read_records(stream, path, 0, 5, block_events, "event"):
             yield decoder.decode(offset, data)
 
 
-def source(path, block_events: int = 1 << 20) -> EventSource:
-    """Open an N-MNIST file: its events in blocks of at most ``block_events``."""
+def source(path, block_events: int = 1 << 20, native: bool = True) -> EventSource:
+    """Open an N-MNIST file: its events in blocks of at most ``block_events``; ``native=False``
+    decodes with numpy only."""
     Path(path).stat()  # a missing file fails here, not at the first block
-    return EventSource("nmnist", _blocks(path, block_events), nominal=SIZE)
+    blocks = _blocks(path, _Decoder(path, native), block_events)
+    return EventSource("nmnist", blocks, nominal=SIZE)
 
 
 def read(path) -> Recording:

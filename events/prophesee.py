@@ -38,7 +38,10 @@ class Header:
     def get(self, key: str) -> str | None:
         """The value of the first line whose key is ``key`` (case-insensitive), else None."""
         key = key.lower()
-        return next((v for k, v in self.entries if k.lower() == key), None)
+        for name, value in self.entries:
+            if name.lower() == key:
+                return value
+        return None
 
     def format_fields(self) -> dict[str, str]:
         """``% format EVT3;height=720;width=1280`` as {"": "EVT3", "height": "720", ...}."""

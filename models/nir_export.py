@@ -32,6 +32,7 @@ float32 values.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 
@@ -102,6 +103,14 @@ def to_nir(ckpt: Checkpoint, adaptation: Adaptation | None = None) -> nir.NIRGra
     ways = cfg.ways if adaptation is None else len(adaptation.classes)
     _chain(nodes, edges, last, _readout(shape, params, cfg, dt, ways))
     return nir.NIRGraph(nodes, edges, metadata=_metadata(ckpt, adaptation, dt))
+
+
+def to_bytes(graph: nir.NIRGraph) -> bytes:
+    """``graph`` as the bytes of a NIR file (``nir.write`` into memory; ``nir.read`` reads them
+    from a file or a ``BytesIO``)."""
+    buffer = io.BytesIO()
+    nir.write(buffer, graph)
+    return buffer.getvalue()
 
 
 def _chain(nodes: dict, edges: list, src: str, new: dict) -> str:

@@ -271,14 +271,12 @@ def cmd_export_nir(args) -> int:
     _need_server_extra()
     import time
 
-    import nir
-
-    from spikeshot.models.nir_export import to_nir
+    from spikeshot.models.nir_export import to_bytes, to_nir
 
     start = time.perf_counter()
     ckpt, adaptation = _export_source(args.file, args.model)
     graph = to_nir(ckpt, adaptation)
-    nir.write(args.output, graph)
+    Path(args.output).write_bytes(to_bytes(graph))  # ExportSession's EXPORT_FORMAT_NIR bytes
     seconds = time.perf_counter() - start
     what = f"model {ckpt.name!r}" if adaptation is None else f"a session of model {ckpt.name!r}"
     print(
@@ -305,8 +303,8 @@ def _session_export(path: Path, model: str | None):
     """The checkpoint and ``Adaptation`` of the session file ``path``, checked against each
     other: the session's model fingerprint, its number of classes, its tensors' names and shapes."""
     from spikeshot.models import checkpoint
-    from spikeshot.models.nir_export import Adaptation
     from spikeshot.service import sessions
+    from spikeshot.service.engine import nir_adaptation
 
     try:
         info, settings, state = sessions.load(path.read_bytes())
@@ -337,15 +335,7 @@ def _session_export(path: Path, model: str | None):
                 f"{path}: weight {k!r} of shape {list(v.shape)} does not fit model "
                 f"{ckpt.name!r} ({list(shapes[k]) if k in shapes else 'no such parameter'})"
             )
-    quantization = None
-    if state.weights.scales is not None:
-        quantization = {
-            "bits": settings.weight_bits,
-            "grid": settings.grid,
-            "rounding": settings.rounding,
-            "scales": state.weights.scales,
-        }
-    return ckpt, Adaptation(state.weights.values(), state.classes, quantization)
+    return ckpt, nir_adaptation(settings, state)
 
 
 def _checkpoint(spec: str):

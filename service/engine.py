@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from spikeshot.events.binning import FrameGeometry
-from spikeshot.models import checkpoint
+from spikeshot.models import checkpoint, nir_export
 from spikeshot.models.checkpoint import Checkpoint, fingerprint
 from spikeshot.models.maml import accuracy, adapt, masked_loss
 from spikeshot.models.network import Network
@@ -61,6 +61,7 @@ ZOO = Path(checkpoint.__file__).resolve().parent / "zoo"
 ZOO_DEFAULT = "glyphs"  # the broad initialisation a robot team starts from
 STREAM_BATCH = 32  # windows of one stream classified in one forward pass
 ADAPT_ATTEMPTS = 3  # an Adapt's tries while other replicas commit Adapts of its session first
+EXPORT_FORMATS = ("session", "nir")  # what export_session returns: sessions.dump, or a NIR file
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,20 @@ def find_checkpoints(paths: Sequence[str | Path]) -> list[Checkpoint]:
         ckpt.name = ckpt.name or checkpoint.paths(path)[1].stem
         out.append(ckpt)
     return out
+
+
+def nir_adaptation(settings: Settings, state: State) -> nir_export.Adaptation:
+    """An adapted session's share of its NIR export: the weights it classifies with, its classes,
+    and its grid when quantized."""
+    quantization = None
+    if state.weights.scales is not None:
+        quantization = {
+            "bits": settings.weight_bits,
+            "grid": settings.grid,
+            "rounding": settings.rounding,
+            "scales": state.weights.scales,
+        }
+    return nir_export.Adaptation(state.weights.values(), state.classes, quantization)
 
 
 def _seed(seed: int, version: int) -> int:
@@ -352,9 +367,33 @@ class Engine:
     def delete_session(self, session_id: str, *, owner: str = "") -> None:
         self.sessions.delete(owner, session_id)
 
-    def export_session(self, session_id: str, *, owner: str = "") -> bytes:
-        """The session's settings, labels, support set and weights (``sessions.dump``)."""
-        return sessions.dump(self.sessions.get(owner, session_id))
+    def export_session(self, session_id: str, *, owner: str = "", format: str = "session") -> bytes:
+        """The session as bytes in ``format`` (``EXPORT_FORMATS``): ``"session"``, its settings,
+        labels, support set and weights (``sessions.dump``); ``"nir"``, the NIR graph file of its
+        adapted network, the bytes ``spikeshot export-nir`` writes (``_export_nir``)."""
+        if format not in EXPORT_FORMATS:
+            raise InvalidArgument(
+                f"format: unknown format {echo(format)}; expected one of {EXPORT_FORMATS}", "format"
+            )
+        session = self.sessions.get(owner, session_id)
+        return self._export_nir(session) if format == "nir" else sessions.dump(session)
+
+    def _export_nir(self, session: Session) -> bytes:
+        """The NIR file (``nir_export.to_bytes``) of an adapted session's network on its model;
+        ``FailedPrecondition`` for a model NIR cannot express (the message names the setting that
+        would make it exportable) or a session not adapted yet."""
+        m = self._model_of(session.settings.model, session.fingerprint)
+        try:
+            nir_export.check_exportable(m.checkpoint.config, m.name)
+        except nir_export.NIRExportError as e:
+            raise FailedPrecondition(str(e)) from None
+        if session.state.weights is None:
+            raise FailedPrecondition(
+                f"session {echo(session.id)} is not adapted yet: call Adapt first (a NIR "
+                "export holds the adapted network)"
+            )
+        graph = nir_export.to_nir(m.checkpoint, nir_adaptation(session.settings, session.state))
+        return nir_export.to_bytes(graph)
 
     def import_session(self, data: bytes, *, owner: str = "") -> SessionInfo:
         """A new session of ``owner``'s from ``export_session``'s bytes."""

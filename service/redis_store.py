@@ -147,8 +147,8 @@ class RedisStore(SessionStore):
         except redis.RedisError as e:
             raise Unavailable(f"the session store {self.name} failed: {echo(str(e))}") from None
 
-    def _script(self, script, session_id: str, owner: str, *args, client=None):
-        now = self.clock()
+    def _script(self, script, session_id: str, owner: str, *args, now=None, client=None):
+        now = self.clock() if now is None else now
         keys = (PREFIX + "session:" + session_id, ALL, PREFIX + "owner:" + owner)
         ttl_ms = max(1, round(self.ttl_s * 1000))
         head = (session_id, owner, repr(now), repr(now + self.ttl_s), ttl_ms)
@@ -191,6 +191,7 @@ class RedisStore(SessionStore):
             self.max_per_owner,
             state.version,
             dump(session),
+            now=now,
         )
         if not created:
             self._check_caps(held, owned)

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 ROUNDINGS = {pb.ROUNDING_NEAREST: "nearest", pb.ROUNDING_STOCHASTIC: "stochastic"}
 GRIDS = {pb.WEIGHT_GRID_GLOBAL: "global", pb.WEIGHT_GRID_PER_TENSOR: "per_tensor"}
 FRAME_TYPES = {pb.FRAME_TYPE_FLOAT32: "float32", pb.FRAME_TYPE_UINT16: "uint16"}
+EXPORT_FORMATS = {pb.EXPORT_FORMAT_SESSION: "session", pb.EXPORT_FORMAT_NIR: "nir"}
 ROUNDING_VALUES = {v: k for k, v in ROUNDINGS.items()}
 GRID_VALUES = {v: k for k, v in GRIDS.items()}
 EVENT_BYTES = 8  # the t column's bytes per event
@@ -52,13 +53,16 @@ HANDLERS = {
 }  # by (client streaming, server streaming); the service has no unary-stream method
 
 
-def _choice(table: dict[int, str], value: int, field: str) -> str | None:
-    """The string of an enum value; None for the unspecified 0."""
-    if value == 0:
-        return None
+def _known(table: dict[int, str], value: int, field: str) -> str:
+    """The string of an enum value ``table`` names; ``InvalidArgument`` for any other value."""
     if value not in table:
         raise InvalidArgument(f"{field}: unknown value {value}", field)
     return table[value]
+
+
+def _choice(table: dict[int, str], value: int, field: str) -> str | None:
+    """The string of an enum value; None for the unspecified 0."""
+    return None if value == 0 else _known(table, value, field)
 
 
 def _parse(message_type, data: bytes, which: str):
@@ -350,7 +354,11 @@ class SpikeShotServicer(pb_grpc.SpikeShotServicer):
 
     def ExportSession(self, request, context):
         with self._rpc("ExportSession", context) as call:
-            data = self.engine.export_session(request.session_id, owner=call.owner)
+            data = self.engine.export_session(
+                request.session_id,
+                owner=call.owner,
+                format=_known(EXPORT_FORMATS, request.format, "format"),
+            )
             return pb.ExportSessionResponse(data=data)
 
     def ImportSession(self, request, context):

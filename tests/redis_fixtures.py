@@ -1,6 +1,8 @@
 """A real ``redis-server`` for the tests: started on a free loopback port in a tmp dir, with no
-persistence (``--save "" --appendonly no``); stopped, paused and started again on the same port by
-the tests that need Redis down or slow. Tests that use it skip, saying why, without the binary."""
+persistence (``--save "" --appendonly no``) or, for ``persistent_redis_server``, an append-only
+file in that dir fsynced on every write (``--appendonly yes --appendfsync always``); stopped, paused
+and started again on the same port by the tests that need Redis down, slow or restarted. Tests that
+use it skip, saying why, without the binary."""
 
 from __future__ import annotations
 
@@ -20,10 +22,11 @@ ABSENT = "redis-server absent (Debian: apt-get install redis-server)"
 
 
 class RedisServer:
-    """One ``redis-server`` process on 127.0.0.1:``port``."""
+    """One ``redis-server`` process on 127.0.0.1:``port``; ``persistent``: with its append-only
+    file in ``folder``, so that a restart reads back what the server held."""
 
-    def __init__(self, folder: Path):
-        self.folder, self.port = folder, free_port()
+    def __init__(self, folder: Path, persistent: bool = False):
+        self.folder, self.port, self.persistent = folder, free_port(), persistent
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen | None = None
         self.start()
@@ -31,7 +34,8 @@ class RedisServer:
     def start(self) -> None:
         self.process = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1"]
-            + ["--save", "", "--appendonly", "no", "--dir", str(self.folder)],
+            + ["--save", "", "--dir", str(self.folder), "--appendonly"]
+            + (["yes", "--appendfsync", "always"] if self.persistent else ["no"]),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -47,7 +51,8 @@ class RedisServer:
         client.close()
 
     def stop(self) -> None:
-        """Stop the server (what it held is gone)."""
+        """Kill the server (SIGKILL): without persistence what it held is gone; with it, what
+        was written comes back at the next ``start``."""
         if self.process is not None:
             self.process.send_signal(signal.SIGCONT)
             self.process.kill()
@@ -69,5 +74,14 @@ def redis_server(tmp_path):
     if REDIS_SERVER is None:
         pytest.skip(ABSENT)
     server = RedisServer(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def persistent_redis_server(tmp_path):
+    if REDIS_SERVER is None:
+        pytest.skip(ABSENT)
+    server = RedisServer(tmp_path, persistent=True)
     yield server
     server.stop()

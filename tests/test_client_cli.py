@@ -170,6 +170,13 @@ def test_adapt_classify_export_import(server, tmp_path, capsys):
     assert code == 0 and f"to {exported}" in out and exported.stat().st_size > 0
     code, out, _ = run(capsys, "export", *target, "--session", sid, "-o", exported, "--json")
     assert json.loads(out)["bytes"] == exported.stat().st_size
+    assert json.loads(out)["format"] == "session"
+    nir_file = tmp_path / "session.nir"
+    code, out, err = run(
+        capsys, "export", *target, "--session", sid, "-o", nir_file, "--format", "nir"
+    )  # the tiny model pools by maximum (test_nir exports an average-pooling one)
+    assert code == EXIT_SERVER and "FAILED_PRECONDITION" in err and 'pool_kind = "avg"' in err
+    assert not nir_file.exists()
     code, out, _ = run(capsys, "import", *target, exported, "--json")
     copy = json.loads(out)
     assert code == 0 and copy["classes"] == ["a", "b"] and copy["session_id"] != sid

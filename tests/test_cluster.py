@@ -1,9 +1,10 @@
 """Replicas sharing sessions in Redis (a real ``redis-server`` of each test's own): an engine does
 everything through Redis that it does in memory; two engines on one Redis serve each other's
 sessions with identical answers; concurrent Adapts through two engines lose no example; a Redis
-that is down is UNAVAILABLE, with health NOT_SERVING, until it is back; and two ``spikeshot serve``
-replicas behind nginx (``deploy/nginx/spikeshot.conf``) answer like direct calls, a replica
-killed during a Classify retried around."""
+that is down is UNAVAILABLE, with health NOT_SERVING, until it is back; a Redis with persistence
+killed and restarted gives the sessions back; and two ``spikeshot serve`` replicas behind nginx
+(``deploy/nginx/spikeshot.conf``) answer like direct calls, a replica killed during a Classify or an
+Adapt retried around, the Adapt's session as it was until the retry commits."""
 
 import contextlib
 import re
@@ -21,6 +22,7 @@ import pytest
 import redis_fixtures
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service_fixtures import (
+    adapt_requests,
     adapted,
     classify_requests,
     client,
@@ -37,9 +39,11 @@ from spikeshot.service.config import ServerConfig
 from spikeshot.service.engine import ADAPT_ATTEMPTS, Engine
 from spikeshot.service.errors import Aborted, Cancelled, NotFound, Unavailable
 from spikeshot.service.executor import Control
+from spikeshot.v1 import spikeshot_pb2 as pb
 from spikeshot.v1 import spikeshot_pb2_grpc as pb_grpc
 
-redis_server = redis_fixtures.redis_server  # the fixture, for the tests of this module
+redis_server = redis_fixtures.redis_server  # the fixtures, for the tests of this module
+persistent_redis_server = redis_fixtures.persistent_redis_server
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -191,6 +195,43 @@ def test_a_redis_that_is_down_is_unavailable_and_health_not_serving_until_it_is_
         assert stub.Classify(classify_requests(sid, 1)).label == "ball"
 
 
+def test_sessions_come_back_after_a_restart_of_a_redis_with_persistence(persistent_redis_server):
+    config = ServerConfig(
+        workers=1, session_store=persistent_redis_server.url, session_store_timeout_s=0.5
+    )
+    engine = Engine([tiny()], config)
+    try:
+        sid = engine.create_session(owner="robot").session_id
+        engine.adapt(sid, support("cup", "ball"), owner="robot")
+        engine.adapt(sid, shot("plate", 2, 5), owner="robot")
+        before = [engine.classify(sid, query(c), owner="robot") for c in range(3)]
+        info = engine.get_session(sid, owner="robot")
+        persistent_redis_server.stop()  # SIGKILL: only what reached the append-only file is back
+        persistent_redis_server.start()
+        fresh = Engine([tiny()], config)  # a cache of nothing: reads the session from Redis
+        try:
+            for e in (engine, fresh):
+                after = [e.classify(sid, query(c), owner="robot") for c in range(3)]
+                assert [p.probabilities for p in after] == [p.probabilities for p in before]
+                assert all(p.weights_version == 2 for p in after)
+                again = e.get_session(sid, owner="robot")
+                assert (
+                    (again.examples, again.classes)
+                    == (info.examples, info.classes)
+                    == (
+                        5,
+                        ("cup", "ball", "plate"),
+                    )
+                )
+                assert again.created_at == info.created_at
+                assert again.expires_at > time.time()
+            assert [s.session_id for s in fresh.list_sessions(owner="robot")] == [sid]
+        finally:
+            fresh.close()
+    finally:
+        engine.close()
+
+
 # -- several processes: two `spikeshot serve` replicas behind nginx --------------------------------
 
 NGINX = shutil.which("nginx")
@@ -212,34 +253,41 @@ def wait_serving(address: str, timeout_s: float = 180) -> None:
             time.sleep(0.2)
 
 
-def received(metrics_port: int) -> float:
-    """The events a replica received in Classify calls (its metrics page)."""
+def received(metrics_port: int, method: str = "Classify") -> float:
+    """The events a replica received in ``method`` calls (its metrics page)."""
     url = f"http://127.0.0.1:{metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as r:
         text = r.read().decode()
-    pattern = r'^spikeshot_events_received_total\{method="Classify"\} (\S+)$'
+    pattern = rf'^spikeshot_events_received_total\{{method="{method}"\}} (\S+)$'
     return float(re.search(pattern, text, re.M).group(1))
 
 
 @contextlib.contextmanager
 def processes():
-    """Started subprocesses, killed at the end."""
+    """Started subprocesses, stopped at the end: SIGTERM first (a SIGKILLed nginx master leaves
+    its worker running, still listening), SIGKILL what has not exited 10 s later."""
     started: list[subprocess.Popen] = []
     try:
         yield started
     finally:
         for p in started:
-            p.kill()
-            p.wait(30)
+            p.terminate()
+        for p in started:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(30)
 
 
-@pytest.mark.skipif(NGINX is None, reason="nginx absent (Debian: apt-get install nginx)")
-def test_replicas_behind_nginx_share_sessions_and_a_killed_one_is_retried_around(
-    redis_server, tmp_path
-):
+@contextlib.contextmanager
+def cluster(redis_server, tmp_path, replicas: int = 2):
+    """``replicas`` ``spikeshot serve`` of the tiny model on the test's Redis behind nginx with
+    the deploy configuration (its upstream rewritten), all serving: the balancer's address, each
+    replica's (port, metrics port) and the processes (the replicas first, then nginx)."""
     model = tmp_path / "tiny.json"
     save(tiny(), model)
-    ports = [(free_port(), free_port()) for _ in range(2)]
+    ports = [(free_port(), free_port()) for _ in range(replicas)]
     balancer = free_port()
     conf = DEPLOY_CONF.read_text()
     upstream = "".join(f"server 127.0.0.1:{p} max_fails=1 fail_timeout=10s;\n" for p, _ in ports)
@@ -262,7 +310,26 @@ def test_replicas_behind_nginx_share_sessions_and_a_killed_one_is_retried_around
         for port, _ in ports:
             wait_serving(f"127.0.0.1:{port}")
         wait_serving(f"127.0.0.1:{balancer}", 30)
-        with grpc.insecure_channel(f"127.0.0.1:{balancer}") as channel:
+        yield f"127.0.0.1:{balancer}", ports, started
+
+
+def busy_replica(ports, before: list[float], method: str) -> int:
+    """The index of the replica whose ``method`` calls received events since ``before``."""
+    deadline = time.monotonic() + 30
+    while True:
+        busy = [received(m, method) > b for (_, m), b in zip(ports, before, strict=True)]
+        if any(busy):
+            return busy.index(True)
+        assert time.monotonic() < deadline, f"no replica received the {method} call"
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(NGINX is None, reason="nginx absent (Debian: apt-get install nginx)")
+def test_replicas_behind_nginx_share_sessions_and_a_killed_one_is_retried_around(
+    redis_server, tmp_path
+):
+    with cluster(redis_server, tmp_path) as (balancer, ports, started):
+        with grpc.insecure_channel(balancer) as channel:
             stub = pb_grpc.SpikeShotStub(channel)
             sid = adapted(stub, "cup", "ball")
             through = stub.Classify(classify_requests(sid, 1))
@@ -283,19 +350,64 @@ def test_replicas_behind_nginx_share_sessions_and_a_killed_one_is_retried_around
             release.wait(60)
 
         result = {}
-        with Connection(f"127.0.0.1:{balancer}", retries=4).channel() as channel:
+        with Connection(balancer, retries=4).channel() as channel:
             stub = pb_grpc.SpikeShotStub(channel)
             call = threading.Thread(target=lambda: result.update(r=stub.Classify(held_open())))
             call.start()
             assert sent.wait(30)
-            deadline = time.monotonic() + 30
-            busy = [False, False]
-            while not any(busy):
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
-                busy = [received(m) > b for (_, m), b in zip(ports, before, strict=True)]
-            started[busy.index(True)].send_signal(signal.SIGKILL)
-            started[busy.index(True)].wait(30)
+            busy = busy_replica(ports, before, "Classify")
+            started[busy].send_signal(signal.SIGKILL)
+            started[busy].wait(30)
             release.set()
             call.join(60)
         assert result["r"].label == "ball" and result["r"].probabilities == through.probabilities
+
+
+@pytest.mark.skipif(NGINX is None, reason="nginx absent (Debian: apt-get install nginx)")
+def test_a_replica_killed_during_an_adapt_leaves_the_session_intact_and_the_retry_adapts(
+    redis_server, tmp_path
+):
+    with cluster(redis_server, tmp_path) as (balancer, ports, started):
+        with grpc.insecure_channel(balancer) as channel:
+            stub = pb_grpc.SpikeShotStub(channel)
+            sid = adapted(stub, "cup", "ball")
+            known = stub.GetSession(pb.GetSessionRequest(session_id=sid))
+            classified = stub.Classify(classify_requests(sid, 2))
+        assert (known.weights_version, known.examples) == (1, 4)
+
+        # An Adapt of two more examples held open (its stream not ended: it cannot commit) on one
+        # replica, which is killed; the client's retry (UNAVAILABLE only) replays the stream
+        # through nginx to the other replica, which adapts once the stream ends.
+        before = [received(m, "Adapt") for _, m in ports]
+        sent, release = threading.Event(), threading.Event()
+
+        def held_open():
+            yield from adapt_requests(sid, [("plate", 2, 5), ("plate", 2, 6)])
+            sent.set()
+            release.wait(60)
+
+        result = {}
+        with Connection(balancer, retries=4).channel() as channel:
+            stub = pb_grpc.SpikeShotStub(channel)
+            call = threading.Thread(target=lambda: result.update(r=stub.Adapt(held_open())))
+            call.start()
+            assert sent.wait(30)
+            busy = busy_replica(ports, before, "Adapt")
+            started[busy].send_signal(signal.SIGKILL)
+            started[busy].wait(30)
+            survivor = f"127.0.0.1:{ports[1 - busy][0]}"
+            with grpc.insecure_channel(survivor) as direct:
+                stub_direct = pb_grpc.SpikeShotStub(direct)
+                info = stub_direct.GetSession(pb.GetSessionRequest(session_id=sid))
+                after_kill = stub_direct.Classify(classify_requests(sid, 2))
+            assert (info.weights_version, info.examples) == (1, 4)
+            assert list(info.classes) == ["cup", "ball"]
+            assert after_kill.probabilities == classified.probabilities
+            release.set()
+            call.join(60)
+        r = result["r"]
+        assert (r.weights_version, r.examples, r.new_examples) == (2, 6, 2)
+        with grpc.insecure_channel(survivor) as direct:
+            info = pb_grpc.SpikeShotStub(direct).GetSession(pb.GetSessionRequest(session_id=sid))
+        assert (info.weights_version, info.examples) == (2, 6)  # added once, not twice
+        assert list(info.classes) == ["cup", "ball", "plate"]

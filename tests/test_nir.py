@@ -6,6 +6,10 @@ file. That file, read back with ``nir.read``, must be the graph the exporter bui
 (``norse.torch.from_nir``, dt = one bin) and in a small numpy interpreter of NIR's node equations
 written here, it must give our own forward pass's labels and hidden spike counts.
 
+Through gRPC, a server of an average-pooling variant of the server tests' tiny SNN answers
+``ExportSession`` with ``EXPORT_FORMAT_NIR`` by the bytes of the graph the exporter builds from the
+same session, the bytes the command, the SDK and ``spikeshot-client export --format nir`` write.
+
 Tolerance: at least 99% of labels and of (query, unit) spike counts agree, and in every query the
 first spikes to differ sit on the threshold (float64 |U| < 1e-9). Weights on the 2^-7 grid and
 integer event counts put membranes on a lattice that contains the threshold, so some are exactly 0,
@@ -30,22 +34,30 @@ of inputs, its recurrent edges carrying the previous step's output) and the step
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import io
 import itertools
 import json
 from collections import defaultdict
+from types import SimpleNamespace
 
+import grpc
 import nir
 import norse.torch
 import norse.torch.utils.import_nir as norse_import
 import numpy as np
 import pytest
+import service_fixtures
 import torch
 from norse.torch.functional.heaviside import heaviside
 from norse.torch.module.leaky_integrator_box import LIBoxCell, LIBoxParameters
 from safetensors import safe_open
 from safetensors.torch import save
 
+from spikeshot.clients import cli as client_cli
+from spikeshot.clients.aio import AsyncClient
+from spikeshot.clients.client import Client
 from spikeshot.events.binning import FrameGeometry
 from spikeshot.models import ModelConfig, Network, Quantizer, checkpoint
 from spikeshot.models.checkpoint import Checkpoint
@@ -55,7 +67,10 @@ from spikeshot.models.snn import hidden_spikes
 from spikeshot.service import cli, sessions
 from spikeshot.service.config import ServerConfig
 from spikeshot.service.engine import Engine
+from spikeshot.service.errors import InvalidArgument
 from spikeshot.service.inputs import Chunk, FrameInput
+from spikeshot.service.server import start
+from spikeshot.v1 import spikeshot_pb2 as pb
 
 BINS, SIZE = 8, 16
 CFG = ModelConfig(
@@ -181,15 +196,9 @@ def test_li_forward_euler_is_the_trace_recursion():
             np.testing.assert_allclose(v_nir, v_ours, rtol=1e-12, atol=1e-15)
 
 
-def test_the_file_reads_back_as_the_same_graph(exported):
-    """``nir.read`` gives the graph the exporter builds: the same nodes of the same types with
-    equal parameters (and dtypes), the same edges and metadata; the metadata names the
-    preprocessing and the session's classes and grid."""
-    root, ckpt, out = exported
-    _, _, state = sessions.load((root / "session.safetensors").read_bytes())
-    quant = {"bits": 8, "grid": "global", "rounding": "nearest", "scales": state.weights.scales}
-    built = to_nir(ckpt, Adaptation(state.weights.values(), state.classes, quant))
-    read = nir.read(out)
+def assert_same_graph(read: nir.NIRGraph, built: nir.NIRGraph) -> None:
+    """The same nodes of the same types with equal parameters (and dtypes), the same edges and
+    metadata."""
     assert read.nodes.keys() == built.nodes.keys() and read.edges == built.edges
     assert read.metadata == built.metadata
     for name, node in built.nodes.items():
@@ -204,6 +213,18 @@ def test_the_file_reads_back_as_the_same_graph(exported):
             else:
                 mine, theirs = np.asarray(mine), np.asarray(theirs)
                 assert mine.dtype == theirs.dtype and np.array_equal(mine, theirs), (name, field)
+
+
+def test_the_file_reads_back_as_the_same_graph(exported):
+    """``nir.read`` gives the graph the exporter builds: the same nodes of the same types with
+    equal parameters (and dtypes), the same edges and metadata; the metadata names the
+    preprocessing and the session's classes and grid."""
+    root, ckpt, out = exported
+    _, _, state = sessions.load((root / "session.safetensors").read_bytes())
+    quant = {"bits": 8, "grid": "global", "rounding": "nearest", "scales": state.weights.scales}
+    built = to_nir(ckpt, Adaptation(state.weights.values(), state.classes, quant))
+    read = nir.read(out)
+    assert_same_graph(read, built)
     doc = json.loads(read.metadata["spikeshot"])
     assert read.metadata["format"] == "spikeshot-nir/1" and read.metadata["dt"] == 1e-3
     assert doc["source"] == "session" and doc["classes"] == [f"quadrant{c}" for c in range(4)]
@@ -445,3 +466,92 @@ def test_session_files_that_do_not_export(exported, tmp_path, capsys):
     (tmp_path / "junk.bin").write_bytes(b"\x08" + bytes(15))
     assert cli.main(["export-nir", str(tmp_path / "junk.bin"), "-o", out]) == 3
     assert "neither a model checkpoint nor a session file" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A server of an average-pooling variant of the server tests' tiny SNN (whose own model
+    pools by maximum), an 8-bit session adapted on it through gRPC (four quadrant classes), and
+    the model's checkpoint saved where ``export-nir --model`` finds it."""
+    ckpt = dataclasses.replace(
+        service_fixtures.tiny(), config=dataclasses.replace(service_fixtures.CFG, pool_kind="avg")
+    )
+    root = tmp_path_factory.mktemp("served")
+    checkpoint.save(ckpt, root / "tiny")
+    config = ServerConfig(port=0, metrics_port=0, workers=1)
+    engine = Engine([ckpt], config)
+    running = start(config, engine)
+    try:
+        with service_fixtures.client(running) as stub:
+            sid = service_fixtures.new_session(stub, weight_bits=8)
+            labels = [f"quadrant{c}" for c in range(4)]
+            stub.Adapt(service_fixtures.adapt_requests(sid, service_fixtures.support(*labels)))
+            yield SimpleNamespace(
+                running=running, engine=engine, stub=stub, sid=sid, ckpt=ckpt, root=root
+            )
+    finally:
+        running.stop(grace=1)
+        engine.close()
+
+
+def export(stub, sid: str, fmt: int) -> bytes:
+    return stub.ExportSession(pb.ExportSessionRequest(session_id=sid, format=fmt)).data
+
+
+def test_export_session_as_nir_through_grpc(served, tmp_path):
+    """``ExportSession`` with ``EXPORT_FORMAT_NIR`` answers a NIR file: ``nir.read`` gives the
+    graph ``nir_export`` builds in-process from the same session (its default-format bytes, which
+    are still the session file), and ``spikeshot export-nir`` of that file writes the same bytes."""
+    stub, sid, ckpt = served.stub, served.sid, served.ckpt
+    data = export(stub, sid, pb.EXPORT_FORMAT_NIR)
+    session = stub.ExportSession(pb.ExportSessionRequest(session_id=sid)).data  # no format set
+    _, settings, state = sessions.load(session)
+    assert sessions.load(export(stub, sid, pb.EXPORT_FORMAT_SESSION))[1] == settings
+    assert settings.weight_bits == 8 and state.classes == tuple(f"quadrant{c}" for c in range(4))
+    quant = {"bits": 8, "grid": "global", "rounding": "nearest", "scales": state.weights.scales}
+    built = to_nir(ckpt, Adaptation(state.weights.values(), state.classes, quant))
+    assert_same_graph(nir.read(io.BytesIO(data)), built)
+    file, out = tmp_path / "session.safetensors", tmp_path / "session.nir"
+    file.write_bytes(session)
+    model = str(served.root / "tiny")
+    assert cli.main(["export-nir", str(file), "--model", model, "-o", str(out)]) == 0
+    assert out.read_bytes() == data
+
+
+def test_the_sdk_and_the_client_command_export_nir(served, tmp_path, capsys):
+    """``Session.export(format="nir")`` (blocking and asyncio) and ``spikeshot-client export
+    --format nir`` get the server's NIR bytes; the command's file reads back with ``nir.read``.
+    A format the SDK does not know is refused before any call."""
+    running, sid = served.running, served.sid
+    data = export(served.stub, sid, pb.EXPORT_FORMAT_NIR)
+    with Client(running.address, timeout=30) as client:
+        session = client.session(sid)
+        assert session.export(format="nir") == data
+        with pytest.raises(ValueError, match="format must be one of"):
+            session.export(format="onnx")
+
+    async def exported_async() -> bytes:
+        async with AsyncClient(running.address, timeout=30) as client:
+            return await (await client.session(sid)).export(format="nir")
+
+    assert asyncio.run(exported_async()) == data
+    out = tmp_path / "s.nir"
+    target = ["--target", running.address, "--session", sid, "-o", str(out)]
+    assert client_cli.main(["export", *target, "--format", "nir"]) == 0
+    assert f"exported session {sid} as a NIR graph to {out}" in capsys.readouterr().out
+    assert out.read_bytes() == data
+    assert nir.read(out).nodes["output"].output_type["output"].tolist() == [4]
+
+
+def test_export_nir_refusals_through_grpc(served):
+    """A session not adapted yet is FAILED_PRECONDITION (the session format still exports it);
+    the in-process engine refuses a format it does not know."""
+    stub = served.stub
+    fresh = service_fixtures.new_session(stub)
+    code, details = service_fixtures.status_of(
+        stub.ExportSession, pb.ExportSessionRequest(session_id=fresh, format=pb.EXPORT_FORMAT_NIR)
+    )
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "not adapted yet" in details
+    assert sessions.load(export(stub, fresh, pb.EXPORT_FORMAT_SESSION))[2].weights is None
+    with pytest.raises(InvalidArgument, match=r"format: unknown format 'onnx'; expected one of"):
+        served.engine.export_session(served.sid, format="onnx")

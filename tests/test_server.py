@@ -205,6 +205,15 @@ def test_every_error_code(stub, server, caplog):
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "rounding" in details
 
+    code, details = status_of(stub.ExportSession, pb.ExportSessionRequest(session_id=sid, format=7))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details == "format: unknown value 7"
+    to_nir = pb.ExportSessionRequest(session_id=adapted(stub, "a"), format=pb.EXPORT_FORMAT_NIR)
+    code, details = status_of(stub.ExportSession, to_nir)  # the tiny model pools by maximum
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and details == (
+        "model 'tiny' cannot be exported to NIR: max pooling has no NIR primitive: meta-train "
+        'with model.pool_kind = "avg"'
+    )
+
     code, details = status_of(stub.GetSession, pb.GetSessionRequest(session_id="nope"))
     assert code == grpc.StatusCode.NOT_FOUND and "nope" in details
     code, details = status_of(

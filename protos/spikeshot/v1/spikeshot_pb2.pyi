@@ -19,6 +19,11 @@ class WeightGrid(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WEIGHT_GRID_GLOBAL: _ClassVar[WeightGrid]
     WEIGHT_GRID_PER_TENSOR: _ClassVar[WeightGrid]
 
+class ExportFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPORT_FORMAT_SESSION: _ClassVar[ExportFormat]
+    EXPORT_FORMAT_NIR: _ClassVar[ExportFormat]
+
 class FrameType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     FRAME_TYPE_UNSPECIFIED: _ClassVar[FrameType]
@@ -30,6 +35,8 @@ ROUNDING_STOCHASTIC: Rounding
 WEIGHT_GRID_UNSPECIFIED: WeightGrid
 WEIGHT_GRID_GLOBAL: WeightGrid
 WEIGHT_GRID_PER_TENSOR: WeightGrid
+EXPORT_FORMAT_SESSION: ExportFormat
+EXPORT_FORMAT_NIR: ExportFormat
 FRAME_TYPE_UNSPECIFIED: FrameType
 FRAME_TYPE_FLOAT32: FrameType
 FRAME_TYPE_UINT16: FrameType
@@ -285,10 +292,12 @@ class ClassifyStreamResponse(_message.Message):
     def __init__(self, window_start_us: _Optional[int] = ..., window_end_us: _Optional[int] = ..., label: _Optional[str] = ..., probabilities: _Optional[_Iterable[_Union[LabelProbability, _Mapping]]] = ..., events: _Optional[int] = ..., complete: _Optional[bool] = ..., weights_version: _Optional[int] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
 
 class ExportSessionRequest(_message.Message):
-    __slots__ = ("session_id",)
+    __slots__ = ("session_id", "format")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
-    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+    format: ExportFormat
+    def __init__(self, session_id: _Optional[str] = ..., format: _Optional[_Union[ExportFormat, str]] = ...) -> None: ...
 
 class ExportSessionResponse(_message.Message):
     __slots__ = ("data",)

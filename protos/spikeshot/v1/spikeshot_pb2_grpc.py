@@ -145,8 +145,9 @@ class SpikeShotServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ExportSession(self, request, context):
-        """An adapted session as bytes (settings, class labels, support set, weights), so that a robot
-        keeps what it learned.
+        """A session as bytes: by default the `spikeshot-session/1` file (settings, class labels, support
+        set, weights), so that a robot keeps what it learned; or, with `format`, the NIR graph of its
+        adapted network for neuromorphic toolchains.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

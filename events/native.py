@@ -1,0 +1,202 @@
+"""Numba kernels for the readers' per-event loops: EVT 3.0, EVT 2.0, DAT and N-MNIST decoding, the
+check of ``aedat``'s event packets, and the largest coordinates of an event array.
+
+Each kernel does, one word at a time, what the numpy code of its reader does for a whole block;
+that code is the reference (the tests check the two equal) and the path taken where numba is not
+installed. This module imports numba, so the readers reach it only through
+``recording.kernels()``, when a kernel is first needed.
+
+A decoding kernel takes its decoder's state and an output array with room for the block's events,
+and returns the number of events written, whether the block decoded cleanly, and the new state.
+On anything wrong (an unknown word type, an event outside the sensor, a bad field) it returns
+False and the old state: the reader then decodes the block with the reference, which raises the
+error with its message and byte offset. ``cache=True`` writes the machine code to
+``__pycache__`` beside this file for later processes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_jit = njit(nogil=True, cache=True)
+
+
+@_jit
+def _put(out, n, t, x, y, p):
+    out[n].t = t
+    out[n].x = x
+    out[n].y = y
+    out[n].p = p
+
+
+@_jit
+def _unwrap(previous, raw, bits):
+    """The reading ``raw`` of a ``bits``-bit counter, unwrapped after the unwrapped reading
+    ``previous`` (-1: none) by the rule of ``prophesee.unwrap``."""
+    if previous < 0:
+        return raw
+    period = np.int64(1) << bits
+    before = previous & (period - 1)
+    base = previous - before
+    if raw - before <= -(period >> 1):
+        base += period
+    return base + raw
+
+
+def _evt3_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For EVT 3.0: the events each 16-bit word holds (1 for ADDR_X, the set bits of a vector's
+    mask, else 0), the lowest set bit of each 12-bit mask, and which of the 16 types are known."""
+    word = np.arange(1 << 16)
+    kind = word >> 12
+    mask = np.select([kind == 0x2, kind == 0x4, kind == 0x5], [1, word & 0xFFF, word & 0xFF], 0)
+    events = np.unpackbits(mask.astype(">u2").view(np.uint8)).reshape(-1, 16).sum(axis=1)
+    lowest = np.array([(m & -m).bit_length() - 1 for m in range(1 << 12)]).clip(0)
+    known = np.isin(np.arange(16), [0x0, 0x2, 0x3, 0x4, 0x5, 0x6, 0x7, 0x8, 0xA, 0xE, 0xF])
+    return events.astype(np.uint8), lowest.astype(np.uint8), known
+
+
+_EVT3_EVENTS, _LOWEST_BIT, _EVT3_KNOWN = _evt3_tables()
+
+
+@_jit
+def evt3_bound(words):
+    """The most events the EVT 3.0 ``words`` can hold."""
+    n = 0
+    for word in words:
+        n += _EVT3_EVENTS[word]
+    return n
+
+
+@_jit
+def evt3(words, state, width, height, out):
+    """Decode EVT 3.0 ``words`` (state: unwrapped TIME_HIGH or -1, TIME_LOW, y, x of the next
+    vector event, its polarity); ``out`` has room for ``evt3_bound(words) + 1`` events.
+
+    Vector and TIME_HIGH words branch. Every other word is written as an ADDR_X event, kept only
+    when it is one, and sets y, TIME_LOW or the vector base through masks: a stream whose word
+    types follow no pattern then costs no mispredicted branches."""
+    time_high, time_low, y, x_next, polarity = state
+    n = 0
+    outside = False
+    for i in range(len(words)):
+        word = np.int64(words[i])
+        kind = word >> 12
+        low = word & 0x7FF
+        if kind | 1 == 0x5:  # VECT_12 (0x4) or VECT_8 (0x5): events at the set bits
+            vect_8 = kind & 1
+            mask = word & (0xFFF >> (vect_8 << 2))
+            if time_high >= 0 and y >= 0 and x_next >= 0:
+                t = (time_high << 12) | time_low
+                while mask:
+                    x = (x_next + _LOWEST_BIT[mask]) & 0xFFFF  # as stored in uint16
+                    mask &= mask - 1
+                    outside |= (x >= width) | (y >= height)
+                    _put(out, n, t, x, y, polarity)
+                    n += 1
+            x_next += 12 - (vect_8 << 2)
+        elif kind == 0x8:  # TIME_HIGH; a change zeroes TIME_LOW
+            high = _unwrap(time_high, word & 0xFFF, 12)
+            if high != time_high:
+                time_low = 0
+            time_high = high
+        elif not _EVT3_KNOWN[kind]:
+            return n, False, state
+        else:  # ADDR_X, ADDR_Y, TIME_LOW, VECT_BASE_X, or a skipped type
+            _put(out, n, (time_high << 12) | time_low, low, y, (word >> 11) & 1)
+            kept = np.int64(kind == 0x2) & np.int64(time_high >= 0) & np.int64(y >= 0)
+            outside |= (kept == 1) & ((low >= width) | (y >= height))
+            n += kept
+            is_y = -np.int64(kind == 0x0)  # all bits set for ADDR_Y, else none
+            y = (y & ~is_y) | (low & is_y)
+            is_low = -np.int64(kind == 0x6)
+            time_low = (time_low & ~is_low) | (word & 0xFFF & is_low)
+            is_base = -np.int64(kind == 0x3)
+            x_next = (x_next & ~is_base) | (low & is_base)
+            polarity = (polarity & ~is_base) | ((word >> 11) & 1 & is_base)
+    if outside:
+        return n, False, state
+    return n, True, (time_high, time_low, y, x_next, polarity)
+
+
+@_jit
+def evt2(words, time_high, width, height, out):
+    """Decode EVT 2.0 ``words`` (state: the unwrapped TIME_HIGH, -1 before the first)."""
+    start = time_high
+    n = 0
+    for i in range(len(words)):
+        word = np.int64(words[i])
+        kind = word >> 28
+        if kind <= 0x1:  # CD_OFF, CD_ON
+            if time_high >= 0:
+                x, y = (word >> 11) & 0x7FF, word & 0x7FF
+                if x >= width or y >= height:
+                    return n, False, start
+                _put(out, n, (time_high << 6) | ((word >> 22) & 0x3F), x, y, kind)
+                n += 1
+        elif kind == 0x8:  # TIME_HIGH
+            time_high = _unwrap(time_high, word & 0x0FFFFFFF, 28)
+        elif kind != 0xA and kind != 0xE and kind != 0xF:
+            return n, False, start
+    return n, True, time_high
+
+
+@_jit
+def dat(records, t, width, height, out):
+    """Decode DAT ``records`` (pairs of 32-bit time and data; state: the last unwrapped time, -1
+    before the first). Times unwrap as in ``_unwrap``, with the wrap base and the last reading
+    kept apart so that no record waits on the previous one's unwrapped time."""
+    start = t
+    last = t & 0xFFFFFFFF if t >= 0 else (np.int64(records[0, 0]) if len(records) else 0)
+    base = t - last if t >= 0 else 0
+    for i in range(len(records)):
+        raw, word = np.int64(records[i, 0]), np.int64(records[i, 1])
+        x, y, polarity = word & 0x3FFF, (word >> 14) & 0x3FFF, word >> 28
+        if polarity > 1 or x >= width or y >= height:
+            return i, False, start
+        if raw - last <= -(1 << 31):
+            base += 1 << 32
+        last = raw
+        _put(out, i, base + raw, x, y, polarity)
+    return len(records), True, base + last if len(records) else start
+
+
+@_jit
+def nmnist(records, state, out):
+    """Decode N-MNIST 5-byte ``records`` (state: wrap markers seen, the last time or -1)."""
+    wraps, t = state
+    n = 0
+    for i in range(len(records)):
+        x, y, high = np.int64(records[i, 0]), np.int64(records[i, 1]), np.int64(records[i, 2])
+        if y == 240:  # the 23-bit time wrapped around
+            wraps += 1
+            continue
+        low = np.int64(records[i, 3]) << 8 | np.int64(records[i, 4])
+        now = ((high & 0x7F) << 16 | low) + (wraps << 23)
+        if now < t:
+            return n, False, state
+        _put(out, n, now, x, y, high >> 7)
+        t = now
+        n += 1
+    return n, True, (wraps, t)
+
+
+@_jit
+def valid(events, width, height):
+    """True when no event has a negative time (an ``aedat`` time past int64 reads as one) or a
+    polarity other than 0 or 1, or lies outside the sensor."""
+    for i in range(len(events)):
+        event = events[i]
+        if event.t < 0 or event.p > 1 or event.x >= width or event.y >= height:
+            return False
+    return True
+
+
+@_jit
+def extent(events):
+    """The largest x and y of ``events`` (-1 without any)."""
+    x_max = y_max = -1
+    for i in range(len(events)):
+        x_max = max(x_max, np.int64(events[i].x))
+        y_max = max(y_max, np.int64(events[i].y))
+    return x_max, y_max
