@@ -7,7 +7,7 @@ TORCH_INDEX ?=
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint proto system-deps
+.PHONY: demo test lint proto system-deps fuzz
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,16 @@ system-deps:
 test: lint system-deps
 	$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest selected no test"; fi; exit $$rc
+
+# Every fuzzing target in turn for FUZZ_SECONDS each (tests/fuzzing.py); the corpus is kept in
+# fuzz-corpus/, findings go to fuzz-findings/. One target: make fuzz FUZZ_TARGETS=rpc
+FUZZ_SECONDS ?= 1800
+FUZZ_TARGETS ?= $(shell $(BIN)/python tests/fuzzing.py --list 2>/dev/null)
+fuzz: $(BIN)/.installed
+	@for t in $(FUZZ_TARGETS); do \
+		echo "== $$t, $(FUZZ_SECONDS) s"; \
+		$(BIN)/python tests/fuzzing.py $$t --seconds $(FUZZ_SECONDS) || exit 1; \
+	done
 
 proto: $(BIN)/.installed
 	$(BIN)/python -m spikeshot.v1.regenerate

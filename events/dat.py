@@ -62,6 +62,7 @@ class _Decoder:
         bad = polarity > 1
         if bad.any():
             i = int(np.argmax(bad))
+            self.reference(offset, data[: 8 * i])  # an error among the records before comes first
             problem = f"polarity field is {polarity[i]}, not 0 or 1"
             raise FormatError(self.path, offset + 8 * i, problem)
         events = empty(len(records))

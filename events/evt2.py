@@ -60,6 +60,7 @@ class _Decoder:
         unknown = ~_KNOWN[kind]
         if unknown.any():
             i = int(np.argmax(unknown))
+            self.reference(offset, data[: 4 * i])  # an error among the words before comes first
             raise FormatError(self.path, offset + 4 * i, f"unknown EVT 2.0 word type 0x{kind[i]:X}")
         highs = np.flatnonzero(kind == _TIME_HIGH)
         values = unwrap((words[highs] & 0x0FFFFFFF).astype(np.int64), self.time_high, 28)

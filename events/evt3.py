@@ -71,6 +71,7 @@ class _Decoder:
         unknown = ~_KNOWN[kind]
         if unknown.any():
             i = int(np.argmax(unknown))
+            self.reference(offset, data[: 2 * i])  # an error among the words before comes first
             raise FormatError(self.path, offset + 2 * i, f"unknown EVT 3.0 word type 0x{kind[i]:X}")
         low11, bit11 = (words & 0x7FF).astype(np.int64), (words >> 11) & 1
         single, vector = kind == _ADDR_X, (kind == _VECT_12) | (kind == _VECT_8)

@@ -9,7 +9,9 @@ Pickled object arrays are never loaded.
 
 from __future__ import annotations
 
+import lzma
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +30,16 @@ from spikeshot.events.recording import (
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
+# What reading a damaged archive member raises: a bad CRC or header, corrupt compressed data,
+# a compression method zipfile lacks, a member cut short.
+_ARCHIVE_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    NotImplementedError,
+    EOFError,
+    OSError,
+)
 
 
 class _Counted:
@@ -50,8 +62,11 @@ def _array_header(counted: _Counted, path, where: str) -> tuple[np.dtype, int]:
             shape, _, dtype = np.lib.format.read_array_header_1_0(counted)
         else:
             shape, _, dtype = np.lib.format.read_array_header_2_0(counted)
-    except ValueError as error:
-        raise FormatError(path, counted.position, f"{where}bad .npy header: {error}") from None
+    except _ARCHIVE_ERRORS as error:
+        raise FormatError(path, counted.position, f"{where}unreadable: {error}") from None
+    except Exception:  # numpy's header parser: ValueError, SyntaxError, TokenError, ...
+        problem = "bad .npy header: not the descr, fortran_order and shape numpy writes"
+        raise FormatError(path, counted.position, f"{where}{problem}") from None
     if dtype.hasobject:
         raise FormatError(path, counted.position, f"{where}holds Python objects, not events")
     if len(shape) != 1:
@@ -63,6 +78,23 @@ def _array_header(counted: _Counted, path, where: str) -> tuple[np.dtype, int]:
     return dtype, shape[0]
 
 
+def _events(path, offset: int, records: np.ndarray, where: str) -> np.ndarray:
+    """``records`` as an event array of their own (polarity 0 or 1, coordinates that fit), or a
+    ``FormatError`` at the first bad record."""
+    try:
+        events = as_events(records)
+    except EventError as error:
+        at = offset + records.itemsize * (error.index or 0)
+        raise FormatError(path, at, f"{where}events.{error.field}: {error.rule}") from None
+    bad = events["p"] > 1
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise FormatError(
+            path, offset + records.itemsize * i, f"{where}polarity is {events['p'][i]}, not 0 or 1"
+        )
+    return events.copy() if events.base is not None else events
+
+
 def _blocks(stream, path, start, dtype, count, block_events, where, sensor) -> Iterator[np.ndarray]:
     got = 0
     try:
@@ -70,15 +102,16 @@ def _blocks(stream, path, start, dtype, count, block_events, where, sensor) -> I
             for offset, data in read_records(
                 stream, path, start, dtype.itemsize, block_events, "event", count
             ):
-                events = as_events(np.frombuffer(data, dtype=dtype))
-                events = events.copy() if events.base is not None else events
+                events = _events(path, offset, np.frombuffer(data, dtype=dtype), where)
                 if sensor is not None:
                     at = offset + dtype.itemsize * np.arange(len(events))
                     check_inside(path, events, at, sensor)
                 got += len(events)
                 yield events
-    except zipfile.BadZipFile as error:
-        raise FormatError(path, start + got * dtype.itemsize, f"{where}{error}") from None
+    except _ARCHIVE_ERRORS as error:
+        raise FormatError(
+            path, start + got * dtype.itemsize, f"{where}unreadable: {error}"
+        ) from None
     if got < count:
         raise FormatError(
             path,
@@ -103,8 +136,11 @@ def _stated_size(archive: zipfile.ZipFile, path) -> tuple[int, int] | None:
         return None
     size = []
     for name in ("width.npy", "height.npy"):
-        with archive.open(name) as member:
-            value = np.load(member, allow_pickle=False)
+        try:
+            with archive.open(name) as member:
+                value = np.load(member, allow_pickle=False)
+        except (*_ARCHIVE_ERRORS, ValueError) as error:
+            raise FormatError(path, 0, f"{name} is unreadable: {error}") from None
         if value.shape != () or value.dtype.kind not in "iu" or value < 1:
             raise FormatError(path, 0, f"{name} is {value!r}, not a positive integer")
         size.append(int(value))
@@ -125,7 +161,9 @@ def source(path, block_events: int = 1 << 20) -> EventSource:
                 name = _member(archive, path)
                 sensor = _stated_size(archive, path)
                 stream, where, fmt = archive.open(name), f"member {name}: ", "npz"
-        except zipfile.BadZipFile as error:
+        except FormatError:
+            raise
+        except (*_ARCHIVE_ERRORS, ValueError) as error:  # ValueError: a name that is not UTF-8
             raise FormatError(path, 0, f"not a readable .npz archive: {error}") from None
     elif magic != NPY_MAGIC:
         stream.close()

@@ -110,6 +110,9 @@ def frames_from_bytes(data: bytes, bins: int, height: int, width: int, type: str
         raise InvalidArgument(
             f"frames.type must be one of {sorted(FRAME_TYPES)}, got {type!r}", "frames.type"
         )
+    for name, size in (("bins", bins), ("height", height), ("width", width)):
+        if size < 1:
+            raise InvalidArgument(f"frames.{name} must be positive, got {size}", f"frames.{name}")
     dt = FRAME_TYPES[type]
     shape = (bins, 2, height, width)
     expected = math.prod(shape) * dt.itemsize  # Python integers: no overflow

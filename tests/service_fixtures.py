@@ -6,6 +6,7 @@ private key is committed)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import subprocess
 import time
@@ -16,6 +17,7 @@ import grpc
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load as load_tensors
 
 from spikeshot.events.array import make_events
 from spikeshot.events.binning import FrameGeometry, bin_batch
@@ -225,3 +227,32 @@ def make_certificates(folder: Path, clients: tuple[str, ...]) -> dict[str, Path]
         )
         out[name], out[f"{name}.key"] = folder / f"{name}.pem", folder / f"{name}.key"
     return out
+
+
+def header_of(data: bytes) -> dict:
+    return json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+
+
+def session_ids(stub) -> list[str]:
+    return [s.session_id for s in stub.ListSessions(pb.ListSessionsRequest()).sessions]
+
+
+def observed(stub, sid: str):
+    """Everything a client can see of a session: its description, its export (the session JSON
+    and every tensor's bytes: settings, support set, weights) and its answer to a fixed query;
+    and the caller's session ids."""
+    got = stub.GetSession(pb.GetSessionRequest(session_id=sid))
+    answer = stub.Classify(classify_requests(sid, 1))
+    data = stub.ExportSession(pb.ExportSessionRequest(session_id=sid)).data
+    tensors = {k: (v.dtype, v.shape, v.numpy().tobytes()) for k, v in load_tensors(data).items()}
+    probabilities = [(p.label, p.probability) for p in answer.probabilities]
+    return (
+        got.settings,
+        list(got.classes),
+        got.examples,
+        got.weights_version,
+        header_of(data)["__metadata__"],  # a dict: the order of its keys varies
+        tensors,
+        probabilities,
+        session_ids(stub),
+    )

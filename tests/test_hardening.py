@@ -26,8 +26,11 @@ from service_fixtures import (
     classify_requests,
     client,
     events,
+    header_of,
     new_session,
+    observed,
     serving,
+    session_ids,
     status_of,
     support,
     tiny,
@@ -129,6 +132,11 @@ def test_frames_whose_declared_shape_overflows_are_invalid_argument(stub):
     frames = pb.ExampleChunk(label="ball", frames=frames_message(2**31, 2**31, 2))
     code, details = status_of(stub.Adapt, adapt_then(sid, frames))
     assert code == INVALID and "frames.data" in details
+    # No bins: no bytes are due, but no array holds 2**32 x 2**32 pixels (found by the fuzzer).
+    code, details = status_of(
+        stub.Classify, classify_frames(sid, frames_message(0, 2**32 - 1, 2**32 - 1))
+    )
+    assert code == INVALID and details.startswith("frames.bins must be positive"), details
 
 
 # -- 2. windows and timestamps past int64 --------------------------------------------------------
@@ -273,10 +281,6 @@ def test_requests_protobuf_cannot_parse_are_invalid_argument(stub, raw, server):
 # -- 5, 6. session files that are not whole sessions, or hold values no model or grid holds -------
 
 
-def header_of(data: bytes) -> dict:
-    return json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
-
-
 def with_header(data: bytes, header: dict) -> bytes:
     """``data`` with another safetensors header (padded to 8 bytes like safetensors')."""
     size = int.from_bytes(data[:8], "little")
@@ -401,10 +405,6 @@ def exports(server):
         return out
 
 
-def session_ids(stub) -> list[str]:
-    return [s.session_id for s in stub.ListSessions(pb.ListSessionsRequest()).sessions]
-
-
 @pytest.mark.parametrize("name", TAMPERED)
 def test_imports_that_are_not_whole_sessions_are_invalid_argument_and_store_nothing(
     stub, exports, name
@@ -522,27 +522,6 @@ def wait_for(predicate, timeout: float = 10.0) -> None:
 
 
 # -- rejected requests change nothing -------------------------------------------------------------
-
-
-def observed(stub, sid: str):
-    """Everything a client can see of a session: its description, its export (the session JSON
-    and every tensor's bytes: settings, support set, weights) and its answer to a fixed query;
-    and the caller's session ids."""
-    got = stub.GetSession(pb.GetSessionRequest(session_id=sid))
-    answer = stub.Classify(classify_requests(sid, 1))
-    data = stub.ExportSession(pb.ExportSessionRequest(session_id=sid)).data
-    tensors = {k: (v.dtype, v.shape, v.numpy().tobytes()) for k, v in load_tensors(data).items()}
-    probabilities = [(p.label, p.probability) for p in answer.probabilities]
-    return (
-        got.settings,
-        list(got.classes),
-        got.examples,
-        got.weights_version,
-        header_of(data)["__metadata__"],  # a dict: the order of its keys varies
-        tensors,
-        probabilities,
-        session_ids(stub),
-    )
 
 
 def test_rejected_requests_leave_the_session_exactly_as_it_was(stub, raw, exports):

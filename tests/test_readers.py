@@ -17,7 +17,7 @@ from spikeshot.events import aedat4, dat, evt2, evt3, nmnist, npyfile
 from spikeshot.events.array import EventError, make_events
 from spikeshot.events.formats import detect_format, info, iter_chunks, read, write
 from spikeshot.events.prophesee import read_header
-from spikeshot.events.recording import FormatError, rechunk
+from spikeshot.events.recording import FormatError, collect, rechunk
 
 FILES = {
     "sample_nmnist.bin": "nmnist",
@@ -286,6 +286,47 @@ def test_corrupt_evt3_word_type(prophesee_files):
     assert_format_error(path, at, "word type 0x9")
 
 
+def _outside_then_bad(version: str, data: bytearray) -> tuple[int, int]:
+    """Put an event outside the 640x480 sensor and, later, an undecodable word or record into
+    ``data`` (offsets counted from the end, which ends on a word); their offsets."""
+    n = len(data)
+    if version == "dat2":
+        early, late = n - 8 * 40, n - 8 * 30
+        data[early + 4 : early + 6] = (1000).to_bytes(2, "little")  # x = 1000
+        data[late + 7] |= 0xF0  # polarity field 15
+        return early, late
+    word = 4 if version == "evt2" else 2
+    kinds = (0, 1) if version == "evt2" else (2,)  # CD events; EVT3's ADDR_X
+    early = next(at for at in range(n - word * 60, 0, -word) if data[at + word - 1] >> 4 in kinds)
+    value = int.from_bytes(data[early : early + word], "little")
+    if version == "evt2":
+        value = (value & ~(0x7FF << 11)) | (1000 << 11)
+    else:
+        value = (value & ~0x7FF) | 1000
+    data[early : early + word] = value.to_bytes(word, "little")
+    late = n - word * 50
+    data[late + word - 1] = 0x50 | (data[late + word - 1] & 0x0F)  # type 0x5: none in either
+    if version == "evt3":
+        data[late + 1] = 0x90 | (data[late + 1] & 0x0F)  # EVT 3.0 has a type 0x5; 0x9 it has not
+    return early, late
+
+
+@pytest.mark.parametrize("version", ["evt2", "evt3", "dat2"])
+def test_the_first_problem_in_the_file_is_reported_whatever_the_blocks(prophesee_files, version):
+    """Found by the fuzzer: an undecodable word was reported before an earlier event outside the
+    stated sensor whenever both fell in one block, so the error depended on the block size."""
+    path = prophesee_files[version]
+    data = bytearray(path.read_bytes())
+    early, _ = _outside_then_bad(version, data)
+    path.write_bytes(bytes(data))
+    module = {"evt2": evt2, "evt3": evt3, "dat2": dat}[version]
+    for native in (True, False):
+        for block_events in (1 << 20, 7):
+            with pytest.raises(FormatError, match="outside the 640x480 sensor") as caught:
+                collect(module.source(path, block_events=block_events, native=native))
+            assert caught.value.offset == early, (native, block_events)
+
+
 def test_corrupt_dat_polarity_and_coordinates(prophesee_files):
     path = prophesee_files["dat2"]
     good = path.read_bytes()
@@ -324,6 +365,14 @@ def test_truncated_and_corrupt_npy(tmp_path):
     start = len(good) - 13 * 100
     path.write_bytes(good[: start + 13 * 60])
     assert_format_error(path, start + 13 * 60, "60 of the 100 events")
+    bad = bytearray(good)
+    bad[start + 13 * 70 + 12] = 127  # event 70's polarity (found by the fuzzer)
+    path.write_bytes(bytes(bad))
+    assert_format_error(path, start + 13 * 70, "polarity is 127, not 0 or 1")
+    other = np.zeros(3, dtype=[("t", "<i8"), ("x", "<i4"), ("y", "<u2"), ("p", "u1")])
+    other["x"][2] = -1  # no event column holds it
+    np.save(path, other)
+    assert_format_error(path, len(path.read_bytes()) - 15, "events.x: must be in 0..65535")
     np.save(path, np.arange(5))
     assert_format_error(path, 128, "structured")
     path.write_bytes(b"\x00" * 20)
