@@ -8,7 +8,7 @@ import torch
 
 from spikeshot.models.lif import TraceState, trace_filter
 from spikeshot.models.network import Network
-from spikeshot.models.snn import drive, hidden_spikes, prepare_input
+from spikeshot.models.snn import drive, hidden_spikes, neuron, prepare_input
 
 
 def firing_rates(net: Network, params: dict, frames: torch.Tensor) -> list[float]:
@@ -23,8 +23,7 @@ def _layer_drive(net: Network, params: dict, frames: torch.Tensor, i: int) -> to
     x = prepare_input(frames, cfg)
     s = x if i == 0 else hidden_spikes(params, frames, cfg)[i - 1]
     zero = x.new_zeros(())
-    gain = cfg.input_gain if i == 0 else 1.0
-    p, _ = trace_filter(s, TraceState(zero, zero), cfg.alpha, cfg.beta, gain)
+    p, _ = trace_filter(s, TraceState(zero, zero), neuron(cfg, i))
     return drive(params, i, p.flatten(0, 1), cfg)
 
 

@@ -32,11 +32,32 @@ from spikeshot.models import surrogate
 from spikeshot.models.surrogate import spike
 
 
+class Neuron(NamedTuple):
+    """A layer's neuron constants: the trace decays ``alpha`` and ``beta``, the input ``gain``,
+    the refractory decay ``alpha_rp`` and weight ``w_rp``, the ``reset`` ("soft" or "hard") and
+    the surrogate gradient's ``slope``."""
+
+    alpha: float
+    beta: float
+    gain: float = 1.0
+    alpha_rp: float = 0.65
+    w_rp: float = 1.0
+    reset: str = "soft"
+    slope: float = 10.0
+
+
 class TraceState(NamedTuple):
     """Input-side traces of a layer, shaped like its input."""
 
     q: torch.Tensor
     p: torch.Tensor
+
+
+class LIFState(NamedTuple):
+    """A layer's state: its input traces and its refractory term R, shaped like its output."""
+
+    trace: TraceState
+    r: torch.Tensor
 
 
 @lru_cache(maxsize=64)
@@ -64,8 +85,8 @@ def _trace_matrices(steps: int, alpha: float, beta: float, gain: float):
     return a, init, last_x, last_s
 
 
-def _matrices(x: torch.Tensor, alpha: float, beta: float, gain: float):
-    ms = _trace_matrices(x.shape[0], float(alpha), float(beta), float(gain))
+def _matrices(x: torch.Tensor, n: Neuron):
+    ms = _trace_matrices(x.shape[0], float(n.alpha), float(n.beta), float(n.gain))
     return (torch.as_tensor(m, dtype=x.dtype, device=x.device) for m in ms)
 
 
@@ -110,9 +131,7 @@ def _flatten(x: torch.Tensor, state: TraceState):
     return xp.reshape(x.shape[0], -1), s0, xp.shape[1:], inverse
 
 
-def trace_filter(
-    x: torch.Tensor, state: TraceState, alpha: float, beta: float, gain: float
-) -> tuple[torch.Tensor, TraceState]:
+def trace_filter(x: torch.Tensor, state: TraceState, n: Neuron) -> tuple[torch.Tensor, TraceState]:
     """Filter an input sequence ``x`` [T, ...] into the membrane traces P [T, ...] (in ``x``'s
     memory layout); also return the traces after the last step.
 
@@ -121,9 +140,9 @@ def trace_filter(
     T multiply-adds per value."""
     flat, s0, shape, inverse = _flatten(x, state)
     if _in_place(x, *state):
-        p, q = _filter_in_place(flat, s0, alpha, beta, gain)
+        p, q = _filter_in_place(flat, s0, n.alpha, n.beta, n.gain)
     else:
-        a, init, last_x, last_s = _matrices(x, alpha, beta, gain)
+        a, init, last_x, last_s = _matrices(x, n)
         p = a @ flat
         p = torch.addmm(p, init, s0) if vmapped(p, s0) else p.addmm_(init, s0)
         q = last_x[0] @ flat + last_s[0] @ s0
@@ -144,20 +163,16 @@ def _filter_in_place(flat, s0, alpha, beta, gain):
     return p_all, q
 
 
-def trace_final(
-    x: torch.Tensor, state: TraceState, alpha: float, beta: float, gain: float
-) -> TraceState:
+def trace_final(x: torch.Tensor, state: TraceState, n: Neuron) -> TraceState:
     """Only the traces after the last step of ``x`` [T, ...], which ``trace_filter`` also returns,
     for the cost of two weighted sums over time."""
-    _, _, last_x, last_s = _matrices(x, alpha, beta, gain)
+    _, _, last_x, last_s = _matrices(x, n)
     flat, s0, shape, inverse = _flatten(x, state)
     q, p = torch.addmm(last_s @ s0, last_x, flat).view(2, *shape).permute(inverse).unbind(0)
     return TraceState(q, p)
 
 
-def spike_scan(
-    v: torch.Tensor, r0: torch.Tensor, alpha_rp: float, w_rp: float, reset: str, slope: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def spike_scan(v: torch.Tensor, r0: torch.Tensor, n: Neuron) -> tuple[torch.Tensor, torch.Tensor]:
     """Spikes [T, ...] from the membrane drive ``v`` [T, ...] (W P + b) and the refractory state;
     returns the spikes and the refractory state after the last step.
 
@@ -167,6 +182,7 @@ def spike_scan(
     second-order MAML differentiates through it. Any other spike function (a test's smooth twin)
     and vmapped calls take the plain loop of the oracle's expressions.
     """
+    alpha_rp, w_rp, reset, slope = n.alpha_rp, n.w_rp, n.reset, n.slope
     order, inverse = _memory_order(v)
     vp = v.permute(order).contiguous()
     r = r0.expand(v.shape[1:]).permute([d - 1 for d in order[1:]])
@@ -276,13 +292,13 @@ def _refractory(r, u, s, alpha_rp, w_rp, reset):
     return alpha_rp * r * (1 - s) - s * (u - r)
 
 
-def lif_step(x, trace: TraceState, r, weight_fn, alpha, beta, gain, alpha_rp, w_rp, reset, slope):
+def lif_step(x, state: LIFState, drive, n: Neuron) -> tuple[torch.Tensor, LIFState]:
     """One time step of one layer, written plainly: the test oracle for the batched path.
 
-    ``weight_fn`` maps P to the drive W P + b (including pooling). Returns spikes and new states.
+    ``drive`` maps P to W P + b (including pooling). Returns the spikes and the new state.
     """
-    q = beta * trace.q + (1 - beta) * gain * x
-    p = alpha * trace.p + (1 - alpha) * q
-    u = weight_fn(p) + r
-    s = spike(u, slope)
-    return s, TraceState(q, p), _refractory(r, u, s, alpha_rp, w_rp, reset)
+    q = n.beta * state.trace.q + (1 - n.beta) * n.gain * x
+    p = n.alpha * state.trace.p + (1 - n.alpha) * q
+    u = drive(p) + state.r
+    s = spike(u, n.slope)
+    return s, LIFState(TraceState(q, p), _refractory(state.r, u, s, n.alpha_rp, n.w_rp, n.reset))

@@ -22,6 +22,7 @@ result: the convolution and the traces are both linear and time-invariant, so th
 from __future__ import annotations
 
 from contextlib import nullcontext
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,8 @@ import torch.nn.functional as F
 from spikeshot.models import spike_conv
 from spikeshot.models.config import ModelConfig
 from spikeshot.models.lif import (
+    LIFState,
+    Neuron,
     TraceState,
     lif_step,
     spike_scan,
@@ -49,6 +52,20 @@ def prepare_input(frames: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
     if cfg.input_clip is not None:
         frames = frames.clamp(max=cfg.input_clip)
     return frames.transpose(0, 1)
+
+
+def neuron(cfg: ModelConfig, layer: int | None) -> Neuron:
+    """The neuron constants of hidden layer ``layer`` (None: the readout's input traces); only
+    the first layer scales its input by ``input_gain``."""
+    return Neuron(
+        cfg.alpha,
+        cfg.beta,
+        cfg.input_gain if layer == 0 else 1.0,
+        cfg.alpha_rp,
+        cfg.w_rp,
+        cfg.reset,
+        cfg.surrogate_slope,
+    )
 
 
 def drive(params: dict, i: int, p: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
@@ -97,20 +114,22 @@ def _layer(params, i, s, trace, cfg, weight, kernel):
     channels, and the state enters as the convolution of the initial traces. Otherwise (and always
     in the first layer, whose two input channels make filtering first the cheaper order) it filters
     its input first."""
-    gain = cfg.input_gain if i == 0 else 1.0
+    n = neuron(cfg, i)
     steps, pad, bias = s.shape[:2], cfg.kernel // 2, params[f"conv{i}.bias"]
     if kernel is None or vmapped(s):
-        p, trace = trace_filter(s, trace, cfg.alpha, cfg.beta, gain)
+        p, trace = trace_filter(s, trace, n)
         return _drive(p.flatten(0, 1), weight, bias, cfg).unflatten(0, steps), trace
     z = spike_conv.conv(_channels_last(s.flatten(0, 1)), weight, kernel, pad)
     # the convolved initial traces; a 0-dim state is the zero state of a fresh run
-    z0 = TraceState(*(
-        F.conv2d(_channels_last(t.expand(s.shape[1:])), weight, padding=pad) if t.dim() else t
-        for t in trace
-    ))
-    pz, _ = trace_filter(z.unflatten(0, steps), z0, cfg.alpha, cfg.beta, gain)
+    z0 = TraceState(
+        *(
+            F.conv2d(_channels_last(t.expand(s.shape[1:])), weight, padding=pad) if t.dim() else t
+            for t in trace
+        )
+    )
+    pz, _ = trace_filter(z.unflatten(0, steps), z0, n)
     v = _pool(pz.flatten(0, 1), cfg) + bias.view(-1, 1, 1)
-    return v.unflatten(0, steps), trace_final(s, trace, cfg.alpha, cfg.beta, gain)
+    return v.unflatten(0, steps), trace_final(s, trace, n)
 
 
 def _run(params, x, state, cfg, weights, record=None):
@@ -120,14 +139,14 @@ def _run(params, x, state, cfg, weights, record=None):
     s = x
     new_state = []
     for i in range(len(cfg.channels)):
-        trace, r = state[i] if state else (TraceState(_zero(x), _zero(x)), _zero(x))
+        trace, r = state[i] if state else LIFState(TraceState(_zero(x), _zero(x)), _zero(x))
         v, trace = _layer(params, i, s, trace, cfg, *weights[i])
-        s, r = spike_scan(v, r, cfg.alpha_rp, cfg.w_rp, cfg.reset, cfg.surrogate_slope)
-        new_state.append((trace, r))
+        s, r = spike_scan(v, r, neuron(cfg, i))
+        new_state.append(LIFState(trace, r))
         if record is not None:
             record.append(s)
     out_trace = state[-1] if state else TraceState(_zero(x), _zero(x))
-    out_trace = trace_final(s, out_trace, cfg.alpha, cfg.beta, 1.0)
+    out_trace = trace_final(s, out_trace, neuron(cfg, None))
     new_state.append(out_trace)
     return out_trace.p.flatten(1), new_state
 
@@ -147,19 +166,14 @@ def features(params: dict, frames: torch.Tensor, cfg: ModelConfig) -> torch.Tens
 def features_stepwise(params: dict, frames: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
     """The same as ``features``, one convolution per layer and time step."""
     x = prepare_input(frames, cfg)
-    layers = [(TraceState(_zero(x), _zero(x)), _zero(x)) for _ in cfg.channels]
+    layers = [LIFState(TraceState(_zero(x), _zero(x)), _zero(x)) for _ in cfg.channels]
     out = TraceState(_zero(x), _zero(x))
     for t in range(x.shape[0]):
         with torch.no_grad() if t < cfg.burn_in else nullcontext():
             s = x[t]
             for i in range(len(cfg.channels)):
-                trace, r = layers[i]
-                gain = cfg.input_gain if i == 0 else 1.0
-                s, trace, r = lif_step(
-                    s, trace, r, lambda p, i=i: drive(params, i, p, cfg), cfg.alpha, cfg.beta,
-                    gain, cfg.alpha_rp, cfg.w_rp, cfg.reset, cfg.surrogate_slope,
-                )
-                layers[i] = (trace, r)
+                layer_drive = partial(drive, params, i, cfg=cfg)
+                s, layers[i] = lif_step(s, layers[i], layer_drive, neuron(cfg, i))
             q = cfg.beta * out.q + (1 - cfg.beta) * s.flatten(1)
             out = TraceState(q, cfg.alpha * out.p + (1 - cfg.alpha) * q)
     return out.p

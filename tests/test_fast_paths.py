@@ -7,7 +7,7 @@ import torch
 
 from spikeshot.models import ModelConfig, Network, Quantizer, adapt, lif, snn, spike_conv
 from spikeshot.models.fast_head import adapt_head
-from spikeshot.models.lif import TraceState, spike_scan, trace_filter, trace_final
+from spikeshot.models.lif import Neuron, TraceState, spike_scan, trace_filter, trace_final
 from spikeshot.models.network import HEAD
 
 TINY = dict(ways=3, input_hw=(8, 8), bins=6, burn_in=2, channels=(4, 6), kernel=3, zero_head=False)
@@ -46,9 +46,11 @@ def test_trace_filter_in_place_and_matrix_forms_match_the_recursion(channels_las
     q0, p0 = torch.rand(2, 2, 3, 4, 5, generator=g, dtype=F64)
     ref, ref_q = _filter_loop(x, q0, p0, 0.9, 0.7, 3.0)
     with torch.no_grad():  # in place
-        p1, s1 = trace_filter(x, TraceState(q0, p0), 0.9, 0.7, 3.0)
-    p2, s2 = trace_filter(x.requires_grad_(), TraceState(q0, p0), 0.9, 0.7, 3.0)  # matrix product
-    s3 = trace_final(x, TraceState(q0, p0), 0.9, 0.7, 3.0)
+        p1, s1 = trace_filter(x, TraceState(q0, p0), Neuron(0.9, 0.7, 3.0))
+    p2, s2 = trace_filter(
+        x.requires_grad_(), TraceState(q0, p0), Neuron(0.9, 0.7, 3.0)
+    )  # matrix product
+    s3 = trace_final(x, TraceState(q0, p0), Neuron(0.9, 0.7, 3.0))
     for p, s in ((p1, s1), (p2, s2), (None, s3)):
         if p is not None:
             assert torch.allclose(p, ref, atol=1e-13)
@@ -71,13 +73,14 @@ def test_fused_scan_matches_the_plain_loop_to_second_order(reset):
         hv = torch.autograd.grad((gv * direction).sum() + (gr**2).sum(), (v, r0))
         return s, r, gv, gr, *hv
 
-    fused = derivatives(lambda: spike_scan(v, r0, 0.65, 1.0, reset, 10.0))
+    n = Neuron(alpha=0.8, beta=0.6, alpha_rp=0.65, w_rp=1.0, reset=reset, slope=10.0)
+    fused = derivatives(lambda: spike_scan(v, r0, n))
     plain = derivatives(lambda: lif._scan_graph(v, r0.expand(3, 4), 0.65, 1.0, reset, 10.0))
     assert fused[0].sum() > 0 and fused[-1].abs().sum() > 0
     for a, b in zip(fused, plain, strict=True):
         assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
     with torch.no_grad():  # the in-place values without graph
-        s, r = spike_scan(v, r0, 0.65, 1.0, reset, 10.0)
+        s, r = spike_scan(v, r0, n)
     assert torch.equal(s, fused[0]) and torch.allclose(r, fused[1], atol=1e-15)
 
 
@@ -181,5 +184,6 @@ def test_a_swapped_spike_function_takes_the_plain_paths(monkeypatch):
     cfg = ModelConfig(**TINY)
     params = _grid_params(cfg, torch.float32)  # float32: where the int8 kernel would apply
     x = _frames(2, cfg, dtype=torch.float32)
-    assert torch.allclose(snn.features(params, x, cfg), snn.features_stepwise(params, x, cfg),
-                          atol=1e-5)
+    assert torch.allclose(
+        snn.features(params, x, cfg), snn.features_stepwise(params, x, cfg), atol=1e-5
+    )

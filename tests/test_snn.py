@@ -113,25 +113,33 @@ GOLDEN = {
 
 @pytest.mark.parametrize("grad", [False, True])
 def test_one_neuron_matches_numbers_worked_out_by_hand(grad):
-    from spikeshot.models.lif import TraceState, lif_step, spike_scan, trace_filter
+    from spikeshot.models.lif import (
+        LIFState,
+        Neuron,
+        TraceState,
+        lif_step,
+        spike_scan,
+        trace_filter,
+    )
 
     x = torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=torch.float64).view(4, 1)
     zero = torch.zeros(1, dtype=torch.float64)
-    const = dict(alpha_rp=0.5, w_rp=1.0, reset="soft", slope=10.0)
+    n = Neuron(alpha=0.5, beta=0.5, gain=1.0, alpha_rp=0.5, w_rp=1.0, reset="soft", slope=10.0)
     # The plain per-step form.
-    trace, r, seen = TraceState(zero, zero), zero, {k: [] for k in GOLDEN}
+    state, seen = LIFState(TraceState(zero, zero), zero), {k: [] for k in GOLDEN}
     for t in range(4):
-        u = 2 * (0.5 * trace.p + 0.5 * (0.5 * trace.q + 0.5 * x[t])) - 0.1 + r
-        s, trace, r = lif_step(x[t], trace, r, lambda p: 2 * p - 0.1, 0.5, 0.5, 1.0, **const)
-        for k, v in zip(GOLDEN, (trace.q, trace.p, u, s, r), strict=True):
+        trace = state.trace
+        u = 2 * (0.5 * trace.p + 0.5 * (0.5 * trace.q + 0.5 * x[t])) - 0.1 + state.r
+        s, state = lif_step(x[t], state, lambda p: 2 * p - 0.1, n)
+        for k, v in zip(GOLDEN, (state.trace.q, state.trace.p, u, s, state.r), strict=True):
             seen[k].append(float(v))
     for k, want in GOLDEN.items():
         assert seen[k] == pytest.approx(want, abs=1e-12), k
     # The fast path: the whole sequence's traces at once, then the refractory scan.
     xs = x.clone().requires_grad_(grad)
-    p, last = trace_filter(xs, TraceState(zero, zero), 0.5, 0.5, 1.0)
+    p, last = trace_filter(xs, TraceState(zero, zero), n)
     assert p.detach().flatten().tolist() == pytest.approx(GOLDEN["p"], abs=1e-12)
     assert float(last.q.detach()) == pytest.approx(GOLDEN["q"][-1], abs=1e-12)
-    s, r = spike_scan(2 * p - 0.1, zero, **const)
+    s, r = spike_scan(2 * p - 0.1, zero, n)
     assert s.detach().flatten().tolist() == GOLDEN["s"]
     assert float(r.detach()) == pytest.approx(GOLDEN["r"][-1], abs=1e-12)
