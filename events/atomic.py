@@ -5,6 +5,7 @@ one, never a torn one."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 
@@ -12,7 +13,8 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
     """Replace ``path`` with ``data`` (text is written as UTF-8) atomically; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # one name per process and thread: two writers of one path never share a temporary file
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
         with open(tmp, "wb") as fh:
             fh.write(data.encode() if isinstance(data, str) else data)

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from spikeshot.events.atomic import write_atomic
 from spikeshot.service.errors import (
     Aborted,
     FailedPrecondition,
@@ -134,13 +135,7 @@ class MemoryStore(SessionStore):
     def _write(self, session: Session) -> None:
         if self.snapshot_dir is None:
             return
-        path = self._path(session.id)
-        tmp = path.with_name(f".{session.id}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(dump(session, private=True))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(self._path(session.id), dump(session, private=True))
         if self._sessions.get(session.id) is not session:  # deleted while being written
             self._unlink(session.id)
 
@@ -155,7 +150,7 @@ class MemoryStore(SessionStore):
         server that has it. Leftover temporary files are removed. Returns the restored ids."""
         if self.snapshot_dir is None:
             return []
-        for tmp in self.snapshot_dir.glob(".*.tmp"):
+        for tmp in self.snapshot_dir.glob(".*.tmp-*"):  # write_atomic's, left by a crash
             tmp.unlink(missing_ok=True)
         restored = []
         now = self.clock()

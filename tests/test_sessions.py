@@ -11,7 +11,7 @@ import torch
 
 from spikeshot.models.quantize import Quantizer
 from spikeshot.service.errors import InvalidArgument, NotFound, ResourceExhausted
-from spikeshot.service.memory_store import MemoryStore
+from spikeshot.service.memory_store import SUFFIX, MemoryStore
 from spikeshot.service.sessions import (
     FORMAT,
     Settings,
@@ -206,7 +206,7 @@ def test_snapshots_are_written_atomically_and_restored(tmp_path):
     gone = store.create("robot", SETTINGS, "f")
     store.delete("robot", gone.id)
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{kept.id}.safetensors"]
-    (tmp_path / f".{kept.id}.tmp").write_bytes(b"half")  # a write cut short
+    (tmp_path / f".{kept.id}{SUFFIX}.tmp-123").write_bytes(b"half")  # a write cut short
     clock.now += 1000
     seen = []
     again = MemoryStore(100, 10, 10, tmp_path, clock)
@@ -215,7 +215,7 @@ def test_snapshots_are_written_atomically_and_restored(tmp_path):
     assert s.state.classes == ("a", "b") and s.state.version == 1 and s.created == kept.created
     assert s.last_used == clock.now  # idle time starts again at the restart
     assert seen[0][:2] == (SETTINGS, "f")
-    assert not (tmp_path / f".{kept.id}.tmp").exists()
+    assert not (tmp_path / f".{kept.id}{SUFFIX}.tmp-123").exists()
 
 
 def test_unreadable_or_refused_snapshots_are_skipped(tmp_path, caplog):

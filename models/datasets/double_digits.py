@@ -11,14 +11,15 @@ seeded), meta-val and meta-test pairs from the other half.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from spikeshot.events.atomic import write_atomic
 from spikeshot.events.dvs_sim import record_saccades
 from spikeshot.models.datasets.base import (
     MetaDataset,
@@ -147,32 +148,25 @@ def load_or_record(
             rec = Recordings(z["events"], z["offsets"], z["labels"], z["image_index"])
         return rec, path
     rec = record_digits(config, seed, images_per_digit, progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(
-                f,
-                events=rec.events,
-                offsets=rec.offsets,
-                labels=rec.labels,
-                image_index=rec.image_index,
-                params=np.array(
-                    json.dumps(
-                        {
-                            "seed": seed,
-                            "images_per_digit": images_per_digit,
-                            **asdict(config),
-                            "class_splits": class_splits(seed),
-                        }
-                    )
-                ),
+    data = io.BytesIO()
+    np.savez(
+        data,
+        events=rec.events,
+        offsets=rec.offsets,
+        labels=rec.labels,
+        image_index=rec.image_index,
+        params=np.array(
+            json.dumps(
+                {
+                    "seed": seed,
+                    "images_per_digit": images_per_digit,
+                    **asdict(config),
+                    "class_splits": class_splits(seed),
+                }
             )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        ),
+    )
+    write_atomic(path, data.getvalue())
     return rec, path
 
 
