@@ -41,7 +41,7 @@ from spikeshot.models.checkpoint import Checkpoint, fingerprint
 from spikeshot.models.maml import accuracy, adapt, masked_loss
 from spikeshot.models.network import Network
 from spikeshot.models.quantize import Quantizer
-from spikeshot.service import inputs, sessions
+from spikeshot.service import inputs, sessions, windows
 from spikeshot.service.config import ServerConfig
 from spikeshot.service.errors import (
     Aborted,
@@ -717,12 +717,12 @@ class Engine:
         candidates: Sequence[str] = (),
         control: Control = NO_CONTROL,
     ) -> Iterator[WindowPrediction]:
-        """Classify a live stream window by window (``inputs.Windower``): one prediction per window
+        """Classify a live stream window by window (``windows.Windower``): one prediction per window
         that holds events, each with the session's weights at that moment. The session, settings
         and candidates are checked before this returns; the rest as the iterator is consumed."""
         session, m = self._adapted(owner, session_id)
         self._candidates(session.state, candidates)
-        windower = inputs.Windower(m.geometry, self.config.max_events, window_us, hop_us)
+        windower = windows.Windower(m.geometry, self.config.max_events, window_us, hop_us)
         return self._stream(owner, session.id, m, windower, chunks, tuple(candidates), control)
 
     def _stream(self, owner, session_id, m, windower, chunks, candidates, control):

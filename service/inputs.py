@@ -5,12 +5,9 @@ Events of any sensor are mapped to the model card's geometry by one rule:
 1. Validate them against the sending sensor's size (``Limits``): coordinates inside it, polarity
    0/1, timestamps that never decrease (also across the chunks of one example, query or stream)
    and are at most ``MAX_TIMESTAMP_US`` (so that every window edge fits int64).
-2. If the sensor differs from the card's sensor, take the largest centred region of it with the
-   card sensor's aspect ratio (``sensor_region``; the excess columns or rows are split evenly on
-   both sides, an odd one going to the right or bottom) and scale coordinates from that region to
-   the card's sensor: ``x' = (x - x0) * card_width // region_width``, likewise for y. Events outside
-   the region are dropped; a larger sensor is thereby downsampled (counts of merged pixels add up),
-   a smaller one upsampled (each pixel lands on one card pixel, leaving gaps).
+2. If the sensor differs from the card's sensor, map them to it (``events.mapping``): the largest
+   centred region of the card sensor's aspect ratio is scaled to the card's sensor, events outside
+   it are dropped.
 3. Bin with the card's geometry (its crop, downsample and time bins): the window starts at the
    first event and lasts the card's ``window_us``; later events are ignored.
 
@@ -19,15 +16,13 @@ Frames a client binned itself must already have the model's shape; values are fi
 
 An example or query with no event inside the model's view (window and crop) is an error, as is an
 example of no events at all. Errors are ``InvalidArgument`` naming where (example, chunk), the
-field and the first bad index.
+field and the first bad index. A live stream's windows are cut by ``service.windows``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
-from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -36,16 +31,13 @@ import numpy as np
 from spikeshot.events.array import EventColumns, EventError, Limits, validate
 from spikeshot.events.binning import FrameGeometry, bin_events
 from spikeshot.events.codec import EncodedEvents, decode_columns
+from spikeshot.events.mapping import MappedEvents, Pieces, count_before, map_to_sensor
 from spikeshot.service.errors import InvalidArgument, check_text, echo
 
 FRAME_TYPES = {"float32": np.dtype("<f4"), "uint16": np.dtype("<u2")}
 MAX_SENSOR = 65535
 # Bounds that keep every window edge of a stream within int64 (``ClassifyStreamResponse``'s).
 MAX_TIMESTAMP_US = 2**62
-MAX_WINDOW_US = 3_600_000_000  # one hour, for window_us and hop_us
-# Chunks of fewer events are concatenated up to this many before binning, so that each
-# ``bin_events`` call's fixed cost is spread over enough events.
-PIECE_EVENTS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -89,21 +81,6 @@ class Sample:
     bin_ms: float
 
 
-@dataclass(frozen=True)
-class Window:
-    """One window of a stream: ``[start_us, end_us)``, its frames and event count; ``complete`` is
-    False for a window cut short by the end of the stream. ``decode_ms`` covers the chunks decoded
-    since the previous window, ``bin_ms`` this window's mapping and binning."""
-
-    start_us: int
-    end_us: int
-    frames: np.ndarray
-    events: int
-    complete: bool
-    decode_ms: float
-    bin_ms: float
-
-
 def frames_from_bytes(data: bytes, bins: int, height: int, width: int, type: str) -> np.ndarray:
     """The frames of the wire's ``Frames`` message (``type``: "float32" or "uint16")."""
     if type not in FRAME_TYPES:
@@ -124,99 +101,12 @@ def frames_from_bytes(data: bytes, bins: int, height: int, width: int, type: str
     return np.frombuffer(data, dtype=dt).reshape(shape)
 
 
-def sensor_region(width: int, height: int, card_width: int, card_height: int):
-    """``(x0, y0, w, h)``: the largest centred region of a ``width`` x ``height`` sensor with the
-    aspect ratio ``card_width : card_height``."""
-    if width * card_height >= height * card_width:
-        w, h = max(1, height * card_width // card_height), height
-    else:
-        w, h = width, max(1, width * card_height // card_width)
-    return (width - w) // 2, (height - h) // 2, w, h
-
-
-@dataclass(frozen=True)
-class MappedEvents:
-    """Events in the card sensor's coordinates; ``inside`` marks those inside the sensor region
-    (None: all are). The others are kept, at x = card width or y = card height: off the card's
-    sensor, so binning drops them."""
-
-    events: EventColumns
-    inside: np.ndarray | None
-
-    def __getitem__(self, key: slice) -> MappedEvents:
-        return MappedEvents(self.events[key], None if self.inside is None else self.inside[key])
-
-    def __len__(self) -> int:
-        return len(self.events)
-
-    def count(self) -> int:
-        """How many events are inside the sensor region."""
-        return len(self.events) if self.inside is None else int(np.count_nonzero(self.inside))
-
-
-def _scale(coord: np.ndarray, start: int, size: int, card: int) -> np.ndarray:
-    """``(coord - start) * card // size`` as uint16 for ``start <= coord < start + size``, else
-    ``card``; unsigned wrap-around sends ``coord < start`` past ``size``."""
-    out = np.subtract(coord, start, dtype=np.uint16 if size * card < 65536 else np.uint32)
-    np.minimum(out, size, out=out)
-    out *= card
-    out //= size
-    return out.astype(np.uint16, copy=False)
-
-
-def map_to_sensor(
-    events, width: int, height: int, card_width: int, card_height: int
-) -> MappedEvents:
-    """Events (an event array or ``EventColumns``) of a ``width`` x ``height`` sensor in the
-    coordinates of the card's sensor (step 2 of the module's rule), copying only what changes."""
-    columns = EventColumns(events["t"], events["x"], events["y"], events["p"])
-    if (width, height) == (card_width, card_height):
-        return MappedEvents(columns, None)
-    x0, y0, w, h = sensor_region(width, height, card_width, card_height)
-    x = _scale(columns.x, x0, w, card_width)
-    y = _scale(columns.y, y0, h, card_height)
-    # The region spans the sensor's full width or its full height: one axis at most drops events.
-    inside = x < card_width if w < width else y < card_height if h < height else None
-    return MappedEvents(EventColumns(columns.t, x, y, columns.p), inside)
-
-
-def _before(t: np.ndarray, end: int) -> int:
-    """How many of the (non-empty, sorted) timestamps ``t`` are before ``end``."""
-    return 0 if t[0] >= end else len(t) if t[-1] < end else int(np.searchsorted(t, end))
-
-
-class _Pieces:
-    """Groups mapped chunks, in order, into pieces of at least ``PIECE_EVENTS`` events (but the
-    last): a chunk that large is a piece of its own, smaller ones are concatenated."""
-
-    def __init__(self):
-        self.small: list[MappedEvents] = []
-        self.count = 0
-
-    def add(self, mapped: MappedEvents) -> list[MappedEvents]:
-        """The pieces that ``mapped`` completes."""
-        if len(mapped) >= PIECE_EVENTS:
-            return [*self.flush(), mapped]
-        self.small.append(mapped)
-        self.count += len(mapped)
-        return self.flush() if self.count >= PIECE_EVENTS else []
-
-    def flush(self) -> list[MappedEvents]:
-        """The small chunks added since the last piece, as one piece (none if there are none)."""
-        small, self.small, self.count = self.small, [], 0
-        if len(small) < 2:
-            return small
-        events = EventColumns(*(np.concatenate([m.events[f] for m in small]) for f in "txyp"))
-        inside = None if small[0].inside is None else np.concatenate([m.inside for m in small])
-        return [MappedEvents(events, inside)]
-
-
 def _invalid(where: str, error: EventError) -> InvalidArgument:
     field = "events" if error.field == "events" else f"events.{error.field}"
     return InvalidArgument(f"{where}: {error}", field, error.index)
 
 
-class _Reader:
+class Reader:
     """Decodes the event chunks of one example, query or stream, checking that the sensor stays
     the same and that timestamps do not decrease across chunks."""
 
@@ -294,11 +184,11 @@ class _Builder:
 
     def __init__(self, geometry: FrameGeometry, max_events: int, where: str):
         self.geometry, self.max_events, self.where = geometry, max_events, where
-        self.pieces = _Pieces()
+        self.pieces = Pieces()
         self.counts = np.zeros(geometry.shape, np.int64)
         self.events = 0
         self.frames: np.ndarray | None = None
-        self.reader = _Reader("example or query", max_events)
+        self.reader = Reader("example or query", max_events)
         self.received = 0
         self.chunks = 0
         self.t0: int | None = None
@@ -331,7 +221,7 @@ class _Builder:
             g = self.geometry
             if self.t0 is None:
                 self.t0 = int(events.t[0])
-            events = events[: _before(events.t, self.t0 + g.window_us)]
+            events = events[: count_before(events.t, self.t0 + g.window_us)]
             if len(events):
                 self._bin(
                     self.pieces.add(
@@ -402,139 +292,3 @@ def query(parts: Iterable[Input], geometry: FrameGeometry, max_events: int) -> S
     return builder.finish("")
 
 
-class Windower:
-    """Cuts a live event stream into windows (the windowing of ``StreamConfig`` in the .proto).
-
-    Window k covers ``[t0 + k * hop_us, t0 + k * hop_us + window_us)``, ``t0`` the stream's first
-    timestamp, and is ready once an event at or past its end has arrived; ``finish`` also gives
-    the windows that began but did not end. Windows without events are skipped. ``window_us``
-    (default: the card's) is split into the model's bins; ``hop_us`` (default: the window) is at
-    least one bin; both are at most ``MAX_WINDOW_US``. At most ``max_events`` events may wait in
-    unfinished windows, held where they can be as views of the pushed chunks (do not modify those
-    meanwhile).
-    """
-
-    def __init__(
-        self,
-        geometry: FrameGeometry,
-        max_events: int,
-        window_us: int | None = None,
-        hop_us: int | None = None,
-    ):
-        window = window_us or geometry.window_us
-        if window < geometry.bins or window % geometry.bins:
-            raise InvalidArgument(
-                f"window_us={window} is not a positive multiple of the model's "
-                f"{geometry.bins} bins",
-                "window_us",
-            )
-        self.hop = hop_us or window
-        for name, value in (("window_us", window), ("hop_us", self.hop)):
-            if value > MAX_WINDOW_US:
-                raise InvalidArgument(
-                    f"{name}={value} exceeds the limit of {MAX_WINDOW_US} (one hour)", name
-                )
-        self.geometry = dataclasses.replace(geometry, window_us=window)
-        if self.hop < self.geometry.bin_us:
-            raise InvalidArgument(
-                f"hop_us={self.hop} is shorter than one time bin ({self.geometry.bin_us} us)",
-                "hop_us",
-            )
-        self.max_events = max_events
-        self.buffer: deque[MappedEvents] = deque()  # from the first unfinished window on
-        self.pieces = _Pieces()  # the buffer's newest events, until a window needs them
-        self.held = 0  # buffered events inside the sensor region
-        self.reader = _Reader("stream", max_events)
-        self.t0: int | None = None
-        self.next = 0
-        self.chunks = 0
-        self.decode_ms = self.bin_ms = 0.0
-
-    def push(self, data: EventInput) -> list[Window]:
-        """Add a chunk of events; return the windows it completes."""
-        where = f"chunk {self.chunks}"
-        self.chunks += 1
-        start = time.perf_counter()
-        events = self.reader.read(data, where)
-        mid = time.perf_counter()
-        self.decode_ms += 1000.0 * (mid - start)
-        if not len(events):
-            return []
-        if self.t0 is None:
-            self.t0 = int(events.t[0])
-        g = self.geometry
-        events = events[_before(events.t, self.t0 + self.next * self.hop) :]  # before: no window
-        if len(events):
-            mapped = map_to_sensor(events, *self.reader.sensor, g.sensor_width, g.sensor_height)
-            self.buffer.extend(self.pieces.add(mapped))
-            self.held += mapped.count()
-        self.bin_ms += 1000.0 * (time.perf_counter() - mid)
-        ready = self._windows(final=False)
-        if self.held > self.max_events:
-            raise InvalidArgument(
-                f"{where}: more than {self.max_events} events within one window", "events"
-            )
-        return ready
-
-    def finish(self) -> list[Window]:
-        """The windows that began before the stream ended and are not yet given."""
-        return self._windows(final=True)
-
-    def _windows(self, final: bool) -> list[Window]:
-        out: list[Window] = []
-        if self.t0 is None:
-            return out
-        g, window, last = self.geometry, self.geometry.window_us, self.reader.last_t
-        while True:
-            begin = self.t0 + self.next * self.hop
-            end = begin + window
-            if begin > last or (last < end and not final):
-                self._drop_before(begin)
-                return out
-            self.buffer.extend(self.pieces.flush())
-            self._drop_before(begin)
-            if not self.buffer:
-                return out
-            first = int(self.buffer[0].events.t[0])
-            if first >= end:  # no event in this window: go to the first window that has one
-                self.next = max(self.next + 1, (first - self.t0 - window) // self.hop + 1)
-                continue
-            start = time.perf_counter()
-            counts, count = np.zeros(g.shape, np.int64), 0
-            for piece in self.buffer:
-                piece = piece[: _before(piece.events.t, end)]
-                if not len(piece):
-                    break
-                counts += bin_events(piece.events, g, t0=begin, dtype=np.int64)
-                count += piece.count()
-            self.bin_ms += 1000.0 * (time.perf_counter() - start)
-            out.append(
-                Window(
-                    begin,
-                    end,
-                    counts.astype(np.float32),
-                    count,
-                    last >= end,
-                    self.decode_ms,
-                    self.bin_ms,
-                )
-            )
-            self.decode_ms = self.bin_ms = 0.0
-            self.next += 1
-
-    def _drop_before(self, begin: int) -> None:
-        """Drop the buffered events before ``begin``, then those outside the sensor region up to
-        the first one inside it: the buffer starts with an event of the model's sensor."""
-        while self.buffer:
-            piece = self.buffer[0]
-            k = _before(piece.events.t, begin)
-            if piece.inside is not None and k < len(piece):
-                first = k + int(np.argmax(piece.inside[k:]))
-                k = first if piece.inside[first] else len(piece)
-            if not k:
-                return
-            self.held -= piece[:k].count()
-            if k < len(piece):
-                self.buffer[0] = piece[k:]
-                return
-            self.buffer.popleft()

@@ -150,7 +150,7 @@ def fuzz_events(data: bytes) -> None:
         return [inputs.query(chunks, GEOM, MAX_EVENTS).frames]
 
     def stream(chunks):
-        w = inputs.Windower(GEOM, MAX_EVENTS, window_us, hop_us)
+        w = windows.Windower(GEOM, MAX_EVENTS, window_us, hop_us)
         out = [x for c in chunks for x in w.push(c)] + w.finish()
         return [x.frames for x in out] + [
             np.array([x.start_us, x.end_us, x.events, x.complete]) for x in out

@@ -3,22 +3,21 @@
 import numpy as np
 import pytest
 
+from spikeshot.events import mapping
 from spikeshot.events.array import empty, make_events
 from spikeshot.events.binning import FrameGeometry, bin_events
 from spikeshot.events.codec import encode
-from spikeshot.service import inputs
+from spikeshot.events.mapping import map_to_sensor, sensor_region
 from spikeshot.service.errors import InvalidArgument
 from spikeshot.service.inputs import (
     Chunk,
     EventInput,
     FrameInput,
-    Windower,
     examples,
     frames_from_bytes,
-    map_to_sensor,
     query,
-    sensor_region,
 )
+from spikeshot.service.windows import Windower
 
 GEOM = FrameGeometry(sensor_width=16, sensor_height=8, downsample=2, bins=4, window_us=4000)
 CROPPED = FrameGeometry(
@@ -76,7 +75,7 @@ def map_whole(events, width, height, card_width, card_height):
 def test_mapping_and_binning_chunk_by_chunk_equals_the_rule_applied_whole(
     width, height, monkeypatch
 ):
-    monkeypatch.setattr(inputs, "PIECE_EVENTS", 300)  # large chunks alone, small ones merged
+    monkeypatch.setattr(mapping, "PIECE_EVENTS", 300)  # large chunks alone, small ones merged
     rng = np.random.default_rng(2)
     t = np.sort(rng.integers(0, 9000, 3000))
     whole = ev(
