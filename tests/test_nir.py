@@ -66,7 +66,7 @@ from spikeshot.models.nir_export import Adaptation, NIRExportError, check_export
 from spikeshot.models.snn import hidden_spikes
 from spikeshot.service import cli, sessions
 from spikeshot.service.config import ServerConfig
-from spikeshot.service.engine import Engine
+from spikeshot.service.engine import ZOO, Engine
 from spikeshot.service.errors import InvalidArgument
 from spikeshot.service.inputs import Chunk, FrameInput
 from spikeshot.service.server import start
@@ -155,8 +155,8 @@ def queries() -> tuple[torch.Tensor, np.ndarray]:
     return frames(classes, seed=3), classes
 
 
-def test_the_shipped_models_and_other_settings_are_refused(tmp_path, capsys):
-    """Max pooling (every shipped model), the hard reset and the ANN each name the reason and
+def test_max_pooling_and_other_settings_are_refused(tmp_path, capsys):
+    """Max pooling (the other shipped models), the hard reset and the ANN each name the reason and
     the setting that makes a model exportable; the command exits 3 with that message."""
     assert cli.main(["export-nir", "double_digits", "-o", str(tmp_path / "x.nir")]) == 3
     err = capsys.readouterr().err
@@ -301,14 +301,19 @@ class NorseThreshold(torch.nn.Module):
 def run_norse(graph: nir.NIRGraph, x: torch.Tensor):
     """The graph's output at the last step and each layer's spikes [bins, N, C, H, W], for
     inputs ``x`` [N, bins, 2, H, W] fed one bin per step."""
-    module = norse_from_nir(graph)
+    module, names = norse_from_nir(graph), spike_nodes(graph)
     state, spikes = None, defaultdict(list)
     with torch.no_grad():
         for t in range(x.shape[1]):
             out, state = module(x[:, t], state)
-            for i in range(len(CFG.channels)):
-                spikes[i].append(state.cache[f"layer{i}_spike"].numpy())
-    return out.numpy(), [np.stack(spikes[i]) for i in range(len(CFG.channels))]
+            for name in names:
+                spikes[name].append(state.cache[name].numpy())
+    return out.numpy(), [np.stack(spikes[name]) for name in names]
+
+
+def spike_nodes(graph: nir.NIRGraph) -> list[str]:
+    """The hidden layers' spike nodes, first layer first."""
+    return [f"layer{i}_spike" for i in range(sum(n.endswith("_spike") for n in graph.nodes))]
 
 
 def run_numpy(graph: nir.NIRGraph, x: np.ndarray):
@@ -341,7 +346,7 @@ def run_numpy(graph: nir.NIRGraph, x: np.ndarray):
                 membranes[name].append(drive)
                 spikes[name].append(cur[name])
         prev = cur
-    names = [f"layer{i}_spike" for i in range(len(CFG.channels))]
+    names = spike_nodes(graph)
     return (
         cur["output"],
         [np.stack(spikes[n]) for n in names],
@@ -421,6 +426,25 @@ def test_simulators_agree_with_our_forward_pass(exported, simulator):
     assert labels >= 0.99 and min(units) >= 0.99, (labels, units)
     assert first_differences_are_ties(our_spikes, spikes, membranes)
     assert np.median(np.abs(logits - ours)) < 1e-5
+
+
+def test_the_shipped_average_pooling_model_runs_the_same_in_norse(tmp_path):
+    """``double_digits_avg``, the zoo's exportable model, exports from its zoo name; in Norse
+    its labels and hidden spike counts on random count frames are ours (tolerance: module
+    notes; its weights are float32, so ties are rare)."""
+    assert cli.main(["export-nir", "double_digits_avg", "-o", str(tmp_path / "m.nir")]) == 0
+    ckpt = checkpoint.load(ZOO / "double_digits_avg")
+    graph = nir.read(tmp_path / "m.nir")
+    shape = (48, ckpt.config.bins, 2, *ckpt.config.input_hw)
+    x = torch.from_numpy(np.random.default_rng(0).poisson(0.3, shape).astype(np.float32))
+    logits, spikes = run_norse(graph, x.clamp(max=ckpt.config.input_clip))
+    with torch.no_grad():
+        ours = Network(ckpt.config).forward(ckpt.params, x).numpy()
+        our_spikes = [s.numpy() for s in hidden_spikes(ckpt.params, x, ckpt.config)]
+    assert len(spikes) == len(ckpt.config.channels) == 3
+    assert (logits.argmax(1) == ours.argmax(1)).mean() >= 0.99
+    for mine, theirs in zip(our_spikes, spikes, strict=True):
+        assert mine.sum() > 0 and (mine.sum(0) == theirs.sum(0)).mean() >= 0.99
 
 
 def test_the_meta_trained_initialisation_exports_too(exported, tmp_path):
