@@ -38,7 +38,7 @@ import torch
 from spikeshot.events.binning import FrameGeometry
 from spikeshot.models import checkpoint, nir_export
 from spikeshot.models.checkpoint import Checkpoint, fingerprint
-from spikeshot.models.maml import accuracy, adapt, masked_loss
+from spikeshot.models.maml import InnerLoop, accuracy, adapt, masked_loss
 from spikeshot.models.network import Network
 from spikeshot.models.quantize import Quantizer
 from spikeshot.service import inputs, sessions, windows
@@ -612,23 +612,24 @@ class Engine:
             scales = quantizer.scales({k: m.params[k] for k in names})
         generator = torch.Generator().manual_seed(_seed(settings.seed, version))
         forward = m.network.forward
-        losses: list[torch.Tensor] = []  # the support loss before each step: [0] is "before"
         with torch.no_grad():
-            fast = adapt(
+            loop = InnerLoop(
                 forward,
                 m.params,
                 frames,
                 labels,
-                settings.inner_steps,
                 lr,
                 quantizer,
                 names=names,
                 class_mask=mask,
                 scales=scales,
                 generator=generator,
-                between_steps=control.check,
-                losses=losses,
             )
+            losses = []  # the support loss before each step: [0] is "before"
+            for _ in range(settings.inner_steps):
+                control.check()  # a cancelled call or a passed deadline stops here
+                losses.append(loop.step())
+            fast = loop.params
             logits = forward(fast, frames)
             after = float(masked_loss(logits, labels, mask))
             acc = accuracy(logits.masked_fill(~mask, -math.inf), labels)

@@ -4,8 +4,8 @@ gRPC threads read and write streams; adaptation and forward passes run here, on 
 (default: the usable cores) with at most ``queue_limit`` jobs waiting. Past that, ``run`` raises
 ``ResourceExhausted`` at once rather than growing a backlog. The caller's thread waits for its job
 and keeps checking its ``Control``: a job still queued when its request is cancelled or its deadline
-passes is dropped, and a running inner loop stops at its next step (``adapt``'s ``between_steps``
-calls ``Control.check``).
+passes is dropped, and a running inner loop stops at its next step (the engine calls
+``Control.check`` before each).
 
 torch runs each operation on its own intra-op thread pool, shared by all workers.
 ``configure_torch`` sets that pool's size once, at startup: with one worker per core, one thread
@@ -65,9 +65,8 @@ class Control:
         """A control whose deadline is ``seconds`` from now on ``clock`` (None: no deadline)."""
         return cls(None if seconds is None else clock() + seconds, is_cancelled, clock)
 
-    def check(self, *_step) -> None:
-        """Raise ``Cancelled`` or ``DeadlineExceeded`` when the work must stop. Accepts and ignores
-        a step number, so that it serves as ``adapt``'s ``between_steps`` hook."""
+    def check(self) -> None:
+        """Raise ``Cancelled`` or ``DeadlineExceeded`` when the work must stop."""
         if self.is_cancelled is not None and self.is_cancelled():
             raise Cancelled("the request was cancelled")
         if self.deadline is not None and self.clock() >= self.deadline:

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from toy_models import TOY
 
 from spikeshot.models import ModelConfig, Network, Quantizer, adapt
-from spikeshot.models.maml import accuracy, masked_loss
+from spikeshot.models.maml import InnerLoop, accuracy, masked_loss
 
 TINY = dict(
     ways=2,
@@ -48,19 +48,21 @@ def test_adapt_returns_new_params_and_leaves_input_untouched():
     assert loss(new) < loss(params)
 
 
-def test_losses_receives_the_support_loss_before_each_step():
+def test_each_step_returns_the_support_loss_before_it():
     cfg = ModelConfig(**TINY)
     net = Network(cfg)
     params = _params(cfg)
     x, y = _task(cfg, 4, 0)
     loss = lambda p: float(masked_loss(net.forward(p, x), y))  # noqa: E731
     for create_graph in (False, True):
-        losses = []
-        adapt(net.forward, params, x, y, steps=3, lr=0.5, create_graph=create_graph, losses=losses)
+        loop = InnerLoop(net.forward, params, x, y, lr=0.5, create_graph=create_graph)
+        losses = [loop.step() for _ in range(3)]
         one_step = adapt(net.forward, params, x, y, steps=1, lr=0.5)
-        assert len(losses) == 3 and not losses[0].requires_grad
+        three_steps = adapt(net.forward, params, x, y, steps=3, lr=0.5)
+        assert not losses[0].requires_grad
         assert abs(float(losses[0]) - loss(params)) < 1e-12
         assert abs(float(losses[1]) - loss(one_step)) < 1e-12
+        assert all(torch.allclose(loop.params[k], three_steps[k], atol=1e-12) for k in params)
 
 
 def test_vmap_over_tasks_matches_loop():
