@@ -59,13 +59,12 @@ from spikeshot.events.array import make_events
 from spikeshot.events.atomic import write_atomic
 from spikeshot.events.binning import FrameGeometry
 from spikeshot.events.codec import EncodedEvents, encode
-from spikeshot.models import Network, Quantizer
+from spikeshot.models import Network, Quantizer, checkpoint
 from spikeshot.models.checkpoint import Checkpoint
 from spikeshot.models.metatrain import RunConfig
 from spikeshot.service.auth import ANONYMOUS
-from spikeshot.service.cli import resolve_model
 from spikeshot.service.config import ServerConfig
-from spikeshot.service.engine import ZOO_DEFAULT, Engine, find_checkpoints
+from spikeshot.service.engine import Engine
 from spikeshot.service.executor import configure_torch
 from spikeshot.service.inputs import Chunk, EventInput
 from spikeshot.service.server import start
@@ -87,10 +86,10 @@ TARGETS = {
 def load_model(spec: str | None) -> tuple[Checkpoint, str]:
     """The checkpoint to measure and where it came from (see the module notes)."""
     if spec:
-        return find_checkpoints([resolve_model(spec)])[0], spec
+        return checkpoint.find([checkpoint.resolve(spec)])[0], spec
     try:
-        zoo = find_checkpoints([])
-        return next((c for c in zoo if c.name == ZOO_DEFAULT), zoo[0]), "zoo"
+        zoo = checkpoint.find()
+        return next((c for c in zoo if c.name == checkpoint.ZOO_DEFAULT), zoo[0]), "zoo"
     except ValueError:
         cfg = RunConfig.from_dict(tomllib.loads(RECIPE.read_text()))
         t = cfg.training

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from spikeshot.models.quantize import Quantizer
 
 CARD_FORMAT = "spikeshot-model/1"
 LR_PREFIX = "inner_lr."
+ZOO = Path(__file__).resolve().parent / "zoo"  # the shipped initialisations
+ZOO_DEFAULT = "glyphs"  # the zoo's default model: the broad initialisation a robot team starts from
 
 
 class CheckpointError(ValueError):
@@ -149,6 +152,40 @@ def load(path: str | Path) -> Checkpoint:
         training=card.get("training", {}),
         metrics=card.get("metrics", {}),
         name=card.get("name", ""),
+    )
+
+
+def find(specs: Sequence[str | Path] = ()) -> list[Checkpoint]:
+    """Load checkpoints named by ``specs`` (files or folders of them; none: the shipped zoo). A
+    checkpoint without a card name takes its file's stem."""
+    found: list[Path] = []
+    for path in [Path(p) for p in specs] or [ZOO]:
+        if path.is_dir():
+            found += sorted(
+                p for p in path.glob("*.json") if p.with_suffix(".safetensors").is_file()
+            )
+        else:
+            found.append(path)
+    if not found:
+        raise ValueError(f"no checkpoints in {', '.join(map(str, specs or [ZOO]))}")
+    out = []
+    for path in found:
+        ckpt = load(path)
+        ckpt.name = ckpt.name or paths(path)[1].stem
+        out.append(ckpt)
+    return out
+
+
+def resolve(spec: str) -> str:
+    """A checkpoint path or folder as given, or else the zoo's checkpoint of that name."""
+    if Path(spec).is_dir() or any(p.is_file() for p in paths(spec)):
+        return spec
+    if paths(ZOO / spec)[1].is_file():
+        return str(ZOO / spec)
+    names = sorted(p.stem for p in ZOO.glob("*.json"))
+    raise ValueError(
+        f"no checkpoint {spec!r}: neither a file or folder nor a zoo model (the zoo "
+        f"has {', '.join(names) or 'none'})"
     )
 
 

@@ -175,32 +175,18 @@ def _evaluate_one(ck, dataset, setting, quiet: bool) -> dict:
         return evaluate(ck, dataset, setting, progress=lambda _i: bar.update())
 
 
-def resolve_model(spec: str) -> str:
-    """A checkpoint path or folder as given, or else the zoo's checkpoint of that name."""
-    from spikeshot.models import checkpoint
-    from spikeshot.service.engine import ZOO
-
-    if Path(spec).is_dir() or any(p.is_file() for p in checkpoint.paths(spec)):
-        return spec
-    if checkpoint.paths(ZOO / spec)[1].is_file():
-        return str(ZOO / spec)
-    names = sorted(p.stem for p in ZOO.glob("*.json"))
-    raise ValueError(
-        f"no checkpoint {spec!r}: neither a file or folder nor a zoo model (the zoo "
-        f"has {', '.join(names) or 'none'})"
-    )
-
-
 def server_config(args) -> ServerConfig:
     """The server's settings from defaults, ``--config``, ``SPIKESHOT_*`` and the flags, with
     zoo names among ``models`` resolved to their files."""
+    from spikeshot.models import checkpoint
+
     overrides = flag_overrides(args)
     if getattr(args, "model", None):
         if "models" in overrides:
             raise ValueError("give --model or --models, not both")
         overrides["models"] = (args.model,)
     config = ServerConfig.load(args.config, overrides=overrides)
-    return dataclasses.replace(config, models=tuple(map(resolve_model, config.models)))
+    return dataclasses.replace(config, models=tuple(map(checkpoint.resolve, config.models)))
 
 
 def cmd_serve(args) -> int:
@@ -218,12 +204,13 @@ def cmd_serve(args) -> int:
 
 def cmd_models(args) -> int:
     _need_server_extra()
-    from spikeshot.service.engine import Engine, find_checkpoints
+    from spikeshot.models import checkpoint
+    from spikeshot.service.engine import Engine
 
     config = dataclasses.replace(
         server_config(args), snapshot_dir="", session_store="memory", workers=1
     )
-    engine = Engine(find_checkpoints(config.models), config)
+    engine = Engine(checkpoint.find(config.models), config)
     try:
         models = engine.list_models()
     finally:
@@ -342,7 +329,7 @@ def _checkpoint(spec: str):
     """The checkpoint a path or zoo name gives; without a card name it takes the file's stem."""
     from spikeshot.models import checkpoint
 
-    path = resolve_model(spec)
+    path = checkpoint.resolve(spec)
     ckpt = checkpoint.load(path)
     ckpt.name = ckpt.name or checkpoint.paths(path)[1].stem
     return ckpt

@@ -15,7 +15,6 @@ minutes of building the whole meta-dataset.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import socket
@@ -29,12 +28,6 @@ import numpy as np
 
 from spikeshot.clients.formatting import pairs
 
-# The zoo's Glyphs model, found without importing torch (so that this module's parser is cheap).
-DEFAULT_MODEL = (
-    Path(importlib.util.find_spec("spikeshot.models").submodule_search_locations[0])
-    / "zoo"
-    / "glyphs.json"
-)
 EXIT_NO_MODEL = 3
 
 
@@ -209,7 +202,8 @@ def run_demo(
     code 0, or ``EXIT_NO_MODEL`` when the model is not installed."""
     from spikeshot.models import checkpoint
 
-    weights_path, json_path = checkpoint.paths(model if model is not None else DEFAULT_MODEL)
+    default = checkpoint.ZOO / checkpoint.ZOO_DEFAULT
+    weights_path, json_path = checkpoint.paths(model if model is not None else default)
     missing = [p.name for p in (json_path, weights_path) if not p.is_file()]
     if missing:
         what = "the default model is not installed" if model is None else "no checkpoint"
@@ -263,7 +257,7 @@ def add_demo_parser(subparsers) -> argparse.ArgumentParser:
         "queries; print accuracy and latencies.",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--model", help=f"checkpoint (default: {DEFAULT_MODEL.name} in the zoo)")
+    p.add_argument("--model", help="checkpoint (default: the zoo's default model)")
     p.add_argument("--ways", type=int, default=5, help="classes (default: %(default)s)")
     p.add_argument(
         "--shots", type=int, default=1, help="support examples per class (default: %(default)s)"

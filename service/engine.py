@@ -30,7 +30,6 @@ import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -57,8 +56,6 @@ from spikeshot.service.inputs import Chunk, EventInput, FrameInput, Input
 from spikeshot.service.sessions import Session, Settings, Shot, State, Weights
 from spikeshot.service.store import open_store
 
-ZOO = Path(checkpoint.__file__).resolve().parent / "zoo"
-ZOO_DEFAULT = "glyphs"  # the broad initialisation a robot team starts from
 STREAM_BATCH = 32  # windows of one stream classified in one forward pass
 ADAPT_ATTEMPTS = 3  # an Adapt's tries while other replicas commit Adapts of its session first
 EXPORT_FORMATS = ("session", "nir")  # what export_session returns: sessions.dump, or a NIR file
@@ -165,27 +162,6 @@ class _Model:
         return self.checkpoint.geometry
 
 
-def find_checkpoints(paths: Sequence[str | Path]) -> list[Checkpoint]:
-    """Load checkpoints named by ``paths`` (files or folders of them; none: the shipped zoo). A
-    checkpoint without a card name takes its file's stem."""
-    found: list[Path] = []
-    for path in [Path(p) for p in paths] or [ZOO]:
-        if path.is_dir():
-            found += sorted(
-                p for p in path.glob("*.json") if p.with_suffix(".safetensors").is_file()
-            )
-        else:
-            found.append(path)
-    if not found:
-        raise ValueError(f"no checkpoints in {', '.join(map(str, paths or [ZOO]))}")
-    out = []
-    for path in found:
-        ckpt = checkpoint.load(path)
-        ckpt.name = ckpt.name or checkpoint.paths(path)[1].stem
-        out.append(ckpt)
-    return out
-
-
 def nir_adaptation(settings: Settings, state: State) -> nir_export.Adaptation:
     """An adapted session's share of its NIR export: the weights it classifies with, its classes,
     and its grid when quantized."""
@@ -225,8 +201,9 @@ class Engine:
             )
         if not self._models:
             raise ValueError("the engine needs at least one model")
+        zoo_default = checkpoint.ZOO_DEFAULT
         self.default_model = self.config.default_model or (
-            ZOO_DEFAULT if ZOO_DEFAULT in self._models else next(iter(self._models))
+            zoo_default if zoo_default in self._models else next(iter(self._models))
         )
         if self.default_model not in self._models:
             raise ValueError(
@@ -242,7 +219,7 @@ class Engine:
         """The server's engine: set torch's thread count (once, here), load the configured
         checkpoints, restore the snapshot directory's sessions and warm up."""
         configure_torch(config.torch_thread_count)
-        engine = cls(find_checkpoints(config.models), config)
+        engine = cls(checkpoint.find(config.models), config)
         engine.warm_up()
         return engine
 
@@ -329,7 +306,7 @@ class Engine:
     def _check_settings(self, settings: Settings, m: _Model) -> None:
         if settings.ways > m.checkpoint.config.ways:
             raise InvalidArgument(
-                f"ways={settings.ways} exceeds model {m.name!r}'s "
+                f"ways={settings.ways} exceeds model {m.name!r}, which has "
                 f"{m.checkpoint.config.ways} outputs",
                 "ways",
             )
@@ -778,6 +755,5 @@ __all__ = [
     "SessionInfo",
     "Timings",
     "WindowPrediction",
-    "find_checkpoints",
     "fingerprint",
 ]

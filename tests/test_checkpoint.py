@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from spikeshot.events.binning import FrameGeometry
-from spikeshot.models import ModelConfig, Network, Quantizer
+from spikeshot.models import ModelConfig, Network, Quantizer, checkpoint
 from spikeshot.models.checkpoint import Checkpoint, CheckpointError, load, save
 
 CFG = ModelConfig(ways=3, input_hw=(8, 8), bins=4, burn_in=1, channels=(4, 6), kernel=3)
@@ -83,16 +83,16 @@ def test_missing_and_malformed_files_are_named(tmp_path):
 
 @pytest.mark.parametrize("name", ["glyphs", "glyphs_ann", "double_digits", "double_digits_ann"])
 def test_shipped_models_adapt_on_the_8_bit_grid_by_default(name):
-    from spikeshot.service.engine import ZOO, Engine, find_checkpoints
+    from spikeshot.service.engine import Engine
 
-    card = json.loads((ZOO / f"{name}.json").read_text())
+    card = json.loads((checkpoint.ZOO / f"{name}.json").read_text())
     assert card["quantization"] == {
         "bits": 8,
         "mode": "global",
         "rounding": "nearest",
         "frac_bits": None,
     }
-    engine = Engine(find_checkpoints([ZOO / name]))
+    engine = Engine(checkpoint.find([checkpoint.ZOO / name]))
     (info,) = engine.list_models()
     assert info.weight_bits == 8
     default = engine.create_session().settings

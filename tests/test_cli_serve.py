@@ -17,8 +17,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service_fixtures import adapt_requests, free_port, status_of, support, tiny
 
+from spikeshot.models import checkpoint
 from spikeshot.models.checkpoint import save
-from spikeshot.service import engine
 from spikeshot.service.cli import main
 from spikeshot.v1 import spikeshot_pb2 as pb
 from spikeshot.v1 import spikeshot_pb2_grpc as pb_grpc
@@ -44,7 +44,7 @@ def test_models_lists_the_checkpoints(zoo, capsys):
 
 
 def test_zoo_names_resolve_and_the_zoo_is_the_default(zoo, monkeypatch, capsys):
-    monkeypatch.setattr(engine, "ZOO", zoo)
+    monkeypatch.setattr(checkpoint, "ZOO", zoo)
     assert main(["models"]) == 0
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:3]] == [
         "alpha",

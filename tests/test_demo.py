@@ -87,7 +87,7 @@ def test_a_missing_model_is_named_and_exits_non_zero(tmp_path, monkeypatch, caps
     assert demo.run_demo(model=tmp_path / "absent.json") == demo.EXIT_NO_MODEL
     err = capsys.readouterr().err
     assert "absent.json and absent.safetensors are missing" in err
-    monkeypatch.setattr(demo, "DEFAULT_MODEL", tmp_path / "glyphs.json")
+    monkeypatch.setattr(checkpoint, "ZOO", tmp_path)
     assert demo.run_demo(True) == demo.EXIT_NO_MODEL
     out, err = capsys.readouterr()
     assert out == "" and "the default model is not installed" in err

@@ -18,10 +18,11 @@ from service_fixtures import CFG, GEOM
 from spikeshot.events.array import make_events
 from spikeshot.events.binning import bin_events
 from spikeshot.events.codec import encode
+from spikeshot.models import checkpoint
 from spikeshot.models.checkpoint import Checkpoint, save
 from spikeshot.service import sessions
 from spikeshot.service.config import ServerConfig, add_flags, flag_overrides
-from spikeshot.service.engine import Engine, find_checkpoints
+from spikeshot.service.engine import Engine
 from spikeshot.service.errors import (
     ERRORS,
     Cancelled,
@@ -534,7 +535,7 @@ def test_list_models_and_loading_checkpoints(tmp_path):
     other = tiny(seed=2)
     other.name = ""
     save(other, tmp_path / "second")
-    found = find_checkpoints([tmp_path])
+    found = checkpoint.find([tmp_path])
     assert [c.name for c in found] == ["second", "tiny"]
     engine = Engine(found, ServerConfig(workers=1, default_model="tiny"))
     first, second = engine.list_models()
@@ -557,7 +558,7 @@ def test_list_models_and_loading_checkpoints(tmp_path):
     assert engine.create_session().settings.model == "tiny"
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no checkpoints in"):
-        find_checkpoints([tmp_path / "empty"])
+        checkpoint.find([tmp_path / "empty"])
     with pytest.raises(ValueError, match="default_model 'big'"):
         Engine(found, ServerConfig(default_model="big"))
 

@@ -66,7 +66,7 @@ from spikeshot.models.nir_export import Adaptation, NIRExportError, check_export
 from spikeshot.models.snn import hidden_spikes
 from spikeshot.service import cli, sessions
 from spikeshot.service.config import ServerConfig
-from spikeshot.service.engine import ZOO, Engine
+from spikeshot.service.engine import Engine
 from spikeshot.service.errors import InvalidArgument
 from spikeshot.service.inputs import Chunk, FrameInput
 from spikeshot.service.server import start
@@ -433,7 +433,7 @@ def test_the_shipped_average_pooling_model_runs_the_same_in_norse(tmp_path):
     its labels and hidden spike counts on random count frames are ours (tolerance: module
     notes; its weights are float32, so ties are rare)."""
     assert cli.main(["export-nir", "double_digits_avg", "-o", str(tmp_path / "m.nir")]) == 0
-    ckpt = checkpoint.load(ZOO / "double_digits_avg")
+    ckpt = checkpoint.load(checkpoint.ZOO / "double_digits_avg")
     graph = nir.read(tmp_path / "m.nir")
     shape = (48, ckpt.config.bins, 2, *ckpt.config.input_hw)
     x = torch.from_numpy(np.random.default_rng(0).poisson(0.3, shape).astype(np.float32))
