@@ -34,6 +34,7 @@ from spikeshot.clients.results import (
     AdaptResult,
     ModelInfo,
     Prediction,
+    ServerLimits,
     SessionInfo,
     WindowPrediction,
     export_request,
@@ -256,6 +257,11 @@ class Client:
         """The server's models, the default first."""
         response = self._unary("ListModels", pb.ListModelsRequest(), timeout)
         return [ModelInfo.from_proto(m) for m in response.models]
+
+    def limits(self, *, timeout: float | None = ...) -> ServerLimits:
+        """The server's limits (announced with its models by ``ListModels``)."""
+        response = self._unary("ListModels", pb.ListModelsRequest(), timeout)
+        return ServerLimits.from_proto(response.limits)
 
     def create_session(
         self,

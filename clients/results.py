@@ -188,6 +188,31 @@ class ModelInfo(_Result):
         return _same_fields(cls, m, card=json.loads(m.card_json) if m.card_json else {})
 
 
+@dataclass(frozen=True)
+class ServerLimits(_Result):
+    """The limits of the server (``ServerLimits`` in ``spikeshot.proto``: message bytes, events per
+    example or query, support examples, inner steps, sessions, ...); all 0 from a server that
+    announces none."""
+
+    max_message_bytes: int
+    max_events: int
+    max_support_examples: int
+    max_inner_steps: int
+    max_sessions_per_owner: int
+    max_sessions: int
+    session_ttl_s: float
+    max_text_chars: int
+    max_window_us: int
+    max_timestamp_us: int
+    max_sensor_size: int
+    max_queued_jobs: int
+    max_concurrent_calls: int
+
+    @classmethod
+    def from_proto(cls, m: pb.ServerLimits) -> ServerLimits:
+        return _same_fields(cls, m)
+
+
 def settings_message(
     model: str = "",
     ways: int = 0,

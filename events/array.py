@@ -36,7 +36,8 @@ class EventError(ValueError):
     def __init__(self, field: str, rule: str, index: int | None = None):
         self.field, self.rule, self.index = field, rule, index
         where = "" if index is None else f" (first bad index {index})"
-        super().__init__(f"events.{field}: {rule}{where}")
+        name = "events" if field == "events" else f"events.{field}"  # the whole, or a column
+        super().__init__(f"{name}: {rule}{where}")
 
 
 def empty(n: int = 0) -> np.ndarray:
@@ -170,8 +171,8 @@ def validate(events, limits: Limits = Limits(), *, sort: bool = False):
     """Check ``events`` (an event array or ``EventColumns``) against ``limits`` and return them
     (sorted by time when ``sort``).
 
-    Raises ``EventError`` naming the field, the rule and the first bad index. Never modifies the
-    input: sorting returns a new object.
+    Raises ``EventError`` naming the field, the rule and the first bad index (timestamps that
+    decrease are one unless ``sort``). Never modifies the input: sorting returns a new object.
     """
     check_events(events)
     n = len(events)
@@ -191,9 +192,7 @@ def validate(events, limits: Limits = Limits(), *, sort: bool = False):
         dec = t[1:] < t[:-1]
         if dec.any():
             if not sort:
-                raise EventError(
-                    "t", "timestamps must not decrease (pass sort=True to sort)", _first(dec) + 1
-                )
+                raise EventError("t", "timestamps must not decrease", _first(dec) + 1)
             events = events[np.argsort(t, kind="stable")]
     return events
 

@@ -6,6 +6,9 @@ messages; model work runs on the engine's bounded executor. Each RPC in progress
 them (a live ``ClassifyStream`` for as long as it lasts); at most as many calls again wait for
 one, and a call beyond that is RESOURCE_EXHAUSTED rather than queued without bound.
 
+Reflection answers under ``grpc.reflection.v1`` (what grpcurl and newer tools ask first) and the
+older ``grpc.reflection.v1alpha``, one implementation for both (``enable_reflection``).
+
 Health (``grpc.health.v1``) answers SERVING for the whole server ("") and for
 ``spikeshot.v1.SpikeShot``, and NOT_SERVING from the moment the server starts draining: while the
 calls in flight finish, new calls other than health checks are UNAVAILABLE (``Drain``), and health
@@ -27,18 +30,23 @@ from concurrent import futures
 from dataclasses import dataclass, field
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection_pb2 as reflection_v1alpha_pb2
 
 from spikeshot.service import metrics
 from spikeshot.service.auth import BEHAVIORS, EXEMPT_PREFIXES, Authenticator, server_credentials
 from spikeshot.service.config import ServerConfig
 from spikeshot.service.engine import Engine
 from spikeshot.service.errors import Unavailable
-from spikeshot.service.servicer import SpikeShotServicer, add_to_server
+from spikeshot.service.servicer import SpikeShotServicer, add_to_server, max_concurrent_calls
 from spikeshot.v1 import spikeshot_pb2 as pb
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SpikeShot"].full_name
+REFLECTION_V1 = "grpc.reflection.v1"
+REFLECTION_V1_FILE = "grpc/reflection/v1/reflection.proto"
+REFLECTION_V1_SERVICE = f"{REFLECTION_V1}.ServerReflection"
 STORE_CHECK_S = 1.0  # how often health asks the session store whether it answers
 log = logging.getLogger(__name__)
 
@@ -126,6 +134,60 @@ class StoreWatch:
         self._thread.join()
 
 
+def _reflection_v1_file() -> None:
+    """Put ``grpc/reflection/v1/reflection.proto`` into the default descriptor pool (where
+    reflection finds the files it describes) unless it is there. grpcio-reflection ships only
+    v1alpha; v1 is the same file under another package (same messages, fields and numbers), so
+    it is built from v1alpha's descriptor."""
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindFileByName(REFLECTION_V1_FILE)
+        return
+    except KeyError:
+        pass
+    old = reflection_v1alpha_pb2.DESCRIPTOR.package
+    proto = descriptor_pb2.FileDescriptorProto()
+    reflection_v1alpha_pb2.DESCRIPTOR.CopyToProto(proto)
+    proto.name, proto.package = REFLECTION_V1_FILE, REFLECTION_V1
+    proto.options.Clear()
+    proto.options.java_package = "io.grpc.reflection.v1"
+    proto.options.java_outer_classname = "ServerReflectionProto"
+    proto.options.java_multiple_files = True
+    proto.options.go_package = "google.golang.org/grpc/reflection/grpc_reflection_v1"
+
+    def renamed(type_name: str) -> str:
+        return type_name.replace(f".{old}.", f".{REFLECTION_V1}.", 1)
+
+    for message in proto.message_type:
+        for f in message.field:
+            if f.type_name:
+                f.type_name = renamed(f.type_name)
+    for service in proto.service:
+        for method in service.method:
+            method.input_type = renamed(method.input_type)
+            method.output_type = renamed(method.output_type)
+    pool.AddSerializedFile(proto.SerializeToString())
+
+
+def enable_reflection(service_names: tuple[str, ...], server: grpc.Server) -> None:
+    """Serve reflection of ``service_names`` (and of itself) as ``grpc.reflection.v1`` and
+    ``grpc.reflection.v1alpha``. One v1alpha servicer answers both: the two services' messages
+    are the same bytes on the wire."""
+    _reflection_v1_file()
+    names = (*service_names, REFLECTION_V1_SERVICE, reflection.SERVICE_NAME)
+    servicer = reflection.ReflectionServicer(names)
+    messages = reflection_v1alpha_pb2
+    for name in (REFLECTION_V1_SERVICE, reflection.SERVICE_NAME):
+        handler = grpc.stream_stream_rpc_method_handler(
+            servicer.ServerReflectionInfo,
+            request_deserializer=messages.ServerReflectionRequest.FromString,
+            response_serializer=messages.ServerReflectionResponse.SerializeToString,
+        )
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(name, {"ServerReflectionInfo": handler}),)
+        )
+
+
 def _session_count(engine: Engine) -> float:
     """The sessions held, NaN while the store does not answer (so that a scrape still does)."""
     try:
@@ -208,19 +270,17 @@ def start(config: ServerConfig, engine: Engine | None = None) -> RunningServer:
     server = grpc.server(
         futures.ThreadPoolExecutor(config.io_threads, "spikeshot-io"),
         interceptors=[drain, authenticator],
-        maximum_concurrent_rpcs=2 * config.io_threads,
+        maximum_concurrent_rpcs=max_concurrent_calls(config),
         options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),
             ("grpc.so_reuseport", 0),  # a port in use is an error, not shared
         ],
     )
-    add_to_server(SpikeShotServicer(engine), server)
+    add_to_server(SpikeShotServicer(engine, config), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
     try:
         port = _listen(server, _address(config.host, config.port), credentials)
         exporter = (

@@ -26,10 +26,12 @@ from collections.abc import Iterator
 import grpc
 from google.protobuf.message import DecodeError
 
+from spikeshot.events.binning import FrameGeometry
 from spikeshot.events.codec import EncodedEvents
-from spikeshot.service import metrics
-from spikeshot.service.engine import Engine, SessionInfo, Timings
-from spikeshot.service.errors import InvalidArgument, ServiceError
+from spikeshot.service import inputs, metrics, windows
+from spikeshot.service.config import ServerConfig
+from spikeshot.service.engine import Engine, ModelInfo, SessionInfo, Timings
+from spikeshot.service.errors import MAX_TEXT_CHARS, InvalidArgument, ServiceError
 from spikeshot.service.executor import Control
 from spikeshot.service.inputs import Chunk, EventInput, FrameInput, Input, frames_from_bytes
 from spikeshot.v1 import spikeshot_pb2 as pb
@@ -40,12 +42,14 @@ log = logging.getLogger(__name__)
 ROUNDINGS = {pb.ROUNDING_NEAREST: "nearest", pb.ROUNDING_STOCHASTIC: "stochastic"}
 GRIDS = {pb.WEIGHT_GRID_GLOBAL: "global", pb.WEIGHT_GRID_PER_TENSOR: "per_tensor"}
 FRAME_TYPES = {pb.FRAME_TYPE_FLOAT32: "float32", pb.FRAME_TYPE_UINT16: "uint16"}
+FRAME_TYPE_NAMES = " or ".join(pb.FrameType.Name(v) for v in FRAME_TYPES)
 EXPORT_FORMATS = {pb.EXPORT_FORMAT_SESSION: "session", pb.EXPORT_FORMAT_NIR: "nir"}
 ROUNDING_VALUES = {v: k for k, v in ROUNDINGS.items()}
 GRID_VALUES = {v: k for k, v in GRIDS.items()}
 EVENT_BYTES = 8  # the t column's bytes per event
 SERVICE = pb.DESCRIPTOR.services_by_name["SpikeShot"]
 MAX_DETAILS_BYTES = 2048
+CALLS_PER_IO_THREAD = 2  # calls in progress or waiting for an io thread, per io thread
 HANDLERS = {
     (False, False): grpc.unary_unary_rpc_method_handler,
     (True, False): grpc.stream_unary_rpc_method_handler,
@@ -82,12 +86,106 @@ def _clip(message: str) -> str:
 
 
 def _first(requests: Iterator, kind: str, name: str):
-    """The stream's first message, which must carry ``kind``."""
+    """The stream's first message, which must set ``kind`` (a ``name``)."""
     first = next(requests, None)
     if first is None or first.WhichOneof("kind") != kind:
-        got = "nothing" if first is None else first.WhichOneof("kind") or "an empty message"
-        raise InvalidArgument(f"the first message must be a {name}, got {got}", kind)
+        which = None if first is None else first.WhichOneof("kind")
+        got = (
+            "no message"
+            if first is None
+            else f"a message that sets {which}"
+            if which
+            else "a message that sets none of its fields"
+        )
+        raise InvalidArgument(f"the first message must set {kind} (the {name}), got {got}", kind)
     return getattr(first, kind)
+
+
+def max_concurrent_calls(config: ServerConfig) -> int:
+    """The calls a server of ``config`` holds at once, in progress or waiting for an io thread;
+    gRPC answers RESOURCE_EXHAUSTED to the next."""
+    return CALLS_PER_IO_THREAD * config.io_threads
+
+
+def server_limits(engine_config: ServerConfig, server_config: ServerConfig) -> pb.ServerLimits:
+    """The limits ``ListModels`` announces: the engine's caps and the server's transport limits."""
+    c = engine_config
+    return pb.ServerLimits(
+        max_message_bytes=server_config.max_message_bytes,
+        max_events=c.max_events,
+        max_support_examples=c.max_support_examples,
+        max_inner_steps=c.max_inner_steps,
+        max_sessions_per_owner=c.max_sessions_per_owner,
+        max_sessions=c.max_sessions,
+        session_ttl_s=c.session_ttl_s,
+        max_text_chars=MAX_TEXT_CHARS,
+        max_window_us=windows.MAX_WINDOW_US,
+        max_timestamp_us=inputs.MAX_TIMESTAMP_US,
+        max_sensor_size=inputs.MAX_SENSOR,
+        max_queued_jobs=c.queue_limit,
+        max_concurrent_calls=max_concurrent_calls(server_config),
+    )
+
+
+def model_card(m: ModelInfo) -> pb.ModelCard:
+    """The typed ``ModelCard`` of a model's card."""
+    card, net = m.card, m.card["model"]
+    g = FrameGeometry.from_dict(card["geometry"])
+    x0, y0, crop_width, crop_height = g.crop_box
+    inner = card.get("inner_loop") or {}
+    quant = card.get("quantization")
+    quantization = None
+    if quant is not None:
+        quantization = pb.Quantization(
+            bits=quant["bits"],
+            grid=GRID_VALUES[quant["mode"]],
+            rounding=ROUNDING_VALUES[quant["rounding"]],
+            frac_bits=quant.get("frac_bits"),
+        )
+    return pb.ModelCard(
+        format=card.get("format", ""),
+        name=m.name,
+        network=pb.NetworkCard(
+            arch=net["arch"],
+            ways=net["ways"],
+            bins=net["bins"],
+            input_height=net["input_hw"][0],
+            input_width=net["input_hw"][1],
+            burn_in=net["burn_in"],
+            channels=net["channels"],
+            kernel=net["kernel"],
+            pool=net["pool"],
+            pool_kind=net["pool_kind"],
+            alpha=net["alpha"],
+            beta=net["beta"],
+            alpha_rp=net["alpha_rp"],
+            w_rp=net["w_rp"],
+            input_gain=net["input_gain"],
+            reset=net["reset"],
+            surrogate_slope=net["surrogate_slope"],
+            input_clip=net.get("input_clip"),
+            zero_head=net["zero_head"],
+        ),
+        geometry=pb.InputGeometry(
+            sensor_width=g.sensor_width,
+            sensor_height=g.sensor_height,
+            crop=pb.Crop(x0=x0, y0=y0, width=crop_width, height=crop_height),
+            downsample=g.downsample,
+            bins=g.bins,
+            window_us=g.window_us,
+            bin_us=g.bin_us,
+            height=g.height,
+            width=g.width,
+        ),
+        inner_loop=pb.InnerLoop(
+            steps=inner.get("steps", m.inner_steps),
+            step_size=inner.get("step_size", 0.0),
+            learned_step_sizes=inner.get("learned_step_sizes", []),
+        ),
+        quantization=quantization,
+        parameters=m.parameters,
+        fingerprint=m.fingerprint,
+    )
 
 
 def _session(info: SessionInfo) -> pb.Session:
@@ -150,8 +248,14 @@ class _Call:
             return EventInput(EncodedEvents(t, e.x, e.y, e.p), e.sensor_width, e.sensor_height)
         if which == "frames":
             f = message.frames
-            dtype = FRAME_TYPES.get(f.type, "unspecified" if f.type == 0 else f"value {f.type}")
-            return FrameInput(frames_from_bytes(f.data, f.bins, f.height, f.width, dtype))
+            if f.type not in FRAME_TYPES:
+                got = pb.FrameType.Name(f.type) if f.type == 0 else f"the unknown value {f.type}"
+                raise InvalidArgument(
+                    f"frames.type must be {FRAME_TYPE_NAMES}, got {got}", "frames.type"
+                )
+            return FrameInput(
+                frames_from_bytes(f.data, f.bins, f.height, f.width, FRAME_TYPES[f.type])
+            )
         return None
 
     def chunks(self, requests: Iterator[pb.AdaptRequest]) -> Iterator[Chunk]:
@@ -165,14 +269,14 @@ class _Call:
             example = request.example
             yield Chunk(example.label, self.data(example, "data"), example.end_of_example)
 
-    def inputs(self, requests: Iterator, what: str) -> Iterator[Input]:
-        """The events (or frames) after a Classify's header or a ClassifyStream's config."""
+    def inputs(self, requests: Iterator, what: str, carries: str) -> Iterator[Input]:
+        """The events (or frames) after a Classify's header or a ClassifyStream's config: every
+        message after the first (the ``what``) must set one of ``carries``."""
         for i, request in enumerate(requests, 1):
             data = self.data(request, "kind")
             if data is None:
                 raise InvalidArgument(
-                    f"message {i}: every message after the {what} must carry events or frames",
-                    "events",
+                    f"message {i}: every message after the {what} must set {carries}", "events"
                 )
             yield data
 
@@ -187,8 +291,11 @@ class _Call:
 class SpikeShotServicer(pb_grpc.SpikeShotServicer):
     """The ``spikeshot.v1.SpikeShot`` service over an ``Engine``."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, config: ServerConfig | None = None):
+        """``config``: the server's (its transport limits, announced by ``ListModels``); default
+        the engine's."""
         self.engine = engine
+        self.limits = server_limits(engine.config, config or engine.config)
 
     @contextlib.contextmanager
     def _rpc(self, method: str, context: grpc.ServicerContext) -> Iterator[_Call]:
@@ -307,7 +414,7 @@ class SpikeShotServicer(pb_grpc.SpikeShotServicer):
             header = _first(request_iterator, "header", "ClassifyHeader")
             p = self.engine.classify(
                 header.session_id,
-                call.inputs(request_iterator, "header"),
+                call.inputs(request_iterator, "ClassifyHeader", "events or frames"),
                 owner=call.owner,
                 candidates=list(header.candidates),
                 control=call.control,
@@ -327,7 +434,7 @@ class SpikeShotServicer(pb_grpc.SpikeShotServicer):
             config = _first(request_iterator, "config", "StreamConfig")
             windows = self.engine.classify_stream(
                 config.session_id,
-                call.inputs(request_iterator, "StreamConfig"),
+                call.inputs(request_iterator, "StreamConfig", "events"),
                 owner=call.owner,
                 window_us=config.window_us or None,
                 hop_us=config.hop_us or None,
@@ -386,9 +493,11 @@ class SpikeShotServicer(pb_grpc.SpikeShotServicer):
                         weight_bits=m.weight_bits,
                         parameters=m.parameters,
                         fingerprint=m.fingerprint,
+                        card=model_card(m),
                     )
                     for m in self.engine.list_models()
-                ]
+                ],
+                limits=self.limits,
             )
 
 

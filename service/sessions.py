@@ -37,6 +37,10 @@ FORMAT = "spikeshot-session/1"
 GRIDS = ("global", "per_tensor")
 WEIGHT = "weight."
 F32_MAX = float(np.finfo(np.float32).max)
+# Why bytes are not a session file, worded without the parsers' own messages.
+NOT_SAFETENSORS = f"not a safetensors file, which a {FORMAT} file is: "
+HEADER_RULE = "it must start with an 8-byte little-endian length and a JSON header of that length"
+TENSORS_RULE = "its tensor data is truncated or does not match its header"
 
 
 def _is_int(value: object) -> bool:
@@ -235,9 +239,11 @@ def _metadata(data: bytes, private: bool) -> dict:
     try:
         size = int.from_bytes(data[:8], "little")
         header = json.loads(bytes(data[8 : 8 + size]))
-    except (ValueError, RecursionError) as e:
-        raise ValueError(f"not a safetensors file: {echo(str(e))}") from None
-    meta = (header.get("__metadata__") or {}) if isinstance(header, dict) else None
+    except (ValueError, RecursionError):
+        raise ValueError(NOT_SAFETENSORS + HEADER_RULE) from None
+    if not isinstance(header, dict):
+        raise ValueError(NOT_SAFETENSORS + "its JSON header must be an object")
+    meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict):
         raise ValueError(f"__metadata__ must be an object, got {echo(meta)}")
     if meta.get("format") != FORMAT:
@@ -254,6 +260,22 @@ def _metadata(data: bytes, private: bool) -> dict:
         if not ok(info[name]):
             raise ValueError(f"invalid session data: {name} must be {rule}, got {echo(info[name])}")
     return info
+
+
+def _settings(values: dict) -> Settings:
+    """The ``Settings`` of a session JSON's ``settings`` object."""
+    names = [f.name for f in dataclasses.fields(Settings)]
+    required = [f.name for f in dataclasses.fields(Settings) if f.default is dataclasses.MISSING]
+    unknown = sorted(set(values) - set(names))
+    missing = [n for n in required if n not in values]
+    if unknown:
+        raise ValueError(f"invalid session data: settings: unknown fields {echo(unknown)}")
+    if missing:
+        raise ValueError(f"invalid session data: settings: no {', '.join(map(repr, missing))}")
+    try:
+        return Settings(**values)
+    except InvalidArgument as e:
+        raise ValueError(f"invalid session data: settings: {e}") from None
 
 
 def _weights(settings: Settings, weights: dict[str, torch.Tensor], scales) -> Weights | None:
@@ -285,14 +307,9 @@ def load(data: bytes, *, private: bool = False) -> tuple[dict, Settings, State]:
     info = _metadata(data, private)
     try:
         tensors = load_tensors(bytes(data))
-    except Exception as e:  # safetensors raises errors of its own types
-        raise ValueError(f"not a safetensors file: {echo(str(e))}") from None
-    try:
-        settings = Settings(**info["settings"])
-    except InvalidArgument as e:
-        raise ValueError(f"invalid session data: settings: {e}") from None
-    except TypeError as e:
-        raise ValueError(f"invalid session data: settings: {echo(str(e))}") from None
+    except Exception:  # safetensors raises errors of its own types, worded for Python
+        raise ValueError(NOT_SAFETENSORS + TENSORS_RULE) from None
+    settings = _settings(info["settings"])
     labels, classes, version = info["support_labels"], tuple(info["classes"]), info["version"]
     weights = {k[len(WEIGHT) :]: v for k, v in tensors.items() if k.startswith(WEIGHT)}
     unknown = sorted(set(tensors) - {"support"} - {WEIGHT + k for k in weights})

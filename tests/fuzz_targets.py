@@ -38,7 +38,7 @@ from spikeshot.events.array import Limits, make_events, validate
 from spikeshot.events.binning import FrameGeometry
 from spikeshot.events.codec import EncodedEvents, encode
 from spikeshot.events.recording import FormatError, collect
-from spikeshot.service import inputs
+from spikeshot.service import inputs, windows
 from spikeshot.service.config import ServerConfig
 from spikeshot.service.engine import Engine
 from spikeshot.service.errors import ServiceError
@@ -162,12 +162,12 @@ def fuzz_events(data: bytes) -> None:
         if (cut is None) != (one is None) or (cut is not None and not _same(cut, one)):
             raise Finding(f"{run.__name__}: frames depend on how the events were cut into chunks")
     try:
-        windows = stream(parts)
+        cut = stream(parts)
     except ServiceError:
         return
     if len(whole) == 1:
         again = stream(whole)
-        if not _same(windows, again):
+        if not _same(cut, again):
             raise Finding("stream: windows depend on how the events were cut into chunks")
 
 

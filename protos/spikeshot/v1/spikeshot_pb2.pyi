@@ -316,7 +316,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "is_default", "card_json", "arch", "ways", "bins", "height", "width", "sensor_width", "sensor_height", "window_us", "inner_steps", "step_size", "weight_bits", "parameters", "fingerprint")
+    __slots__ = ("name", "is_default", "card_json", "arch", "ways", "bins", "height", "width", "sensor_width", "sensor_height", "window_us", "inner_steps", "step_size", "weight_bits", "parameters", "fingerprint", "card")
     NAME_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     CARD_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -333,6 +333,7 @@ class Model(_message.Message):
     WEIGHT_BITS_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    CARD_FIELD_NUMBER: _ClassVar[int]
     name: str
     is_default: bool
     card_json: str
@@ -349,10 +350,161 @@ class Model(_message.Message):
     weight_bits: int
     parameters: int
     fingerprint: str
-    def __init__(self, name: _Optional[str] = ..., is_default: _Optional[bool] = ..., card_json: _Optional[str] = ..., arch: _Optional[str] = ..., ways: _Optional[int] = ..., bins: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., sensor_width: _Optional[int] = ..., sensor_height: _Optional[int] = ..., window_us: _Optional[int] = ..., inner_steps: _Optional[int] = ..., step_size: _Optional[float] = ..., weight_bits: _Optional[int] = ..., parameters: _Optional[int] = ..., fingerprint: _Optional[str] = ...) -> None: ...
+    card: ModelCard
+    def __init__(self, name: _Optional[str] = ..., is_default: _Optional[bool] = ..., card_json: _Optional[str] = ..., arch: _Optional[str] = ..., ways: _Optional[int] = ..., bins: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., sensor_width: _Optional[int] = ..., sensor_height: _Optional[int] = ..., window_us: _Optional[int] = ..., inner_steps: _Optional[int] = ..., step_size: _Optional[float] = ..., weight_bits: _Optional[int] = ..., parameters: _Optional[int] = ..., fingerprint: _Optional[str] = ..., card: _Optional[_Union[ModelCard, _Mapping]] = ...) -> None: ...
+
+class ModelCard(_message.Message):
+    __slots__ = ("format", "name", "network", "geometry", "inner_loop", "quantization", "parameters", "fingerprint")
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    GEOMETRY_FIELD_NUMBER: _ClassVar[int]
+    INNER_LOOP_FIELD_NUMBER: _ClassVar[int]
+    QUANTIZATION_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    format: str
+    name: str
+    network: NetworkCard
+    geometry: InputGeometry
+    inner_loop: InnerLoop
+    quantization: Quantization
+    parameters: int
+    fingerprint: str
+    def __init__(self, format: _Optional[str] = ..., name: _Optional[str] = ..., network: _Optional[_Union[NetworkCard, _Mapping]] = ..., geometry: _Optional[_Union[InputGeometry, _Mapping]] = ..., inner_loop: _Optional[_Union[InnerLoop, _Mapping]] = ..., quantization: _Optional[_Union[Quantization, _Mapping]] = ..., parameters: _Optional[int] = ..., fingerprint: _Optional[str] = ...) -> None: ...
+
+class NetworkCard(_message.Message):
+    __slots__ = ("arch", "ways", "bins", "input_height", "input_width", "burn_in", "channels", "kernel", "pool", "pool_kind", "alpha", "beta", "alpha_rp", "w_rp", "input_gain", "reset", "surrogate_slope", "input_clip", "zero_head")
+    ARCH_FIELD_NUMBER: _ClassVar[int]
+    WAYS_FIELD_NUMBER: _ClassVar[int]
+    BINS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    INPUT_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    BURN_IN_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    POOL_KIND_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    BETA_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_RP_FIELD_NUMBER: _ClassVar[int]
+    W_RP_FIELD_NUMBER: _ClassVar[int]
+    INPUT_GAIN_FIELD_NUMBER: _ClassVar[int]
+    RESET_FIELD_NUMBER: _ClassVar[int]
+    SURROGATE_SLOPE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_CLIP_FIELD_NUMBER: _ClassVar[int]
+    ZERO_HEAD_FIELD_NUMBER: _ClassVar[int]
+    arch: str
+    ways: int
+    bins: int
+    input_height: int
+    input_width: int
+    burn_in: int
+    channels: _containers.RepeatedScalarFieldContainer[int]
+    kernel: int
+    pool: int
+    pool_kind: str
+    alpha: float
+    beta: float
+    alpha_rp: float
+    w_rp: float
+    input_gain: float
+    reset: str
+    surrogate_slope: float
+    input_clip: float
+    zero_head: bool
+    def __init__(self, arch: _Optional[str] = ..., ways: _Optional[int] = ..., bins: _Optional[int] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., burn_in: _Optional[int] = ..., channels: _Optional[_Iterable[int]] = ..., kernel: _Optional[int] = ..., pool: _Optional[int] = ..., pool_kind: _Optional[str] = ..., alpha: _Optional[float] = ..., beta: _Optional[float] = ..., alpha_rp: _Optional[float] = ..., w_rp: _Optional[float] = ..., input_gain: _Optional[float] = ..., reset: _Optional[str] = ..., surrogate_slope: _Optional[float] = ..., input_clip: _Optional[float] = ..., zero_head: _Optional[bool] = ...) -> None: ...
+
+class InputGeometry(_message.Message):
+    __slots__ = ("sensor_width", "sensor_height", "crop", "downsample", "bins", "window_us", "bin_us", "height", "width")
+    SENSOR_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    SENSOR_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CROP_FIELD_NUMBER: _ClassVar[int]
+    DOWNSAMPLE_FIELD_NUMBER: _ClassVar[int]
+    BINS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_US_FIELD_NUMBER: _ClassVar[int]
+    BIN_US_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    sensor_width: int
+    sensor_height: int
+    crop: Crop
+    downsample: int
+    bins: int
+    window_us: int
+    bin_us: int
+    height: int
+    width: int
+    def __init__(self, sensor_width: _Optional[int] = ..., sensor_height: _Optional[int] = ..., crop: _Optional[_Union[Crop, _Mapping]] = ..., downsample: _Optional[int] = ..., bins: _Optional[int] = ..., window_us: _Optional[int] = ..., bin_us: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ...) -> None: ...
+
+class Crop(_message.Message):
+    __slots__ = ("x0", "y0", "width", "height")
+    X0_FIELD_NUMBER: _ClassVar[int]
+    Y0_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    x0: int
+    y0: int
+    width: int
+    height: int
+    def __init__(self, x0: _Optional[int] = ..., y0: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+
+class InnerLoop(_message.Message):
+    __slots__ = ("steps", "step_size", "learned_step_sizes")
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    STEP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LEARNED_STEP_SIZES_FIELD_NUMBER: _ClassVar[int]
+    steps: int
+    step_size: float
+    learned_step_sizes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, steps: _Optional[int] = ..., step_size: _Optional[float] = ..., learned_step_sizes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Quantization(_message.Message):
+    __slots__ = ("bits", "grid", "rounding", "frac_bits")
+    BITS_FIELD_NUMBER: _ClassVar[int]
+    GRID_FIELD_NUMBER: _ClassVar[int]
+    ROUNDING_FIELD_NUMBER: _ClassVar[int]
+    FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
+    bits: int
+    grid: WeightGrid
+    rounding: Rounding
+    frac_bits: int
+    def __init__(self, bits: _Optional[int] = ..., grid: _Optional[_Union[WeightGrid, str]] = ..., rounding: _Optional[_Union[Rounding, str]] = ..., frac_bits: _Optional[int] = ...) -> None: ...
+
+class ServerLimits(_message.Message):
+    __slots__ = ("max_message_bytes", "max_events", "max_support_examples", "max_inner_steps", "max_sessions_per_owner", "max_sessions", "session_ttl_s", "max_text_chars", "max_window_us", "max_timestamp_us", "max_sensor_size", "max_queued_jobs", "max_concurrent_calls")
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SUPPORT_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    MAX_INNER_STEPS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SESSIONS_PER_OWNER_FIELD_NUMBER: _ClassVar[int]
+    MAX_SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TTL_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_TEXT_CHARS_FIELD_NUMBER: _ClassVar[int]
+    MAX_WINDOW_US_FIELD_NUMBER: _ClassVar[int]
+    MAX_TIMESTAMP_US_FIELD_NUMBER: _ClassVar[int]
+    MAX_SENSOR_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUED_JOBS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_CALLS_FIELD_NUMBER: _ClassVar[int]
+    max_message_bytes: int
+    max_events: int
+    max_support_examples: int
+    max_inner_steps: int
+    max_sessions_per_owner: int
+    max_sessions: int
+    session_ttl_s: float
+    max_text_chars: int
+    max_window_us: int
+    max_timestamp_us: int
+    max_sensor_size: int
+    max_queued_jobs: int
+    max_concurrent_calls: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_events: _Optional[int] = ..., max_support_examples: _Optional[int] = ..., max_inner_steps: _Optional[int] = ..., max_sessions_per_owner: _Optional[int] = ..., max_sessions: _Optional[int] = ..., session_ttl_s: _Optional[float] = ..., max_text_chars: _Optional[int] = ..., max_window_us: _Optional[int] = ..., max_timestamp_us: _Optional[int] = ..., max_sensor_size: _Optional[int] = ..., max_queued_jobs: _Optional[int] = ..., max_concurrent_calls: _Optional[int] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("models",)
+    __slots__ = ("models", "limits")
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[Model]
-    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...
+    limits: ServerLimits
+    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., limits: _Optional[_Union[ServerLimits, _Mapping]] = ...) -> None: ...

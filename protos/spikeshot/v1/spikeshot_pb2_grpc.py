@@ -93,13 +93,18 @@ class SpikeShotServicer:
 
     def CreateSession(self, request, context):
         """Creates a session on a model, with its inner-loop settings. Answers the new session.
+        INVALID_ARGUMENT: bad settings (ways above the model's, inner_steps above `max_inner_steps`,
+        weight_bits not 0 or 2..16, a step size that is not finite and > 0, an unknown enum value).
+        NOT_FOUND: no such model. RESOURCE_EXHAUSTED: the caller or the server holds its maximum of
+        sessions.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetSession(self, request, context):
-        """Describes one of the caller's sessions.
+        """Describes one of the caller's sessions. NOT_FOUND: no such session of this caller's (unknown,
+        expired, deleted or another caller's).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -113,7 +118,8 @@ class SpikeShotServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteSession(self, request, context):
-        """Deletes one of the caller's sessions, its support set and its weights.
+        """Deletes one of the caller's sessions, its support set and its weights. NOT_FOUND: as
+        `GetSession`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -123,6 +129,13 @@ class SpikeShotServicer:
         """Adds labelled support examples to a session and adapts it. The first message is an
         `AdaptHeader`; every later one an `ExampleChunk`. All or nothing: an Adapt that fails, is
         cancelled or whose stream breaks leaves the session's support set and weights as they were.
+        INVALID_ARGUMENT: a stream that does not start with the header, bad events or frames, a missing
+        or changed label, a stream that ends inside an example, no examples, more classes than the
+        session's ways. NOT_FOUND: no such session, or it was deleted during the Adapt.
+        FAILED_PRECONDITION: the session's model is not on this server (or has other weights).
+        RESOURCE_EXHAUSTED: the support set would exceed `max_support_examples`, or the model queue is
+        full. ABORTED: another server sharing the session store committed an Adapt of the session
+        first, three times over (retry).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -131,6 +144,9 @@ class SpikeShotServicer:
     def Classify(self, request_iterator, context):
         """Classifies one query. The first message is a `ClassifyHeader`; the later ones carry the
         query's events in chunks (concatenated in order) or its frames in one message.
+        INVALID_ARGUMENT: bad events or frames, a candidate never learned. NOT_FOUND: no such session.
+        FAILED_PRECONDITION: the session is not adapted yet, or its model is not on this server.
+        RESOURCE_EXHAUSTED: the model queue is full.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -138,7 +154,9 @@ class SpikeShotServicer:
 
     def ClassifyStream(self, request_iterator, context):
         """Classifies a live event stream window by window. The first message is a `StreamConfig`; the
-        later ones carry events in time order. One response per window that holds events.
+        later ones carry events in time order. One response per window that holds events. Codes as
+        `Classify`, and INVALID_ARGUMENT for a bad window or hop or more than `max_events` events
+        waiting in unfinished windows; NOT_FOUND when the session is deleted or expires mid-stream.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -147,21 +165,26 @@ class SpikeShotServicer:
     def ExportSession(self, request, context):
         """A session as bytes: by default the `spikeshot-session/1` file (settings, class labels, support
         set, weights), so that a robot keeps what it learned; or, with `format`, the NIR graph of its
-        adapted network for neuromorphic toolchains.
+        adapted network for neuromorphic toolchains. INVALID_ARGUMENT: an unknown format. NOT_FOUND: no
+        such session. FAILED_PRECONDITION: see `ExportSessionRequest`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ImportSession(self, request, context):
-        """Creates a new session of the caller's from the bytes of `ExportSession`.
+        """Creates a new session of the caller's from the bytes of `ExportSession`. INVALID_ARGUMENT:
+        bytes that are not a whole `spikeshot-session/1` file, or whose settings, support frames or
+        weights the named model cannot hold. FAILED_PRECONDITION: see `ImportSessionRequest`.
+        RESOURCE_EXHAUSTED: the caller or the server holds its maximum of sessions, or the file holds
+        more than `max_support_examples` examples.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListModels(self, request, context):
-        """The meta-trained models this server holds, with their model cards.
+        """The meta-trained models this server holds, with their model cards, and the server's limits.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
