@@ -312,8 +312,8 @@ def _session_export(path: Path, model: str | None):
         )
     if len(state.classes) > ckpt.config.ways:
         raise ValueError(
-            f"{path}: {len(state.classes)} classes exceed model {ckpt.name!r}'s "
-            f"{ckpt.config.ways} outputs"
+            f"{path}: {len(state.classes)} classes exceed the {ckpt.config.ways} outputs of "
+            f"model {ckpt.name!r}"
         )
     shapes = ckpt.network.shapes()
     for k, v in state.weights.tensors.items():

@@ -95,7 +95,8 @@ def frames_from_bytes(data: bytes, bins: int, height: int, width: int, type: str
     expected = math.prod(shape) * dt.itemsize  # Python integers: no overflow
     if len(data) != expected:
         raise InvalidArgument(
-            f"frames.data: {len(data)} bytes, but {list(shape)} {type} values take {expected}",
+            f"frames.data: {len(data)} bytes, but bins x 2 x height x width = {list(shape)} "
+            f"values of {dt.itemsize} bytes ({type}) take {expected}",
             "frames.data",
         )
     return np.frombuffer(data, dtype=dt).reshape(shape)
@@ -125,8 +126,9 @@ class Reader:
                 )
         if self.sensor not in (None, sensor):
             raise InvalidArgument(
-                f"{where}: the sensor size changed from {self.sensor} to "
-                f"{sensor} within one {self.what}",
+                f"{where}: events.sensor_width x sensor_height changed from "
+                f"{self.sensor[0]}x{self.sensor[1]} to {sensor[0]}x{sensor[1]} within one "
+                f"{self.what}",
                 "events.sensor_width",
             )
         self.sensor = sensor
@@ -157,10 +159,11 @@ def check_frames(
     count of one example's events)."""
     frames = np.asarray(frames)
     if frames.shape != geometry.shape:
+        got = " x ".join(map(str, frames.shape))
         raise InvalidArgument(
-            f"{where}: frames have shape {list(frames.shape)}, the model takes "
-            f"[bins, 2, height, width] = {list(geometry.shape)}",
-            "frames.shape",
+            f"{where}: frames have shape {got}, the model takes bins x 2 x height x width = "
+            f"{' x '.join(map(str, geometry.shape))}",
+            "frames.bins",
         )
     if frames.dtype.kind not in "iuf":
         raise InvalidArgument(

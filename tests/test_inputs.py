@@ -174,7 +174,7 @@ def test_several_examples_and_frames():
             [Chunk("a", EventInput(ev([5]), 16, 8), False), Chunk("a", EventInput(ev([6]), 32, 8))],
             "events.sensor_width",
             None,
-            "size changed",
+            "changed from 16x8 to",
         ),
         ([Chunk("a", EventInput(ev([5]), 0, 8))], "events.sensor_width", None, "1..65535"),
         (
@@ -202,7 +202,7 @@ def test_several_examples_and_frames():
             None,
             "example 1 ('b'): no event falls inside the model's view",
         ),
-        ([Chunk("a", FrameInput(np.zeros((4, 2, 4, 8))))], "frames.shape", None, "[4, 2, 4, 7]"),
+        ([Chunk("a", FrameInput(np.zeros((4, 2, 4, 8))))], "frames.bins", None, "4 x 2 x 4 x 7"),
         ([Chunk("a", FrameInput(np.zeros(CROPPED.shape)))], "events", None, "no event falls"),
         ([Chunk("a", FrameInput(np.full(CROPPED.shape, -1.0)))], "frames.data", 0, "finite"),
         (
@@ -219,7 +219,7 @@ def test_several_examples_and_frames():
                 Chunk("a", FrameInput(np.ones(CROPPED.shape))),
                 Chunk("b", FrameInput(np.ones((2, 2)))),
             ],
-            "frames.shape",
+            "frames.bins",
             None,
             "example 1 ('b'), chunk 0",
         ),
@@ -245,7 +245,9 @@ def test_frames_from_bytes():
     data = np.arange(4 * 2 * 4 * 8, dtype="<u2").tobytes()
     frames = frames_from_bytes(data, 4, 4, 8, "uint16")
     assert frames.shape == GEOM.shape and frames[0, 0, 0, 1] == 1
-    with pytest.raises(InvalidArgument, match="512 bytes, but .* float32 values take 1024") as err:
+    with pytest.raises(
+        InvalidArgument, match=r"512 bytes, but .* values of 4 bytes \(float32\) take 1024"
+    ) as err:
         frames_from_bytes(data, 4, 4, 8, "float32")
     assert err.value.field == "frames.data"
     with pytest.raises(InvalidArgument, match="frames.type"):
