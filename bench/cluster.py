@@ -273,7 +273,7 @@ def bench_store(ckpt, inputs, url: str, classifies: int, adapts: int) -> dict:
 
 def run_clients(calls, per_client: int) -> tuple[list[float], Counter, float]:
     """``per_client`` sequential calls ``calls[k](i)`` on each client thread ``k``, started
-    together: latencies of those answered, failures by status code, wall time."""
+    together: latencies of those answered, failures by status code and message, wall time."""
     barrier = threading.Barrier(len(calls) + 1)
 
     def client(k: int):
@@ -284,7 +284,7 @@ def run_clients(calls, per_client: int) -> tuple[list[float], Counter, float]:
             try:
                 calls[k](i)
             except grpc.RpcError as e:
-                failed[e.code().name] += 1
+                failed[f"{e.code().name}: {(e.details() or '')[:200]}"] += 1
             else:
                 latencies.append(time.perf_counter() - start)
         return latencies, failed
