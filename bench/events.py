@@ -1,6 +1,7 @@
 """Event-pipeline throughput: file readers (ours, numba and numpy, against independent decoders),
-binning (ours and tonic's ToFrame), the wire codec, and the server's decode + validate + bin path,
-all on one pinned core.
+binning (ours and tonic's ToFrame), the wire codec, and the server's decode + validate + bin path
+(and one query's path from this sensor to a 34x34 model card: the fused kernel against numpy), all
+on one pinned core.
 
     python bench/events.py [--quick] [--json PATH]
 
@@ -30,6 +31,7 @@ import tonic
 from spikeshot.events.array import Limits, make_events, validate
 from spikeshot.events.binning import FrameGeometry, bin_events
 from spikeshot.events.codec import decode, decode_columns, encode
+from spikeshot.service.inputs import EventInput, query
 
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = ROOT.parent / "shared" / "realdata"
@@ -167,7 +169,25 @@ def bench_events(n: int, repeats: int) -> dict:
     def pipeline():
         bin_events(validate(decode_columns(*encoded), limits), geometry)
 
+    # The server's path for one query from this 346x260 sensor to a 34x34 card (Glyphs'), in
+    # chunks of 100,000 events: the fused kernel and the numpy reference.
+    card = FrameGeometry(
+        sensor_width=34,
+        sensor_height=34,
+        crop=(1, 1, 32, 32),
+        downsample=2,
+        bins=BINS,
+        window_us=DURATION_US,
+    )
+    chunks = [
+        EventInput(encode(events[i : i + 100_000]), WIDTH, HEIGHT) for i in range(0, n, 100_000)
+    ]
+    fused = query(chunks, card, n, native=True)
+    np.testing.assert_array_equal(fused.frames, query(chunks, card, n, native=False).frames)
+
     seconds = {
+        "ingest_fused": median_seconds(lambda: query(chunks, card, n, native=True), repeats),
+        "ingest_numpy": median_seconds(lambda: query(chunks, card, n, native=False), repeats),
         "bin": median_seconds(lambda: bin_events(events, geometry), repeats),
         "tonic_bin": median_seconds(lambda: to_frame(events), max(1, repeats // 2)),
         "encode": median_seconds(lambda: encode(events), repeats),
@@ -177,6 +197,7 @@ def bench_events(n: int, repeats: int) -> dict:
     }
     out = {f"{name}_mev_s": n / s / 1e6 for name, s in seconds.items()}
     out["bin_speedup_vs_tonic"] = seconds["tonic_bin"] / seconds["bin"]
+    out["ingest_fused_speedup"] = seconds["ingest_numpy"] / seconds["ingest_fused"]
     return out
 
 

@@ -12,6 +12,7 @@ larger sensor is thereby downsampled (counts of merged pixels add up), a smaller
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,3 +109,25 @@ class Pieces:
         events = EventColumns(*(np.concatenate([m.events[f] for m in small]) for f in "txyp"))
         inside = None if small[0].inside is None else np.concatenate([m.inside for m in small])
         return [MappedEvents(events, inside)]
+
+
+@functools.lru_cache(maxsize=64)
+def pixel_tables(width: int, height: int, geometry) -> tuple[np.ndarray, np.ndarray]:
+    """For each x of a ``width`` x ``height`` sensor the frame column its events count in, and
+    for each y the row, under ``map_to_sensor``'s rule and then the ``FrameGeometry``'s crop and
+    downsample: -2 outside the sensor region, -1 inside it but off the crop (int32)."""
+    g = geometry
+    x0, y0, w, h = sensor_region(width, height, g.sensor_width, g.sensor_height)
+    crop_x, crop_y, _, _ = g.crop_box
+
+    def table(n: int, start: int, size: int, card: int, crop: int, out: int) -> np.ndarray:
+        d = np.arange(n, dtype=np.int64) - start
+        inside = (d >= 0) & (d < size)
+        shifted = d * card // size - crop  # the card sensor's coordinate, from the crop's start
+        pixel = np.where(shifted >= 0, shifted // g.downsample, -1)
+        pixel[pixel >= out] = -1
+        return np.where(inside, pixel, -2).astype(np.int32)
+
+    return table(width, x0, w, g.sensor_width, crop_x, g.width), table(
+        height, y0, h, g.sensor_height, crop_y, g.height
+    )

@@ -200,3 +200,42 @@ def extent(events):
         x_max = max(x_max, np.int64(events[i].x))
         y_max = max(y_max, np.int64(events[i].y))
     return x_max, y_max
+
+
+@_jit
+def ingest(t, x, y, p, limits, previous_t, columns, rows, t0, end, bin_us, counts):
+    """One chunk of a server request in one pass: validate, map to the card's sensor, bin.
+
+    ``t, x, y, p``: the wire's columns (int64, uint16, uint16, uint8). ``limits``: (sensor width,
+    sensor height, largest timestamp); the timestamps must not decrease, from ``previous_t`` (the
+    last of the chunk before) on. ``columns[x]`` and ``rows[y]`` (``mapping.pixel_tables``) give
+    each sensor coordinate's frame pixel: -2 outside the sensor region, -1 inside it but outside
+    the crop. Events in ``[t0, end)`` count in bin ``(t - t0) // bin_us`` of ``counts``
+    [bins, 2, height, width].
+
+    Returns (ok, events before ``end``, of those the events inside the region). Not ok: an event
+    breaks a rule (``counts`` may hold some of the chunk's counts then; the caller drops them and
+    raises the reference's error)."""
+    width, height, t_max = limits
+    last = previous_t
+    before = inside = 0
+    k, edge = 0, t0 + bin_us  # events are in time order: the bin only moves on
+    for i in range(len(t)):
+        ti = t[i]
+        if ti < last or ti > t_max or x[i] >= width or y[i] >= height or p[i] > 1:
+            return False, before, inside
+        last = ti
+        if ti >= end:
+            continue
+        before += 1
+        col, row = columns[x[i]], rows[y[i]]
+        if col == -2 or row == -2:
+            continue
+        inside += 1
+        if col < 0 or row < 0:
+            continue
+        while ti >= edge:
+            k += 1
+            edge += bin_us
+        counts[k, p[i], row, col] += 1
+    return True, before, inside

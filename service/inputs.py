@@ -25,19 +25,28 @@ import math
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
-from spikeshot.events.array import EventColumns, EventError, Limits, validate
+from spikeshot.events.array import EventColumns, EventError, Limits, check_events, validate
 from spikeshot.events.binning import FrameGeometry, bin_events
 from spikeshot.events.codec import EncodedEvents, decode_columns
-from spikeshot.events.mapping import MappedEvents, Pieces, count_before, map_to_sensor
+from spikeshot.events.mapping import (
+    MappedEvents,
+    Pieces,
+    count_before,
+    map_to_sensor,
+    pixel_tables,
+)
+from spikeshot.events.recording import kernels
 from spikeshot.service.errors import InvalidArgument, check_text, echo
 
 FRAME_TYPES = {"float32": np.dtype("<f4"), "uint16": np.dtype("<u2")}
 MAX_SENSOR = 65535
 # Bounds that keep every window edge of a stream within int64 (``ClassifyStreamResponse``'s).
 MAX_TIMESTAMP_US = 2**62
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -116,7 +125,9 @@ class Reader:
         self.sensor: tuple[int, int] | None = None
         self.last_t: int | None = None
 
-    def read(self, data: EventInput, where: str) -> EventColumns:
+    def columns(self, data: EventInput, where: str) -> EventColumns:
+        """The chunk's columns as they are (decoded without a copy), after checking its sensor
+        size: in range, and the same as the chunks' before."""
         sensor = (data.sensor_width, data.sensor_height)
         for name, size in zip(("sensor_width", "sensor_height"), sensor, strict=True):
             if not 1 <= size <= MAX_SENSOR:
@@ -135,8 +146,17 @@ class Reader:
         events = data.events
         try:
             if not isinstance(events, np.ndarray):
-                events = decode_columns(*events)
-            events = validate(events, Limits(*sensor, self.max_events, allow_empty=True))
+                return decode_columns(*events)
+            check_events(events)
+        except EventError as e:
+            raise _invalid(where, e) from None
+        return EventColumns(events["t"], events["x"], events["y"], events["p"])
+
+    def read(self, data: EventInput, where: str) -> EventColumns:
+        """The chunk's columns, validated against its sensor and the chunks before."""
+        events = self.columns(data, where)
+        try:
+            events = validate(events, Limits(*self.sensor, self.max_events, allow_empty=True))
             t = events["t"]
             if len(t) and self.last_t is not None and t[0] < self.last_t:
                 raise EventError("t", "timestamps must not decrease across chunks", 0)
@@ -185,8 +205,9 @@ class _Builder:
     """The chunks of one example or query, turned into a ``Sample``: the events of each chunk
     inside the window are mapped as it arrives and binned piece by piece, the counts summed."""
 
-    def __init__(self, geometry: FrameGeometry, max_events: int, where: str):
+    def __init__(self, geometry: FrameGeometry, max_events: int, where: str, native: bool):
         self.geometry, self.max_events, self.where = geometry, max_events, where
+        self.native = kernels() if native else None
         self.pieces = Pieces()
         self.counts = np.zeros(geometry.shape, np.int64)
         self.events = 0
@@ -208,6 +229,9 @@ class _Builder:
         if isinstance(data, FrameInput):
             self.frames = check_frames(data.frames, self.geometry, self.max_events, where)
             self.decode_ms += 1000.0 * (time.perf_counter() - start)
+            return
+        if self.native is not None and self._ingest(self.native, data, where):
+            self.bin_ms += 1000.0 * (time.perf_counter() - start)
             return
         events = self.reader.read(data, where)
         if self.received + len(events) > self.max_events:
@@ -233,6 +257,39 @@ class _Builder:
                 )
         self.bin_ms += 1000.0 * (time.perf_counter() - mid)
 
+    def _ingest(self, native: ModuleType, data: EventInput, where: str) -> bool:
+        """Validate, map and bin a chunk in one pass of the fused kernel (``native.ingest``,
+        which releases the interpreter lock); False, with nothing changed, when the chunk breaks
+        a rule, which the reference path then names."""
+        cols = self.reader.columns(data, where)
+        n = len(cols.t)
+        if not n or self.received + n > self.max_events:
+            return False
+        g = self.geometry
+        t0 = int(cols.t[0]) if self.t0 is None else self.t0
+        previous = INT64_MIN if self.reader.last_t is None else self.reader.last_t
+        scratch = np.zeros_like(self.counts)
+        ok, _, inside = native.ingest(
+            cols.t,
+            cols.x,
+            cols.y,
+            cols.p,
+            (*self.reader.sensor, MAX_TIMESTAMP_US),
+            previous,
+            *pixel_tables(*self.reader.sensor, g),
+            t0,
+            min(t0 + g.window_us, INT64_MAX),
+            g.bin_us,
+            scratch,
+        )
+        if not ok:
+            return False
+        self.counts += scratch
+        self.events += inside
+        self.received += n
+        self.t0, self.reader.last_t = t0, int(cols.t[-1])
+        return True
+
     def _bin(self, pieces: list[MappedEvents]) -> None:
         for piece in pieces:
             self.counts += bin_events(piece.events, self.geometry, t0=self.t0, dtype=np.int64)
@@ -256,8 +313,11 @@ class _Builder:
         return Sample(label, frames, count, self.decode_ms, self.bin_ms)
 
 
-def examples(chunks: Iterable[Chunk], geometry: FrameGeometry, max_events: int) -> Iterator[Sample]:
-    """The support examples of an ``Adapt`` stream, one ``Sample`` as each example ends."""
+def examples(
+    chunks: Iterable[Chunk], geometry: FrameGeometry, max_events: int, *, native: bool = True
+) -> Iterator[Sample]:
+    """The support examples of an ``Adapt`` stream, one ``Sample`` as each example ends
+    (``native``: through the fused kernel where numba is installed; else numpy, the reference)."""
     builder, label, index = None, "", 0
     for chunk in chunks:
         check_text(chunk.label, "label", f"example {index}: ")
@@ -267,7 +327,7 @@ def examples(chunks: Iterable[Chunk], geometry: FrameGeometry, max_events: int) 
                 raise InvalidArgument(
                     f"{where}: the first chunk of an example needs a label", "label"
                 )
-            builder, label = _Builder(geometry, max_events, where), chunk.label
+            builder, label = _Builder(geometry, max_events, where, native), chunk.label
         elif chunk.label and chunk.label != label:
             raise InvalidArgument(
                 f"{builder.where}: label changed to {echo(chunk.label)} within one example (set "
@@ -287,11 +347,11 @@ def examples(chunks: Iterable[Chunk], geometry: FrameGeometry, max_events: int) 
         )
 
 
-def query(parts: Iterable[Input], geometry: FrameGeometry, max_events: int) -> Sample:
+def query(
+    parts: Iterable[Input], geometry: FrameGeometry, max_events: int, *, native: bool = True
+) -> Sample:
     """The one query of a ``Classify`` stream: its chunks concatenated."""
-    builder = _Builder(geometry, max_events, "query")
+    builder = _Builder(geometry, max_events, "query", native)
     for data in parts:
         builder.add(data)
     return builder.finish("")
-
-

@@ -9,7 +9,8 @@ seeds and runs each briefly (``tests/test_fuzz.py``).
 
 - ``events``: the wire codec's columns, validation, sensor mapping and binning of an ``Adapt``
   example, a ``Classify`` query and a ``ClassifyStream`` stream; frames must not depend on how
-  the events were cut into chunks.
+  the events were cut into chunks, and the fused kernel must give what numpy gives (frames,
+  counts, errors).
 - ``frames``: the ``Frames`` message's shape, type and values.
 - ``evt2``, ``evt3``, ``dat``, ``nmnist``, ``aedat4``, ``npy``: the file readers on the input as a
   file; the numba kernels must give what the numpy reference gives, read in one block or in many.
@@ -111,15 +112,24 @@ def _chunks(src: Input) -> tuple[list[EventInput], tuple[int, int]]:
 
 
 def _outcome(run: Callable[[], list[np.ndarray]]):
-    """Frames, or None for a clear rejection; anything else propagates."""
+    """Frames (and small arrays of counts), or None for a clear rejection; anything else
+    propagates."""
     try:
         frames = run()
     except ServiceError:
         return None
     for f in frames:
-        if f.shape != GEOM.shape or not np.isfinite(f).all() or (f < 0).any():
+        if f.ndim == 4 and f.shape != GEOM.shape or not np.isfinite(f).all() or (f < 0).any():
             raise Finding(f"frames of shape {f.shape} with values {f.min()}..{f.max()}")
     return frames
+
+
+def _exactly(run, *args, **kw) -> list:
+    """The arrays ``run`` returns, or its error's type and message."""
+    try:
+        return run(*args, **kw)
+    except ServiceError as e:
+        return [type(e).__name__, str(e)]
 
 
 def _whole(parts: list[EventInput]) -> list[EventInput]:
@@ -141,13 +151,15 @@ def fuzz_events(data: bytes) -> None:
     window_us, hop_us = src.pick([0, 0, 4000, 2000, 3, 2**64 - 4, 8000]), src.pick([0, 0, 1000, 1])
     label = src.pick(["cup", "", "x" * 300])
 
-    def example(chunks):
+    def example(chunks, native=True):
         last = len(chunks) - 1
         items = [Chunk(label, c, i == last) for i, c in enumerate(chunks)]
-        return [s.frames for s in inputs.examples(items, GEOM, MAX_EVENTS)]
+        samples = inputs.examples(items, GEOM, MAX_EVENTS, native=native)
+        return [x for s in samples for x in (s.frames, np.array([s.events]))]
 
-    def query(chunks):
-        return [inputs.query(chunks, GEOM, MAX_EVENTS).frames]
+    def query(chunks, native=True):
+        s = inputs.query(chunks, GEOM, MAX_EVENTS, native=native)
+        return [s.frames, np.array([s.events])]
 
     def stream(chunks):
         w = windows.Windower(GEOM, MAX_EVENTS, window_us, hop_us)
@@ -158,6 +170,10 @@ def fuzz_events(data: bytes) -> None:
 
     whole = _whole(parts)
     for run in (example, query):
+        for chunks in (parts, whole):
+            fused, reference = (_exactly(run, chunks, native=n) for n in (True, False))
+            if not _same(fused, reference):
+                raise Finding(f"{run.__name__}: the fused kernel and numpy disagree")
         cut, one = _outcome(lambda r=run: r(parts)), _outcome(lambda r=run: r(whole))
         if (cut is None) != (one is None) or (cut is not None and not _same(cut, one)):
             raise Finding(f"{run.__name__}: frames depend on how the events were cut into chunks")

@@ -10,9 +10,11 @@ from spikeshot.events.codec import encode
 from spikeshot.events.mapping import map_to_sensor, sensor_region
 from spikeshot.service.errors import InvalidArgument
 from spikeshot.service.inputs import (
+    MAX_TIMESTAMP_US,
     Chunk,
     EventInput,
     FrameInput,
+    Sample,
     examples,
     frames_from_bytes,
     query,
@@ -349,3 +351,60 @@ def test_events_in_no_window_do_not_count_against_the_limit():
     assert gaps.push(EventInput(ev([7000, 8000]), 16, 8)) == []
     [last] = gaps.push(EventInput(ev([10_000, 20_000]), 16, 8))
     assert (last.start_us, last.events) == (10_000, 1)
+
+
+def outcome(run, *args, **kw):
+    """The samples (frames and event counts) of ``run(*args, **kw)``, one or an iterable of
+    them, or its error (message, field, index)."""
+    try:
+        samples = run(*args, **kw)
+        samples = [samples] if isinstance(samples, Sample) else list(samples)
+        return [(s.frames.tobytes(), s.events) for s in samples]
+    except InvalidArgument as e:
+        return (e.message, e.field, e.index)
+
+
+@pytest.mark.parametrize("sensor", [(16, 8), (346, 260), (8, 4), (50, 20), (20, 50)])
+@pytest.mark.parametrize("geometry", [GEOM, CROPPED])
+def test_the_fused_kernel_gives_the_reference_samples_and_errors(sensor, geometry):
+    """``native.ingest`` (validate, map, bin in one pass) against the numpy path, on valid
+    chunks and on chunks that break each rule: the same frames and counts, or the same error."""
+    pytest.importorskip("numba")
+    width, height = sensor
+    rng = np.random.default_rng(width * height)
+    rejected = []
+    for case in range(40):
+        n = int(rng.integers(1, 400))
+        t = np.sort(rng.integers(-1000, 9000, n))
+        x, y, p = rng.integers(0, width, n), rng.integers(0, height, n), rng.integers(0, 2, n)
+        bad = int(rng.integers(0, n))
+        match case % 8:
+            case 1:
+                x[bad] = width  # outside the sensor
+            case 2:
+                y[bad] = height + 3
+            case 3:
+                p[bad] = 2
+            case 4:
+                t[bad:] -= 5000  # time goes back
+            case 5:
+                t[bad:] += MAX_TIMESTAMP_US  # past the limit
+        events = ev(t, x, y, p)
+        cuts = np.unique(np.concatenate(([0, n], rng.integers(0, n + 1, 3))))
+        chunks = [
+            Chunk(
+                "a",
+                EventInput(events[a:b] if k % 2 else encode(events[a:b]), width, height),
+                b == n,
+            )
+            for k, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True))
+        ]
+        limit = 10_000 if case % 8 != 6 else n - 1  # too many events
+        parts = [c.data for c in chunks]
+        for run, data in ((examples, chunks), (query, parts)):
+            fused, reference = (
+                outcome(run, data, geometry, limit, native=native) for native in (True, False)
+            )
+            assert fused == reference, (case, run.__name__)
+            rejected.append(isinstance(fused, tuple))
+    assert 0 < sum(rejected) < len(rejected)  # both kinds of chunk were tried
