@@ -72,6 +72,9 @@ class TrainConfig:
     seed: int = 0
     init_rate: float = 0.1
     init_membrane_std: float = 0.3
+    # A NIR graph (.nir) of this network, e.g. another run's export, whose weights start the run
+    # instead of the LSUV initialisation (``nir_export.from_nir``).
+    init: str = ""
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -172,10 +175,17 @@ class MetaTrainer:
         if (self.run_dir / "state.json").exists():
             self._load_state()
             return
-        sample = torch.cat([task_tensors(self.train_tasks[i])[2] for i in range(2)])
-        params = lsuv_init(
-            self.net, self.net.init(t.seed), sample, t.init_rate, t.init_membrane_std
-        )
+        if t.init:
+            import nir
+
+            from spikeshot.models.nir_export import from_nir
+
+            params = from_nir(nir.read(t.init), self.cfg.model, self.cfg.geometry)
+        else:
+            sample = torch.cat([task_tensors(self.train_tasks[i])[2] for i in range(2)])
+            params = lsuv_init(
+                self.net, self.net.init(t.seed), sample, t.init_rate, t.init_membrane_std
+            )
         self.params = {k: v.requires_grad_() for k, v in params.items()}
         self.inner_lr = (
             {k: torch.tensor(t.inner_lr, requires_grad=True) for k in self.params}

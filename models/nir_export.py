@@ -1,4 +1,5 @@
-"""Export a spiking network to NIR (the Neuromorphic Intermediate Representation), exactly.
+"""Export a spiking network to NIR (the Neuromorphic Intermediate Representation), exactly, and
+read an exported graph's weights back (``from_nir``: a start for meta-training).
 
 The network (``snn``) per hidden layer and time step, and the NIR node of each term (names as in
 the graph; dt is one time bin, in seconds):
@@ -40,8 +41,10 @@ import nir
 import numpy as np
 import torch
 
+from spikeshot.events.binning import FrameGeometry
 from spikeshot.models.checkpoint import Checkpoint, fingerprint
 from spikeshot.models.config import ModelConfig
+from spikeshot.models.network import Network
 
 FORMAT = "spikeshot-nir/1"
 UNEXPRESSIBLE = {  # model setting -> why its other values have no NIR form, and the fix
@@ -53,6 +56,10 @@ UNEXPRESSIBLE = {  # model setting -> why its other values have no NIR form, and
 
 class NIRExportError(ValueError):
     """A network that NIR cannot express; the message says why and which setting would do."""
+
+
+class NIRImportError(ValueError):
+    """A graph that is not this project's export of a network of the given settings."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,56 @@ def to_nir(ckpt: Checkpoint, adaptation: Adaptation | None = None) -> nir.NIRGra
     ways = cfg.ways if adaptation is None else len(adaptation.classes)
     _chain(nodes, edges, last, _readout(shape, params, cfg, dt, ways))
     return nir.NIRGraph(nodes, edges, metadata=_metadata(ckpt, adaptation, dt))
+
+
+def from_nir(graph: nir.NIRGraph, config: ModelConfig, geometry: FrameGeometry) -> dict:
+    """The weights of a graph this module exported from a network of ``config`` at
+    ``geometry``'s bin length (a meta-trained initialisation, or one from another tool in the same
+    form), to start meta-training from. Every node and edge but the weights must be the ones
+    ``to_nir`` writes for that network (neuron constants, pooling, padding, shapes, the readout
+    of all ``ways`` outputs); else ``NIRImportError`` names the first that is not."""
+    nodes = graph.nodes
+
+    def node(name: str, kind: type) -> nir.NIRNode:
+        if not isinstance(nodes.get(name), kind):
+            raise NIRImportError(f"the graph has no {kind.__name__} node {name!r}")
+        return nodes[name]
+
+    params = {}
+    for i in range(len(config.channels)):
+        conv = node(f"layer{i}_conv", nir.Conv2d)
+        params[f"conv{i}.weight"], params[f"conv{i}.bias"] = conv.weight, conv.bias
+    readout = node("readout", nir.Affine)
+    params["out.weight"], params["out.bias"] = readout.weight, readout.bias
+    shapes = Network(config).shapes()
+    for name, value in params.items():
+        value = np.asarray(value)
+        if value.shape != shapes[name]:
+            raise NIRImportError(
+                f"{name} has shape {list(value.shape)}, the network takes {list(shapes[name])}"
+            )
+        params[name] = torch.from_numpy(value.astype(np.float32))
+    expected = to_nir(Checkpoint(config, geometry, params))
+    if set(expected.nodes) != set(nodes) or set(expected.edges) != set(map(tuple, graph.edges)):
+        raise NIRImportError("the graph's nodes and edges are not those of this network")
+    for name, want in expected.nodes.items():
+        got = nodes[name]
+        for field, value in vars(want).items():
+            other = getattr(got, field, None)
+            if type(got) is not type(want) or not _equal(value, other):
+                raise NIRImportError(
+                    f"node {name!r}: {field} differs from this network's (model or geometry "
+                    "settings other than the graph's)"
+                )
+    return params
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, np.ndarray | list | tuple):
+        return np.shape(a) == np.shape(b) and np.allclose(a, b, rtol=1e-12, atol=0)
+    return a == b
 
 
 def to_bytes(graph: nir.NIRGraph) -> bytes:

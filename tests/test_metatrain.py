@@ -14,6 +14,7 @@ from toy_models import TOY
 from spikeshot.events.array import make_events
 from spikeshot.events.binning import FrameGeometry
 from spikeshot.models import ModelConfig
+from spikeshot.models.checkpoint import Checkpoint
 from spikeshot.models.datasets.base import (
     SPLITS,
     MetaDataset,
@@ -238,3 +239,25 @@ def test_tasks_of_varying_ways_train_with_the_unused_outputs_masked(tmp_path, ti
     assert any(not torch.equal(head[k], trainer.params[k]) for k in head)
     with pytest.raises(ValueError, match="model.ways \\(3\\) must be >= the tasks' ways \\(4\\)"):
         _trainer(_cfg(ways=2, max_ways=4), tmp_path / "bad", tiny_digits)
+
+
+def test_a_run_starts_from_an_exported_nir_graph(tmp_path, tiny_digits):
+    """``training.init``: a graph ``export-nir`` wrote of this network starts the run with its
+    weights exactly; a graph of other neuron constants is refused, naming the node."""
+    nir = pytest.importorskip("nir")
+    from spikeshot.models.nir_export import NIRImportError, to_bytes, to_nir
+
+    model = replace(MODEL, pool_kind="avg")
+    first = _trainer(RunConfig(model, GEOM, _cfg().training), tmp_path / "a", tiny_digits)
+    first.run()
+    graph = tmp_path / "start.nir"
+    weights = {k: v.detach() for k, v in first.params.items()}
+    graph.write_bytes(to_bytes(to_nir(Checkpoint(model, GEOM, weights))))
+    start = replace(_cfg().training, init=str(graph))
+    second = _trainer(RunConfig(model, GEOM, start), tmp_path / "b", tiny_digits)
+    assert second.iteration == 0
+    assert all(torch.equal(second.params[k].detach(), weights[k]) for k in weights)
+    other = RunConfig(replace(model, beta=0.5), GEOM, start)
+    with pytest.raises(NIRImportError, match="node 'layer0_q': tau differs"):
+        _trainer(other, tmp_path / "c", tiny_digits)
+    assert nir.read(graph).nodes["readout"].weight.shape == (MODEL.ways, model.features)
