@@ -250,7 +250,7 @@ class AsyncClient:
         model: str = "",
         ways: int = 0,
         inner_steps: int = 0,
-        step_size: float = 0.0,
+        step_size: float | None = None,
         weight_bits: int | None = None,
         rounding: str = "",
         grid: str = "",

@@ -249,7 +249,7 @@ def _add_session(subparsers) -> None:
     create.add_argument("--model", default="", help="model name (default: the server's default)")
     create.add_argument("--ways", type=int, default=0, help="most classes the session learns")
     create.add_argument("--inner-steps", type=int, default=0, help="gradient steps per adapt")
-    create.add_argument("--step-size", type=float, default=0.0, help="inner-loop step size")
+    create.add_argument("--step-size", type=float, help="inner-loop step size")
     create.add_argument("--weight-bits", type=int, help="bits of the adapted weights (0: float32)")
     create.add_argument("--rounding", choices=ROUNDINGS, default="")
     create.add_argument("--grid", choices=GRIDS, default="")

@@ -269,16 +269,16 @@ class Client:
         model: str = "",
         ways: int = 0,
         inner_steps: int = 0,
-        step_size: float = 0.0,
+        step_size: float | None = None,
         weight_bits: int | None = None,
         rounding: str = "",
         grid: str = "",
         seed: int = 0,
         timeout: float | None = ...,
     ) -> Session:
-        """A new session; empty or zero settings take the model card's (``weight_bits`` None:
-        the card's quantization, 0: float32 weights). ``rounding`` is ``nearest`` or
-        ``stochastic``, ``grid`` ``global`` or ``per_tensor``."""
+        """A new session; empty or zero settings take the model card's (``step_size`` None: the
+        card's, ``weight_bits`` None: the card's quantization, 0: float32 weights). ``rounding``
+        is ``nearest`` or ``stochastic``, ``grid`` ``global`` or ``per_tensor``."""
         settings = settings_message(
             model, ways, inner_steps, step_size, weight_bits, rounding, grid, seed
         )

@@ -39,11 +39,24 @@ def _bits(bits: int) -> str:
     return f"{bits}-bit" if bits else "float32"
 
 
-def models(items: Sequence[ModelInfo]) -> str:
-    rows = [
-        (
-            m.name,
-            "yes" if m.is_default else "",
+MODEL_COLUMNS = ("arch", "ways", "input", "sensor", "window", "steps", "weights", "parameters")
+
+
+def models(
+    items: Sequence[ModelInfo], *, mark_default: bool = False, fingerprints: bool = False
+) -> str:
+    """The models table: ``spikeshot-client models`` (a ``default`` column) and ``spikeshot
+    models`` (``mark_default``: the default's name marked ``*``, with a footnote; ``fingerprints``:
+    a column of the weights' fingerprints, their first 12 hex digits)."""
+    header = ("name",) if mark_default else ("model", "default")
+    header += MODEL_COLUMNS + (("fingerprint",) if fingerprints else ())
+    rows = []
+    for m in items:
+        if mark_default:
+            first = (m.name + (" *" if m.is_default else ""),)
+        else:
+            first = (m.name, "yes" if m.is_default else "")
+        row = first + (
             m.arch,
             m.ways,
             f"{m.bins}x2x{m.height}x{m.width}",
@@ -53,23 +66,9 @@ def models(items: Sequence[ModelInfo]) -> str:
             _bits(m.weight_bits),
             f"{m.parameters:,}",
         )
-        for m in items
-    ]
-    return table(
-        (
-            "model",
-            "default",
-            "arch",
-            "ways",
-            "input",
-            "sensor",
-            "window",
-            "steps",
-            "weights",
-            "parameters",
-        ),
-        rows,
-    )
+        rows.append(row + ((m.fingerprint[:12],) if fingerprints else ()))
+    text = table(header, rows)
+    return text + "\n* the default model" if mark_default else text
 
 
 def session(info: SessionInfo) -> str:
@@ -83,7 +82,7 @@ def session(info: SessionInfo) -> str:
             ("model", s.model),
             ("ways", s.ways),
             ("inner steps", s.inner_steps),
-            ("step size", f"{s.step_size:g}" if s.step_size else "learned"),
+            ("step size", "learned" if s.step_size is None else f"{s.step_size:g}"),
             ("weights", weights),
             ("classes", ", ".join(info.classes) or "none yet"),
             ("support examples", info.examples),

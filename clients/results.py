@@ -1,6 +1,14 @@
-"""What the server answers, as plain frozen dataclasses built from the protobuf responses (fields
-as in ``spikeshot.proto``; probabilities as a dict from label to probability, in output order).
-``to_dict`` gives JSON-ready dicts."""
+"""What the service answers, as plain frozen dataclasses: one set for both sides. The ``Engine``
+returns them, the servicer sends them (``to_proto``) and the clients read them back
+(``from_proto``); fields as in ``spikeshot.proto``, probabilities as a dict from label to
+probability, in output order. ``to_dict`` gives JSON-ready dicts.
+
+A step size the wire sends as 0 ("the model's learned step sizes") is None here: ``from_proto`` and
+``to_proto`` map one to the other.
+
+This module imports only the standard library and the generated protobuf module: the client
+imports it without torch, and the server, whose install holds the client's, imports it from here.
+"""
 
 from __future__ import annotations
 
@@ -21,10 +29,22 @@ def _enum_name(enum, value: int, prefix: str) -> str:
     return "" if name == "unspecified" else name
 
 
+def _enum_value(enum, name: str, prefix: str) -> int:
+    """``nearest`` -> ``ROUNDING_NEAREST``; ``""`` -> unspecified."""
+    return enum.Value(f"{prefix}{(name or 'unspecified').upper()}")
+
+
 def _same_fields(cls, message, **extra):
     """``cls`` from the fields of ``message`` that share its field names, plus ``extra``."""
     names = [f.name for f in dataclasses.fields(cls) if f.name not in extra]
     return cls(**{n: getattr(message, n) for n in names}, **extra)
+
+
+def _message(message_type, result, drop: tuple[str, ...] = (), **extra):
+    """A ``message_type`` from the fields of ``result`` (but those in ``drop``), plus ``extra``:
+    ``_same_fields`` the other way."""
+    names = [f.name for f in dataclasses.fields(result) if f.name not in (*extra, *drop)]
+    return message_type(**{n: getattr(result, n) for n in names}, **extra)
 
 
 class _Result:
@@ -37,20 +57,27 @@ class _Result:
 class Timings(_Result):
     """Milliseconds per stage of a request on the server (0 for stages that did not run)."""
 
-    decode_ms: float
-    bin_ms: float
-    queue_ms: float
-    adapt_ms: float
-    forward_ms: float
-    total_ms: float
+    decode_ms: float = 0.0
+    bin_ms: float = 0.0
+    queue_ms: float = 0.0
+    adapt_ms: float = 0.0
+    forward_ms: float = 0.0
+    total_ms: float = 0.0
 
     @classmethod
     def from_proto(cls, m: pb.Timings) -> Timings:
         return _same_fields(cls, m)
 
+    def to_proto(self) -> pb.Timings:
+        return _message(pb.Timings, self)
+
 
 def _probabilities(items) -> dict[str, float]:
     return {p.label: p.probability for p in items}
+
+
+def _probability_messages(probabilities: dict[str, float]) -> list[pb.LabelProbability]:
+    return [pb.LabelProbability(label=k, probability=v) for k, v in probabilities.items()]
 
 
 @dataclass(frozen=True)
@@ -70,6 +97,14 @@ class Prediction(_Result):
             m,
             probabilities=_probabilities(m.probabilities),
             timings=Timings.from_proto(m.timings),
+        )
+
+    def to_proto(self) -> pb.ClassifyResponse:
+        return _message(
+            pb.ClassifyResponse,
+            self,
+            probabilities=_probability_messages(self.probabilities),
+            timings=self.timings.to_proto(),
         )
 
 
@@ -97,6 +132,17 @@ class WindowPrediction(_Result):
             timings=Timings.from_proto(m.timings),
         )
 
+    def to_proto(self) -> pb.ClassifyStreamResponse:
+        return _message(
+            pb.ClassifyStreamResponse,
+            self,
+            ("start_us", "end_us"),
+            window_start_us=self.start_us,
+            window_end_us=self.end_us,
+            probabilities=_probability_messages(self.probabilities),
+            timings=self.timings.to_proto(),
+        )
+
 
 @dataclass(frozen=True)
 class AdaptResult(_Result):
@@ -117,16 +163,20 @@ class AdaptResult(_Result):
     def from_proto(cls, m: pb.AdaptResponse) -> AdaptResult:
         return _same_fields(cls, m, classes=tuple(m.classes), timings=Timings.from_proto(m.timings))
 
+    def to_proto(self) -> pb.AdaptResponse:
+        return _message(pb.AdaptResponse, self, timings=self.timings.to_proto())
+
 
 @dataclass(frozen=True)
 class Settings(_Result):
-    """A session's settings as the server resolved them (``step_size`` 0: the model's learned
-    step sizes; ``weight_bits`` 0: float32 weights)."""
+    """A session's settings as the server resolved them (``step_size`` None: the model's learned
+    step sizes; ``weight_bits`` 0: float32 weights). A plain view: the server keeps and checks
+    its own (``spikeshot.service.sessions.Settings``, the same fields)."""
 
     model: str
     ways: int
     inner_steps: int
-    step_size: float
+    step_size: float | None
     weight_bits: int
     rounding: str
     grid: str
@@ -137,8 +187,18 @@ class Settings(_Result):
         return _same_fields(
             cls,
             m,
+            step_size=m.step_size or None,
             rounding=_enum_name(pb.Rounding, m.rounding, "ROUNDING_"),
             grid=_enum_name(pb.WeightGrid, m.grid, "WEIGHT_GRID_"),
+        )
+
+    def to_proto(self) -> pb.SessionSettings:
+        return _message(
+            pb.SessionSettings,
+            self,
+            step_size=self.step_size or 0.0,
+            rounding=_enum_value(pb.Rounding, self.rounding, "ROUNDING_"),
+            grid=_enum_value(pb.WeightGrid, self.grid, "WEIGHT_GRID_"),
         )
 
 
@@ -161,10 +221,14 @@ class SessionInfo(_Result):
             cls, m, settings=Settings.from_proto(m.settings), classes=tuple(m.classes)
         )
 
+    def to_proto(self) -> pb.Session:
+        return _message(pb.Session, self, settings=self.settings.to_proto())
+
 
 @dataclass(frozen=True)
 class ModelInfo(_Result):
-    """A meta-trained model of the server, with its model card as a dict."""
+    """A meta-trained model of the server, with its model card as a dict (``step_size`` None:
+    learned step sizes; ``weight_bits`` 0: float32)."""
 
     name: str
     is_default: bool
@@ -178,14 +242,31 @@ class ModelInfo(_Result):
     sensor_height: int
     window_us: int
     inner_steps: int
-    step_size: float
+    step_size: float | None
     weight_bits: int
     parameters: int
     fingerprint: str
 
     @classmethod
     def from_proto(cls, m: pb.Model) -> ModelInfo:
-        return _same_fields(cls, m, card=json.loads(m.card_json) if m.card_json else {})
+        return _same_fields(
+            cls,
+            m,
+            card=json.loads(m.card_json) if m.card_json else {},
+            step_size=m.step_size or None,
+        )
+
+    def to_proto(self, card: pb.ModelCard | None = None) -> pb.Model:
+        """The ``Model`` message; ``card``: its typed ``ModelCard`` (the server's, built from
+        ``self.card``)."""
+        return _message(
+            pb.Model,
+            self,
+            ("card",),
+            card_json=json.dumps(self.card),
+            step_size=self.step_size or 0.0,
+            card=card,
+        )
 
 
 @dataclass(frozen=True)
@@ -217,13 +298,14 @@ def settings_message(
     model: str = "",
     ways: int = 0,
     inner_steps: int = 0,
-    step_size: float = 0.0,
+    step_size: float | None = None,
     weight_bits: int | None = None,
     rounding: str = "",
     grid: str = "",
     seed: int = 0,
 ) -> pb.SessionSettings:
-    """The ``SessionSettings`` of a new session; empty or zero values take the model card's."""
+    """The ``SessionSettings`` of a new session; empty or zero values (and a None
+    ``step_size``) take the model card's."""
     if rounding and rounding not in ROUNDINGS:
         raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
     if grid and grid not in GRIDS:
@@ -232,10 +314,10 @@ def settings_message(
         model=model,
         ways=ways,
         inner_steps=inner_steps,
-        step_size=step_size,
+        step_size=step_size or 0.0,
         seed=seed,
-        rounding=pb.Rounding.Value(f"ROUNDING_{(rounding or 'unspecified').upper()}"),
-        grid=pb.WeightGrid.Value(f"WEIGHT_GRID_{(grid or 'unspecified').upper()}"),
+        rounding=_enum_value(pb.Rounding, rounding, "ROUNDING_"),
+        grid=_enum_value(pb.WeightGrid, grid, "WEIGHT_GRID_"),
     )
     if weight_bits is not None:
         message.weight_bits = weight_bits

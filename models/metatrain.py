@@ -36,7 +36,7 @@ from spikeshot.models.datasets.episodes import TaskSampler
 from spikeshot.models.init import firing_rates, lsuv_init
 from spikeshot.models.maml import accuracy, adapt, masked_loss
 from spikeshot.models.network import Network
-from spikeshot.models.quantize import Quantizer
+from spikeshot.models.quantize import Quantizer, rounding_seed
 
 
 @dataclass(frozen=True)
@@ -292,7 +292,7 @@ class MetaTrainer:
             group["lr"] = t.outer_lr * 0.5 * (1 + math.cos(math.pi * it / t.iterations))
         self.opt.zero_grad(set_to_none=False)
         losses, accs = [], []
-        gen = torch.Generator().manual_seed(t.seed * 1_000_003 + it)
+        gen = torch.Generator().manual_seed(rounding_seed(t.seed, it))
         for j in range(self.rank, t.meta_batch, self.world):
             task = self.train_tasks[it * t.meta_batch + j]
             s, sl, q, ql = task_tensors(task)

@@ -22,6 +22,12 @@ MODES = ("global", "per_tensor")
 ROUNDINGS = ("nearest", "stochastic")
 
 
+def rounding_seed(seed: int, step: int) -> int:
+    """The seed of stochastic rounding's generator at ``step`` (a meta-training iteration, a
+    session's weights version) of a run or session seeded ``seed``."""
+    return (seed * 1_000_003 + step) % 2**63
+
+
 @dataclass(frozen=True)
 class Quantizer:
     bits: int = 8

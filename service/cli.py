@@ -204,6 +204,7 @@ def cmd_serve(args) -> int:
 
 def cmd_models(args) -> int:
     _need_server_extra()
+    from spikeshot.clients import formatting
     from spikeshot.models import checkpoint
     from spikeshot.service.engine import Engine
 
@@ -216,41 +217,9 @@ def cmd_models(args) -> int:
     finally:
         engine.close()
     if args.json:
-        print(json.dumps([dataclasses.asdict(m) for m in models], indent=2))
-        return 0
-    rows = [
-        (
-            "name",
-            "arch",
-            "ways",
-            "input",
-            "sensor",
-            "window",
-            "steps",
-            "bits",
-            "parameters",
-            "fingerprint",
-        )
-    ]
-    for m in models:
-        rows.append(
-            (
-                m.name + (" *" if m.is_default else ""),
-                m.arch,
-                str(m.ways),
-                f"{m.bins}x2x{m.height}x{m.width}",
-                f"{m.sensor_width}x{m.sensor_height}",
-                f"{m.window_us / 1000:g} ms",
-                str(m.inner_steps),
-                str(m.weight_bits or "float"),
-                f"{m.parameters:,}",
-                m.fingerprint[:12],
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
-    print("* the default model")
+        print(json.dumps([m.to_dict() for m in models], indent=2))
+    else:
+        print(formatting.models(models, mark_default=True, fingerprints=True))
     return 0
 
 

@@ -5,16 +5,19 @@ messages to these calls and ``spikeshot.service.errors`` to status codes. Every 
 thread-safe. ``owner`` is the caller's identity (sessions of one owner are invisible to others);
 ``control`` carries a request's deadline and cancellation (``executor.Control``).
 
-Adapt: the inner loop runs from the model's meta-trained initialisation over the session's whole
-support set (earlier examples kept unless ``replace_support``), with the session's steps, step size,
-weight bits, grid and rounding. Labels map to output units in first-seen order; unused outputs are
-masked. The new support set and weights are built aside and committed only when everything
-succeeded, so a failed, cancelled or broken Adapt leaves the session exactly as it was. Adapts of
-one session in one engine run one after the other; when the session store is shared with other
-replicas and one of them committed an Adapt of the same session first, the Adapt starts again from
-that version (``ADAPT_ATTEMPTS`` times in all, then ABORTED), so no example is lost. Classify reads
-the session's state once, so it answers with one consistent set of weights even while an Adapt of
-the same session runs.
+The answers are ``spikeshot.clients.results``' dataclasses, the ones the servicer sends and the
+clients read back.
+
+Adapt: the inner loop (``models.fit``) runs from the model's meta-trained initialisation over the
+session's whole support set (earlier examples kept unless ``replace_support``), with the session's
+steps, step size, weight bits, grid and rounding. Labels map to output units in first-seen order;
+unused outputs are masked. The new support set and weights are built aside and committed only when
+everything succeeded, so a failed, cancelled or broken Adapt leaves the session exactly as it was.
+Adapts of one session in one engine run one after the other; when the session store is shared with
+other replicas and one of them committed an Adapt of the same session first, the Adapt starts again
+from that version (``ADAPT_ATTEMPTS`` times in all, then ABORTED), so no example is lost. Classify
+reads the session's state once, so it answers with one consistent set of weights even while an
+Adapt of the same session runs.
 
 Sessions live in the store ``config.session_store`` names (``store.open_store``); the engine only
 uses the ``store.SessionStore`` contract.
@@ -25,8 +28,9 @@ stream arrives.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import math
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,12 +38,21 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from spikeshot.clients import results
+from spikeshot.clients.results import (
+    AdaptResult,
+    ModelInfo,
+    Prediction,
+    SessionInfo,
+    Timings,
+    WindowPrediction,
+)
 from spikeshot.events.binning import FrameGeometry
-from spikeshot.models import checkpoint, nir_export
+from spikeshot.models import checkpoint, fit, nir_export
 from spikeshot.models.checkpoint import Checkpoint, fingerprint
-from spikeshot.models.maml import InnerLoop, accuracy, adapt, masked_loss
+from spikeshot.models.maml import adapt
 from spikeshot.models.network import Network
-from spikeshot.models.quantize import Quantizer
+from spikeshot.models.quantize import rounding_seed
 from spikeshot.service import inputs, sessions, windows
 from spikeshot.service.config import ServerConfig
 from spikeshot.service.errors import (
@@ -52,101 +65,13 @@ from spikeshot.service.errors import (
     echo,
 )
 from spikeshot.service.executor import NO_CONTROL, POLL_S, Control, Executor, configure_torch
-from spikeshot.service.inputs import Chunk, EventInput, FrameInput, Input
+from spikeshot.service.inputs import Chunk, EventInput, FrameInput, Input, Sample
 from spikeshot.service.sessions import Session, Settings, Shot, State, Weights
 from spikeshot.service.store import open_store
 
 STREAM_BATCH = 32  # windows of one stream classified in one forward pass
 ADAPT_ATTEMPTS = 3  # an Adapt's tries while other replicas commit Adapts of its session first
 EXPORT_FORMATS = ("session", "nir")  # what export_session returns: sessions.dump, or a NIR file
-
-
-@dataclass(frozen=True)
-class Timings:
-    """Milliseconds per stage of a request (stages that did not run are 0)."""
-
-    decode_ms: float = 0.0
-    bin_ms: float = 0.0
-    queue_ms: float = 0.0
-    adapt_ms: float = 0.0
-    forward_ms: float = 0.0
-    total_ms: float = 0.0
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """A model as ``ListModels`` describes it; ``step_size`` 0 means learned step sizes,
-    ``weight_bits`` 0 float32."""
-
-    name: str
-    is_default: bool
-    card: dict
-    arch: str
-    ways: int
-    bins: int
-    height: int
-    width: int
-    sensor_width: int
-    sensor_height: int
-    window_us: int
-    inner_steps: int
-    step_size: float
-    weight_bits: int
-    parameters: int
-    fingerprint: str
-
-
-@dataclass(frozen=True)
-class SessionInfo:
-    """A session as ``GetSession`` describes it (times in seconds since the Unix epoch)."""
-
-    session_id: str
-    settings: Settings
-    classes: tuple[str, ...]
-    examples: int
-    weights_version: int
-    created_at: float
-    last_used_at: float
-    expires_at: float
-
-
-@dataclass(frozen=True)
-class AdaptResult:
-    session_id: str
-    loss_before: float
-    loss_after: float
-    support_accuracy: float
-    examples: int
-    new_examples: int
-    classes: tuple[str, ...]
-    weights_version: int
-    steps: int
-    timings: Timings
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The answer to a query: ``probabilities`` by label, in output order."""
-
-    label: str
-    probabilities: dict[str, float]
-    weights_version: int
-    events: int
-    timings: Timings
-
-
-@dataclass(frozen=True)
-class WindowPrediction:
-    """The answer for one window ``[start_us, end_us)`` of a stream."""
-
-    start_us: int
-    end_us: int
-    label: str
-    probabilities: dict[str, float]
-    events: int
-    complete: bool
-    weights_version: int
-    timings: Timings
 
 
 @dataclass(frozen=True)
@@ -176,8 +101,15 @@ def nir_adaptation(settings: Settings, state: State) -> nir_export.Adaptation:
     return nir_export.Adaptation(state.weights.values(), state.classes, quantization)
 
 
-def _seed(seed: int, version: int) -> int:
-    return (seed * 1_000_003 + version) % 2**63
+@contextlib.contextmanager
+def _holding(lock: threading.Lock, control: Control) -> Iterator[None]:
+    """Hold ``lock``, waiting for it while ``control`` lets the request go on."""
+    while not lock.acquire(timeout=POLL_S):
+        control.check()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 class Engine:
@@ -259,7 +191,7 @@ class Engine:
                     sensor_height=g.sensor_height,
                     window_us=g.window_us,
                     inner_steps=ck.inner_steps,
-                    step_size=0.0 if ck.inner_lr else ck.inner_step_size,
+                    step_size=None if ck.inner_lr else ck.inner_step_size,
                     weight_bits=ck.quantizer.bits if ck.quantizer else 0,
                     parameters=sum(v.numel() for v in ck.params.values()),
                     fingerprint=m.fingerprint,
@@ -325,7 +257,7 @@ class Engine:
         state = session.state
         return SessionInfo(
             session.id,
-            session.settings,
+            results.Settings(**session.settings.to_dict()),
             state.classes,
             len(state.support),
             state.version,
@@ -426,7 +358,7 @@ class Engine:
     def _check_weights(self, settings: Settings, m: _Model, weights: Weights) -> None:
         """That stored weights are those of the parameters the session adapts, of the model's
         shapes, and (when quantized) each scale the step of the session's grid."""
-        names, shapes = self._inner_names(settings, m), m.network.shapes()
+        names, shapes = fit.inner_names(m.checkpoint, settings), m.network.shapes()
         if set(weights.tensors) != set(names):
             raise InvalidArgument(
                 f"data: the weights must be those of the parameters model {m.name!r} adapts, "
@@ -440,9 +372,8 @@ class Engine:
                     f"{list(shapes[k])}",
                     "data",
                 )
-        quantizer = self._quantizer(settings, m)
-        if quantizer is not None:
-            grid = quantizer.scales({k: m.params[k] for k in names})
+        grid = fit.scales(m.checkpoint, settings, m.params)
+        if grid is not None:
             for k, scale in weights.scales.items():
                 if scale != grid[k]:
                     raise InvalidArgument(
@@ -467,26 +398,12 @@ class Engine:
         begin = time.perf_counter()
         session = self.sessions.get(owner, session_id)
         m = self._model_of(session.settings.model, session.fingerprint)
-        cap = self.config.max_support_examples
-        samples = []
-        for sample in inputs.examples(chunks, m.geometry, self.config.max_events):
-            samples.append(sample)
-            held = 0 if replace_support else len(session.state.support)
-            if held + len(samples) > cap:
-                raise ResourceExhausted(
-                    f"the session would hold more than {cap} support examples; "
-                    "adapt with replace_support or start a new session"
-                )
-            control.check()
-        if not samples:
-            raise InvalidArgument("Adapt received no examples", "example")
+        held = 0 if replace_support else len(session.state.support)
+        samples = self._samples(chunks, m, held, control)
         new = tuple(Shot(s.label, s.frames) for s in samples)
-        lock = session.adapting
-        while not lock.acquire(timeout=POLL_S):
-            control.check()
-        try:
+        with _holding(session.adapting, control):
             for attempt in range(1, ADAPT_ATTEMPTS + 1):
-                state, (before, after, acc, adapt_ms), queue_ms = self._adapt_once(
+                state, fitted, adapt_ms, queue_ms = self._adapt_once(
                     session, m, new, replace_support, control
                 )
                 try:
@@ -499,8 +416,6 @@ class Engine:
                             f"this Adapt's {ADAPT_ATTEMPTS} attempts; nothing was changed, retry"
                         ) from None
                     session = self.sessions.get(owner, session_id)  # the newer version
-        finally:
-            lock.release()
         timings = Timings(
             decode_ms=sum(s.decode_ms for s in samples),
             bin_ms=sum(s.bin_ms for s in samples),
@@ -510,9 +425,9 @@ class Engine:
         )
         return AdaptResult(
             session.id,
-            before,
-            after,
-            acc,
+            fitted.loss_before,
+            fitted.loss_after,
+            fitted.accuracy,
             len(state.support),
             len(new),
             state.classes,
@@ -521,6 +436,28 @@ class Engine:
             timings,
         )
 
+    def _samples(
+        self, chunks: Iterable[Chunk], m: _Model, held: int, control: Control
+    ) -> list[Sample]:
+        """The examples of an Adapt's stream, read as they arrive; the cap on support examples is
+        checked as each one ends (``held``: those the session keeps)."""
+        samples = []
+        for sample in inputs.examples(chunks, m.geometry, self.config.max_events):
+            samples.append(sample)
+            self._check_support(held + len(samples))
+            control.check()
+        if not samples:
+            raise InvalidArgument("Adapt received no examples", "example")
+        return samples
+
+    def _check_support(self, count: int) -> None:
+        cap = self.config.max_support_examples
+        if count > cap:
+            raise ResourceExhausted(
+                f"the session would hold more than {cap} support examples; "
+                "adapt with replace_support or start a new session"
+            )
+
     def _adapt_once(
         self,
         session: Session,
@@ -528,90 +465,38 @@ class Engine:
         new: tuple[Shot, ...],
         replace_support: bool,
         control: Control,
-    ):
+    ) -> tuple[State, fit.Fit, float, float]:
         """The state an Adapt of ``session`` with the examples ``new`` builds from its current
-        state (not committed), the fit's (loss before, loss after, accuracy, ms), and the ms it
-        waited for a worker."""
-        base = session.state
+        state (not committed), the fit, its ms, and the ms it waited for a worker."""
+        base, settings = session.state, session.settings
         support = sessions.in_own_pages(new if replace_support else base.support + new)
-        cap = self.config.max_support_examples
-        if len(support) > cap:
-            raise ResourceExhausted(
-                f"the session would hold {len(support)} support examples, more than {cap}"
-            )
+        self._check_support(len(support))  # the stored version may hold more than when we began
         classes = sessions.classes_of(support)
-        if len(classes) > session.settings.ways:
+        if len(classes) > settings.ways:
             raise InvalidArgument(
                 f"{len(classes)} classes {echo(list(classes))} exceed the "
-                f"session's {session.settings.ways} ways",
+                f"session's {settings.ways} ways",
                 "label",
             )
         version = base.version + 1
-        (weights, *fit), queue_ms = self.executor.run(
-            lambda: self._fit(m, session.settings, support, classes, version, control), control
-        )
-        control.check()  # a request stopped by now leaves the session unchanged
-        return State(support, classes, weights, version), fit, queue_ms
 
-    @staticmethod
-    def _inner_names(settings: Settings, m: _Model) -> tuple[str, ...]:
-        """The parameters the inner loop adapts: those with learned step sizes, or all."""
-        return tuple(m.checkpoint.inner_lr) if settings.step_size is None else tuple(m.params)
-
-    def _quantizer(self, settings: Settings, m: _Model) -> Quantizer | None:
-        if not settings.weight_bits:
-            return None
-        card = m.checkpoint.quantizer
-        same_grid = card is not None and (card.bits, card.mode) == (settings.weight_bits, "global")
-        frac_bits = card.frac_bits if same_grid and settings.grid == "global" else None
-        return Quantizer(settings.weight_bits, settings.grid, settings.rounding, frac_bits)
-
-    def _fit(
-        self,
-        m: _Model,
-        settings: Settings,
-        support: tuple[Shot, ...],
-        classes: tuple[str, ...],
-        version: int,
-        control: Control,
-    ):
-        """The inner loop (on a worker): weights, loss before and after, support accuracy, ms."""
-        start = time.perf_counter()
-        index = {label: i for i, label in enumerate(classes)}
-        frames = torch.from_numpy(np.stack([s.frames for s in support]))
-        labels = torch.tensor([index[s.label] for s in support])
-        mask = torch.arange(m.checkpoint.config.ways) < len(classes)
-        names = self._inner_names(settings, m)
-        lr = m.checkpoint.inner_lr if settings.step_size is None else settings.step_size
-        quantizer = self._quantizer(settings, m)
-        scales = None
-        if quantizer is not None:
-            scales = quantizer.scales({k: m.params[k] for k in names})
-        generator = torch.Generator().manual_seed(_seed(settings.seed, version))
-        forward = m.network.forward
-        with torch.no_grad():
-            loop = InnerLoop(
-                forward,
-                m.params,
-                frames,
-                labels,
-                lr,
-                quantizer,
-                names=names,
-                class_mask=mask,
-                scales=scales,
-                generator=generator,
+        def run():  # on a worker
+            start = time.perf_counter()
+            fitted = fit.fit(
+                m.checkpoint,
+                support,
+                classes,
+                settings,
+                seed=rounding_seed(settings.seed, version),
+                params=m.params,
+                before_step=control.check,  # a cancelled call or a passed deadline stops here
             )
-            losses = []  # the support loss before each step: [0] is "before"
-            for _ in range(settings.inner_steps):
-                control.check()  # a cancelled call or a passed deadline stops here
-                losses.append(loop.step())
-            fast = loop.params
-            logits = forward(fast, frames)
-            after = float(masked_loss(logits, labels, mask))
-            acc = accuracy(logits.masked_fill(~mask, -math.inf), labels)
-        weights = Weights.store({k: fast[k] for k in names}, settings.weight_bits, scales)
-        return weights, float(losses[0]), after, acc, 1000.0 * (time.perf_counter() - start)
+            weights = Weights.store(fitted.params, settings.weight_bits, fitted.scales)
+            return weights, fitted, 1000.0 * (time.perf_counter() - start)
+
+        (weights, fitted, adapt_ms), queue_ms = self.executor.run(run, control)
+        control.check()  # a request stopped by now leaves the session unchanged
+        return State(support, classes, weights, version), fitted, adapt_ms, queue_ms
 
     # -- classification -------------------------------------------------------------------------
 

@@ -31,8 +31,9 @@ REQUEST_SECONDS = Histogram(
 STAGE_SECONDS = Histogram(
     "spikeshot_stage_duration_seconds",
     "Time of one stage of a request: decode (decode and validate events or frames), bin (map and "
-    "bin events), inner_loop (an Adapt's gradient steps with its loss evaluations), forward (one "
-    "forward pass).",
+    "bin events; an example's or query's events are validated, mapped and binned in one pass "
+    "where numba is installed, timed as bin), inner_loop (an Adapt's gradient steps with its "
+    "loss evaluations), forward (one forward pass).",
     ["stage"],
     buckets=BUCKETS,
     registry=REGISTRY,

@@ -18,7 +18,6 @@ sent. Every call records its latency, status and stage timings in ``metrics``.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -26,11 +25,12 @@ from collections.abc import Iterator
 import grpc
 from google.protobuf.message import DecodeError
 
+from spikeshot.clients.results import ModelInfo, Timings
 from spikeshot.events.binning import FrameGeometry
 from spikeshot.events.codec import EncodedEvents
 from spikeshot.service import inputs, metrics, windows
 from spikeshot.service.config import ServerConfig
-from spikeshot.service.engine import Engine, ModelInfo, SessionInfo, Timings
+from spikeshot.service.engine import Engine
 from spikeshot.service.errors import MAX_TEXT_CHARS, InvalidArgument, ServiceError
 from spikeshot.service.executor import Control
 from spikeshot.service.inputs import Chunk, EventInput, FrameInput, Input, frames_from_bytes
@@ -188,45 +188,6 @@ def model_card(m: ModelInfo) -> pb.ModelCard:
     )
 
 
-def _session(info: SessionInfo) -> pb.Session:
-    s = info.settings
-    settings = pb.SessionSettings(
-        model=s.model,
-        ways=s.ways,
-        inner_steps=s.inner_steps,
-        step_size=s.step_size or 0.0,
-        weight_bits=s.weight_bits,
-        rounding=ROUNDING_VALUES[s.rounding],
-        grid=GRID_VALUES[s.grid],
-        seed=s.seed,
-    )
-    return pb.Session(
-        session_id=info.session_id,
-        settings=settings,
-        classes=info.classes,
-        examples=info.examples,
-        weights_version=info.weights_version,
-        created_at=info.created_at,
-        last_used_at=info.last_used_at,
-        expires_at=info.expires_at,
-    )
-
-
-def _timings(t: Timings) -> pb.Timings:
-    return pb.Timings(
-        decode_ms=t.decode_ms,
-        bin_ms=t.bin_ms,
-        queue_ms=t.queue_ms,
-        adapt_ms=t.adapt_ms,
-        forward_ms=t.forward_ms,
-        total_ms=t.total_ms,
-    )
-
-
-def _probabilities(probabilities: dict[str, float]) -> list[pb.LabelProbability]:
-    return [pb.LabelProbability(label=k, probability=v) for k, v in probabilities.items()]
-
-
 class _Call:
     """One RPC: its method name, owner, control, and the events it received."""
 
@@ -368,16 +329,16 @@ class SpikeShotServicer(pb_grpc.SpikeShotServicer):
                 grid=_choice(GRIDS, s.grid, "grid"),
                 seed=s.seed,
             )
-            return _session(info)
+            return info.to_proto()
 
     def GetSession(self, request, context):
         with self._rpc("GetSession", context) as call:
-            return _session(self.engine.get_session(request.session_id, owner=call.owner))
+            return self.engine.get_session(request.session_id, owner=call.owner).to_proto()
 
     def ListSessions(self, request, context):
         with self._rpc("ListSessions", context) as call:
             infos = self.engine.list_sessions(owner=call.owner)
-            return pb.ListSessionsResponse(sessions=[_session(i) for i in infos])
+            return pb.ListSessionsResponse(sessions=[i.to_proto() for i in infos])
 
     def DeleteSession(self, request, context):
         with self._rpc("DeleteSession", context) as call:
@@ -396,18 +357,7 @@ class SpikeShotServicer(pb_grpc.SpikeShotServicer):
             )
             metrics.ADAPTATIONS.inc()
             call.observe(r.timings)
-            return pb.AdaptResponse(
-                session_id=r.session_id,
-                loss_before=r.loss_before,
-                loss_after=r.loss_after,
-                support_accuracy=r.support_accuracy,
-                examples=r.examples,
-                new_examples=r.new_examples,
-                classes=r.classes,
-                weights_version=r.weights_version,
-                steps=r.steps,
-                timings=_timings(r.timings),
-            )
+            return r.to_proto()
 
     def Classify(self, request_iterator, context):
         with self._rpc("Classify", context) as call:
@@ -421,13 +371,7 @@ class SpikeShotServicer(pb_grpc.SpikeShotServicer):
             )
             metrics.CLASSIFICATIONS.labels("Classify").inc()
             call.observe(p.timings)
-            return pb.ClassifyResponse(
-                label=p.label,
-                probabilities=_probabilities(p.probabilities),
-                weights_version=p.weights_version,
-                events=p.events,
-                timings=_timings(p.timings),
-            )
+            return p.to_proto()
 
     def ClassifyStream(self, request_iterator, context):
         with self._rpc("ClassifyStream", context) as call:
@@ -448,16 +392,7 @@ class SpikeShotServicer(pb_grpc.SpikeShotServicer):
                 call.observe(t, forward=(t.queue_ms, t.forward_ms) != batch)
                 batch = (t.queue_ms, t.forward_ms)
                 metrics.CLASSIFICATIONS.labels("ClassifyStream").inc()
-                yield pb.ClassifyStreamResponse(
-                    window_start_us=w.start_us,
-                    window_end_us=w.end_us,
-                    label=w.label,
-                    probabilities=_probabilities(w.probabilities),
-                    events=w.events,
-                    complete=w.complete,
-                    weights_version=w.weights_version,
-                    timings=_timings(t),
-                )
+                yield w.to_proto()
 
     def ExportSession(self, request, context):
         with self._rpc("ExportSession", context) as call:
@@ -470,33 +405,12 @@ class SpikeShotServicer(pb_grpc.SpikeShotServicer):
 
     def ImportSession(self, request, context):
         with self._rpc("ImportSession", context) as call:
-            return _session(self.engine.import_session(request.data, owner=call.owner))
+            return self.engine.import_session(request.data, owner=call.owner).to_proto()
 
     def ListModels(self, request, context):
         with self._rpc("ListModels", context):
             return pb.ListModelsResponse(
-                models=[
-                    pb.Model(
-                        name=m.name,
-                        is_default=m.is_default,
-                        card_json=json.dumps(m.card),
-                        arch=m.arch,
-                        ways=m.ways,
-                        bins=m.bins,
-                        height=m.height,
-                        width=m.width,
-                        sensor_width=m.sensor_width,
-                        sensor_height=m.sensor_height,
-                        window_us=m.window_us,
-                        inner_steps=m.inner_steps,
-                        step_size=m.step_size,
-                        weight_bits=m.weight_bits,
-                        parameters=m.parameters,
-                        fingerprint=m.fingerprint,
-                        card=model_card(m),
-                    )
-                    for m in self.engine.list_models()
-                ],
+                models=[m.to_proto(card=model_card(m)) for m in self.engine.list_models()],
                 limits=self.limits,
             )
 

@@ -15,12 +15,12 @@ import service_fixtures
 import torch
 from service_fixtures import CFG, GEOM
 
+from spikeshot.clients import results
 from spikeshot.events.array import make_events
 from spikeshot.events.binning import bin_events
 from spikeshot.events.codec import encode
 from spikeshot.models import checkpoint
 from spikeshot.models.checkpoint import Checkpoint, save
-from spikeshot.service import sessions
 from spikeshot.service.config import ServerConfig, add_flags, flag_overrides
 from spikeshot.service.engine import Engine
 from spikeshot.service.errors import (
@@ -98,7 +98,7 @@ def adapted(engine, *labels, **kw):
 
 def test_adapt_then_classify(engine):
     info = engine.create_session()
-    assert info.settings == sessions.Settings("tiny", 4, 2, 5.0, 8, "nearest", "global", 0)
+    assert info.settings == results.Settings("tiny", 4, 2, 5.0, 8, "nearest", "global", 0)
     assert info.weights_version == 0 and info.classes == () and info.expires_at > info.created_at
     chunks = shot("cup", 0, 1, parts=3) + shot("ball", 1, 2) + shot("cup", 0, 3)
     chunks += shot("ball", 1, 4)
@@ -527,7 +527,7 @@ def test_learned_step_sizes_adapt_only_their_parameters():
     r = engine.adapt(info.session_id, support("a", "b"))
     assert r.loss_after < r.loss_before
     assert set(engine.sessions.get("", info.session_id).state.weights.tensors) == set(lr)
-    assert engine.list_models()[0].step_size == 0.0
+    assert engine.list_models()[0].step_size is None
 
 
 def test_list_models_and_loading_checkpoints(tmp_path):
