@@ -24,6 +24,7 @@ included, does when a tokens file is set.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -137,10 +138,12 @@ class Authenticator(grpc.ServerInterceptor):
 
     def _wrap(self, behavior: Callable, method: str) -> Callable:
         def authenticated(request, context):
+            start = time.perf_counter()
             try:
                 caller = self.caller(context)
             except Unauthenticated as e:
-                metrics.ERRORS.labels(method, e.code).inc()
+                elapsed = time.perf_counter() - start
+                metrics.REQUEST_SECONDS.labels(method, e.code).observe(elapsed)
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, e.message)
             return behavior(request, CallerContext(context, caller))
 

@@ -70,12 +70,6 @@ CLASSIFICATIONS = Counter(
     ["method"],
     registry=REGISTRY,
 )
-ERRORS = Counter(
-    "spikeshot_errors_total",
-    "RPCs that ended with a status other than OK, by method and status code.",
-    ["method", "code"],
-    registry=REGISTRY,
-)
 MODEL = Info(
     "spikeshot_model",
     "The models the server holds, from their model cards.",

@@ -280,7 +280,6 @@ class SpikeShotServicer(pb_grpc.SpikeShotServicer):
         finally:
             metrics.REQUEST_SECONDS.labels(method, code).observe(time.perf_counter() - start)
             if code != "OK":
-                metrics.ERRORS.labels(method, code).inc()
                 if call is not None and call.events:
                     metrics.EVENTS_REJECTED.labels(reason).inc(call.events)
         if code != "OK":

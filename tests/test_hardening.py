@@ -244,7 +244,8 @@ def test_unknown_ids_names_and_labels_are_echoed_in_part(stub):
 
 def errors_counted(method: str, code: str) -> float:
     labels = {"method": method, "code": code}
-    return metrics.REGISTRY.get_sample_value("spikeshot_errors_total", labels) or 0.0
+    name = "spikeshot_request_duration_seconds_count"
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def test_requests_protobuf_cannot_parse_are_invalid_argument(stub, raw, server):

@@ -62,7 +62,7 @@ def stub(server):
 def errors_counted(method: str, code: str) -> float:
     return (
         metrics.REGISTRY.get_sample_value(
-            "spikeshot_errors_total", {"method": method, "code": code}
+            "spikeshot_request_duration_seconds_count", {"method": method, "code": code}
         )
         or 0.0
     )
