@@ -18,6 +18,8 @@ from spikeshot.clients.wire import EventChunk
 from spikeshot.v1 import spikeshot_pb2 as pb
 
 MESSAGE_EVENTS = 200_000
+# The wire's frame types (``FrameType``) and the values they carry, for client and server alike.
+FRAME_DTYPES = {pb.FRAME_TYPE_FLOAT32: np.dtype("<f4"), pb.FRAME_TYPE_UINT16: np.dtype("<u2")}
 
 OnSent = Callable[[int], None] | None  # called with the event count of each message sent
 
@@ -36,7 +38,7 @@ def frames_message(frames: np.ndarray) -> pb.Frames:
             f"{getattr(frames, 'shape', None)}"
         )
     kind = pb.FRAME_TYPE_UINT16 if frames.dtype == np.uint16 else pb.FRAME_TYPE_FLOAT32
-    dtype = "<u2" if kind == pb.FRAME_TYPE_UINT16 else "<f4"
+    dtype = FRAME_DTYPES[kind]
     bins, _, height, width = frames.shape
     return pb.Frames(
         bins=bins,

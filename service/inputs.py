@@ -42,7 +42,6 @@ from spikeshot.events.mapping import (
 from spikeshot.events.recording import kernels
 from spikeshot.service.errors import InvalidArgument, check_text, echo
 
-FRAME_TYPES = {"float32": np.dtype("<f4"), "uint16": np.dtype("<u2")}
 MAX_SENSOR = 65535
 # Bounds that keep every window edge of a stream within int64 (``ClassifyStreamResponse``'s).
 MAX_TIMESTAMP_US = 2**62
@@ -90,25 +89,22 @@ class Sample:
     bin_ms: float
 
 
-def frames_from_bytes(data: bytes, bins: int, height: int, width: int, type: str) -> np.ndarray:
-    """The frames of the wire's ``Frames`` message (``type``: "float32" or "uint16")."""
-    if type not in FRAME_TYPES:
-        raise InvalidArgument(
-            f"frames.type must be one of {sorted(FRAME_TYPES)}, got {type!r}", "frames.type"
-        )
+def frames_from_bytes(
+    data: bytes, bins: int, height: int, width: int, dtype: np.dtype
+) -> np.ndarray:
+    """The frames of the wire's ``Frames`` message, values of ``dtype`` (its ``FrameType``'s)."""
     for name, size in (("bins", bins), ("height", height), ("width", width)):
         if size < 1:
             raise InvalidArgument(f"frames.{name} must be positive, got {size}", f"frames.{name}")
-    dt = FRAME_TYPES[type]
     shape = (bins, 2, height, width)
-    expected = math.prod(shape) * dt.itemsize  # Python integers: no overflow
+    expected = math.prod(shape) * dtype.itemsize  # Python integers: no overflow
     if len(data) != expected:
         raise InvalidArgument(
             f"frames.data: {len(data)} bytes, but bins x 2 x height x width = {list(shape)} "
-            f"values of {dt.itemsize} bytes ({type}) take {expected}",
+            f"values of {dtype.itemsize} bytes take {expected}",
             "frames.data",
         )
-    return np.frombuffer(data, dtype=dt).reshape(shape)
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
 def _invalid(where: str, error: EventError) -> InvalidArgument:

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 import grpc
 from google.protobuf.message import DecodeError
 
+from spikeshot.clients.messages import FRAME_DTYPES
 from spikeshot.clients.results import ModelInfo, Timings
 from spikeshot.events.binning import FrameGeometry
 from spikeshot.events.codec import EncodedEvents
@@ -41,8 +42,7 @@ log = logging.getLogger(__name__)
 
 ROUNDINGS = {pb.ROUNDING_NEAREST: "nearest", pb.ROUNDING_STOCHASTIC: "stochastic"}
 GRIDS = {pb.WEIGHT_GRID_GLOBAL: "global", pb.WEIGHT_GRID_PER_TENSOR: "per_tensor"}
-FRAME_TYPES = {pb.FRAME_TYPE_FLOAT32: "float32", pb.FRAME_TYPE_UINT16: "uint16"}
-FRAME_TYPE_NAMES = " or ".join(pb.FrameType.Name(v) for v in FRAME_TYPES)
+FRAME_TYPE_NAMES = " or ".join(pb.FrameType.Name(v) for v in FRAME_DTYPES)
 EXPORT_FORMATS = {pb.EXPORT_FORMAT_SESSION: "session", pb.EXPORT_FORMAT_NIR: "nir"}
 ROUNDING_VALUES = {v: k for k, v in ROUNDINGS.items()}
 GRID_VALUES = {v: k for k, v in GRIDS.items()}
@@ -209,13 +209,13 @@ class _Call:
             return EventInput(EncodedEvents(t, e.x, e.y, e.p), e.sensor_width, e.sensor_height)
         if which == "frames":
             f = message.frames
-            if f.type not in FRAME_TYPES:
+            if f.type not in FRAME_DTYPES:
                 got = pb.FrameType.Name(f.type) if f.type == 0 else f"the unknown value {f.type}"
                 raise InvalidArgument(
                     f"frames.type must be {FRAME_TYPE_NAMES}, got {got}", "frames.type"
                 )
             return FrameInput(
-                frames_from_bytes(f.data, f.bins, f.height, f.width, FRAME_TYPES[f.type])
+                frames_from_bytes(f.data, f.bins, f.height, f.width, FRAME_DTYPES[f.type])
             )
         return None
 

@@ -34,6 +34,7 @@ from typing import NamedTuple
 import grpc
 import numpy as np
 
+from spikeshot.clients.messages import FRAME_DTYPES
 from spikeshot.events import aedat4, dat, evt2, evt3, nmnist, npyfile
 from spikeshot.events.array import Limits, make_events, validate
 from spikeshot.events.binning import FrameGeometry
@@ -205,7 +206,7 @@ def fuzz_frames(data: bytes) -> None:
     bins, _, height, width = src.pick(SHAPES)
     if src.int(8) % 2:
         bins, height, width = src.int(32), src.int(32), src.int(32)
-    kind = src.pick(["float32", "uint16", "int8", ""])
+    kind = src.pick(list(FRAME_DTYPES.values()))
     payload = src.rest()
 
     def run():

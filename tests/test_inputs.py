@@ -245,15 +245,13 @@ def test_a_query_concatenates_its_chunks():
 
 def test_frames_from_bytes():
     data = np.arange(4 * 2 * 4 * 8, dtype="<u2").tobytes()
-    frames = frames_from_bytes(data, 4, 4, 8, "uint16")
+    frames = frames_from_bytes(data, 4, 4, 8, np.dtype("<u2"))
     assert frames.shape == GEOM.shape and frames[0, 0, 0, 1] == 1
     with pytest.raises(
-        InvalidArgument, match=r"512 bytes, but .* values of 4 bytes \(float32\) take 1024"
+        InvalidArgument, match=r"512 bytes, but .* values of 4 bytes take 1024"
     ) as err:
-        frames_from_bytes(data, 4, 4, 8, "float32")
+        frames_from_bytes(data, 4, 4, 8, np.dtype("<f4"))
     assert err.value.field == "frames.data"
-    with pytest.raises(InvalidArgument, match="frames.type"):
-        frames_from_bytes(data, 4, 4, 8, "")
 
 
 def stream_events(n=4000, span=20_000, seed=1):
