@@ -60,11 +60,14 @@ class _Decoder:
         word = records["data"]
         polarity = word >> 28
         bad = polarity > 1
+        pending = None  # a bad record's error, raised after those of the records before it
         if bad.any():
             i = int(np.argmax(bad))
-            self.reference(offset, data[: 8 * i])  # an error among the records before comes first
             problem = f"polarity field is {polarity[i]}, not 0 or 1"
-            raise FormatError(self.path, offset + 8 * i, problem)
+            pending = FormatError(self.path, offset + 8 * i, problem)
+            if not i:
+                raise pending
+            records, word, polarity = records[:i], word[:i], polarity[:i]
         events = empty(len(records))
         events["t"] = unwrap(records["t"].astype(np.int64), self.t, 32)
         events["x"] = word & 0x3FFF
@@ -73,6 +76,8 @@ class _Decoder:
         self.t = int(events["t"][-1])
         if self.sensor is not None:
             check_inside(self.path, events, offset + 8 * np.arange(len(records)), self.sensor)
+        if pending is not None:
+            raise pending
         return events
 
 

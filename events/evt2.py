@@ -58,10 +58,13 @@ class _Decoder:
         words = np.frombuffer(data, dtype="<u4")
         kind = (words >> 28).astype(np.uint8)
         unknown = ~_KNOWN[kind]
+        pending = None  # an unknown word's error, raised after those of the words before it
         if unknown.any():
             i = int(np.argmax(unknown))
-            self.reference(offset, data[: 4 * i])  # an error among the words before comes first
-            raise FormatError(self.path, offset + 4 * i, f"unknown EVT 2.0 word type 0x{kind[i]:X}")
+            pending = FormatError(
+                self.path, offset + 4 * i, f"unknown EVT 2.0 word type 0x{kind[i]:X}"
+            )
+            words, kind = words[:i], kind[:i]
         highs = np.flatnonzero(kind == _TIME_HIGH)
         values = unwrap((words[highs] & 0x0FFFFFFF).astype(np.int64), self.time_high, 28)
         rows = np.flatnonzero(kind <= 0x1)
@@ -77,6 +80,8 @@ class _Decoder:
         events["p"] = kind[rows]
         if self.sensor is not None:
             check_inside(self.path, events, offset + 4 * rows, self.sensor)
+        if pending is not None:
+            raise pending
         return events
 
 

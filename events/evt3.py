@@ -69,10 +69,15 @@ class _Decoder:
         time_high, time_low, y_in, x_next, polarity_in = self.state
         kind = words >> 12
         unknown = ~_KNOWN[kind]
+        pending = None  # an unknown word's error, raised after those of the words before it
         if unknown.any():
             i = int(np.argmax(unknown))
-            self.reference(offset, data[: 2 * i])  # an error among the words before comes first
-            raise FormatError(self.path, offset + 2 * i, f"unknown EVT 3.0 word type 0x{kind[i]:X}")
+            pending = FormatError(
+                self.path, offset + 2 * i, f"unknown EVT 3.0 word type 0x{kind[i]:X}"
+            )
+            if not i:
+                raise pending
+            words, kind = words[:i], kind[:i]
         low11, bit11 = (words & 0x7FF).astype(np.int64), (words >> 11) & 1
         single, vector = kind == _ADDR_X, (kind == _VECT_12) | (kind == _VECT_8)
         rows = np.flatnonzero(single | vector)  # the words that hold events
@@ -136,6 +141,8 @@ class _Decoder:
         events["p"] = polarity[row]
         if self.sensor is not None:
             check_inside(self.path, events, offset + 2 * rows[row], self.sensor)
+        if pending is not None:
+            raise pending
         return events
 
 

@@ -87,11 +87,16 @@ class Drain(grpc.ServerInterceptor):
             self._calls -= 1
             self._idle.notify_all()
 
+    def refuse(self) -> None:
+        """Refuse the calls that arrive from now on."""
+        with self._idle:
+            self._closed = True
+
     def close(self, grace: float) -> None:
         """Refuse the calls that arrive from now on; wait up to ``grace`` seconds for the
         admitted calls in progress to end."""
+        self.refuse()
         with self._idle:
-            self._closed = True
             self._idle.wait_for(lambda: self._calls == 0, grace)
 
 
@@ -229,6 +234,8 @@ class RunningServer:
                 return
             grace = self.config.shutdown_grace_s if grace is None else grace
             deadline = time.monotonic() + grace
+            # Refuse first: whoever sees NOT_SERVING finds new calls refused already.
+            self._drain.refuse()
             self._health.enter_graceful_shutdown()
             self._watch.close()
             self._drain.close(grace)
