@@ -279,13 +279,24 @@ def test_caps_are_resource_exhausted():
 
         def held_open():
             yield pb.AdaptRequest(header=pb.AdaptHeader(session_id=sid))
-            release.wait(10)
+            release.wait(60)  # held open until released
 
         streams = [stub.Adapt.future(held_open()) for _ in range(6)]  # 3 running, 3 waiting
         busy = grpc.StatusCode.RESOURCE_EXHAUSTED
-        wait_until(lambda: code_of(stub.ListModels, pb.ListModelsRequest()) == busy)
+
+        def refill() -> None:
+            """Restart a stream refused because a probe took its place (the probe then waits
+            for an io thread: hence its deadline)."""
+            for i, s in enumerate(streams):
+                if s.done() and s.exception() is not None and s.exception().code() == busy:
+                    streams[i] = stub.Adapt.future(held_open())
+
+        def probe() -> grpc.StatusCode:
+            return code_of(stub.ListModels, pb.ListModelsRequest(), timeout=1)
+
+        wait_until(lambda: refill() or probe() == busy)
         release.set()
-        assert [s.exception(10).code() for s in streams] == [grpc.StatusCode.INVALID_ARGUMENT] * 6
+        assert [s.exception(30).code() for s in streams] == [grpc.StatusCode.INVALID_ARGUMENT] * 6
         assert code_of(stub.ListModels, pb.ListModelsRequest()) == grpc.StatusCode.OK
         code, _ = status_of(
             stub.Adapt,
