@@ -104,12 +104,10 @@ def _columns(src: Input, n: int) -> EncodedEvents:
     return EncodedEvents(*cols)
 
 
-def _chunks(src: Input) -> tuple[list[EventInput], tuple[int, int]]:
+def _chunks(src: Input) -> list[EventInput]:
+    """One to four chunks of one sensor."""
     sensor = src.pick(SENSORS)
-    parts = []
-    for _ in range(1 + src.int(8) % 4):
-        parts.append(EventInput(_columns(src, src.int(8) * 4), *sensor))
-    return parts, sensor
+    return [EventInput(_columns(src, src.int(8) * 4), *sensor) for _ in range(1 + src.int(8) % 4)]
 
 
 def _outcome(run: Callable[[], list[np.ndarray]]):
@@ -148,7 +146,7 @@ def _whole(parts: list[EventInput]) -> list[EventInput]:
 
 def fuzz_events(data: bytes) -> None:
     src = Input(data)
-    parts, _ = _chunks(src)
+    parts = _chunks(src)
     window_us, hop_us = src.pick([0, 0, 4000, 2000, 3, 2**64 - 4, 8000]), src.pick([0, 0, 1000, 1])
     label = src.pick(["cup", "", "x" * 300])
 
@@ -334,8 +332,6 @@ def _finite(probabilities) -> None:
 
 
 def fuzz_session(data: bytes) -> None:
-    from service_fixtures import events
-
     engine = _engine()
     try:
         sid = engine.import_session(data).session_id
@@ -345,10 +341,7 @@ def fuzz_session(data: bytes) -> None:
         info = engine.get_session(sid)
         if info.weights_version:
             for cls in range(4):
-                query = EventInput(
-                    encode(events(cls, seed=7)), GEOM.sensor_width, GEOM.sensor_height
-                )
-                _finite(engine.classify(sid, query).probabilities.values())
+                _finite(engine.classify(sid, _query(cls)).probabilities.values())
         copy = engine.import_session(engine.export_session(sid)).session_id
         engine.delete_session(copy)
     finally:
