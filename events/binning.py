@@ -155,7 +155,7 @@ def _bin_edges(t: np.ndarray, start: int, g: FrameGeometry) -> np.ndarray:
     return edges
 
 
-def _axis_index(coord: np.ndarray, start: int, factor: int, size: int) -> np.ndarray:
+def axis_index(coord: np.ndarray, start: int, factor: int, size: int) -> np.ndarray:
     """Output coordinate ``(coord - start) // factor`` as uint16, or ``size`` (the padding cell)
     outside ``[0, size)``: uint16 wrap-around sends ``coord < start`` far past ``size``."""
     out = np.subtract(coord, start, dtype=np.uint16)
@@ -189,8 +189,8 @@ def bin_events(
 
     x0, y0, _, _ = g.crop_box
     w1, h1 = g.width + 1, g.height + 1
-    cols = _axis_index(window["x"], x0, g.downsample, g.width)
-    rows = _axis_index(window["y"], y0, g.downsample, g.height)
+    cols = axis_index(window["x"], x0, g.downsample, g.width)
+    rows = axis_index(window["y"], y0, g.downsample, g.height)
     # Row of a (channel, y) pair in the padded frame, up to 3 * h1 - 1 before the last clip, which
     # sends polarities other than 0/1 to channel 1's padding row.
     if 3 * h1 > 65536:

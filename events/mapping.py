@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spikeshot.events.array import EventColumns
+from spikeshot.events.binning import axis_index
 
 # Chunks of fewer events are concatenated up to this many before binning, so that each
 # ``bin_events`` call's fixed cost is spread over enough events.
@@ -121,12 +122,13 @@ def pixel_tables(width: int, height: int, geometry) -> tuple[np.ndarray, np.ndar
     crop_x, crop_y, _, _ = g.crop_box
 
     def table(n: int, start: int, size: int, card: int, crop: int, out: int) -> np.ndarray:
-        d = np.arange(n, dtype=np.int64) - start
-        inside = (d >= 0) & (d < size)
-        shifted = d * card // size - crop  # the card sensor's coordinate, from the crop's start
-        pixel = np.where(shifted >= 0, shifted // g.downsample, -1)
-        pixel[pixel >= out] = -1
-        return np.where(inside, pixel, -2).astype(np.int32)
+        # The two rules themselves on every coordinate: ``_scale`` sends those outside the
+        # region to ``card``, binning's ``axis_index`` those off the crop to ``out``.
+        mapped = _scale(np.arange(n, dtype=np.uint16), start, size, card)
+        pixel = axis_index(mapped, crop, g.downsample, out).astype(np.int32)
+        pixel[pixel == out] = -1
+        pixel[mapped == card] = -2
+        return pixel
 
     return table(width, x0, w, g.sensor_width, crop_x, g.width), table(
         height, y0, h, g.sensor_height, crop_y, g.height
