@@ -31,7 +31,7 @@ from spikeshot.events.recording import (
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
 # What reading a damaged archive member raises: a bad CRC or header, corrupt compressed data,
-# a compression method zipfile lacks, a member cut short.
+# a compression method zipfile lacks, a member cut short, an encrypted member (RuntimeError).
 _ARCHIVE_ERRORS = (
     zipfile.BadZipFile,
     zlib.error,
@@ -39,6 +39,7 @@ _ARCHIVE_ERRORS = (
     NotImplementedError,
     EOFError,
     OSError,
+    RuntimeError,
 )
 
 
