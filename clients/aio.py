@@ -183,6 +183,7 @@ class AsyncClient:
         )
         self._channel = self.connection.aio_channel()
         self._stub = wire.Stub(self._channel)
+        self._stub.packed = None if self.connection.packed_events else False
         self._metadata = self.connection.metadata()
 
     async def close(self) -> None:
@@ -205,7 +206,19 @@ class AsyncClient:
         except grpc.RpcError as error:
             raise from_rpc_error(error, method) from None
 
+    async def _choose_encoding(self, method: str, timeout) -> None:
+        """Before the first call that carries events: pack them if the server takes it."""
+        if self._stub.packed is None:
+            try:
+                response = await self._stub.ListModels(
+                    pb.ListModelsRequest(), timeout=self._deadline(timeout), metadata=self._metadata
+                )
+            except grpc.RpcError as error:
+                raise from_rpc_error(error, method) from None
+            self._stub.packed = pb.EVENT_ENCODING_PACKED in response.event_encodings
+
     async def _stream_unary(self, method: str, stream: AsyncIterable, timeout=...):
+        await self._choose_encoding(method, timeout)
         requests = _Requests(stream)
         call = getattr(self._stub, method)(
             requests.__aiter__(), timeout=self._deadline(timeout), metadata=self._metadata
@@ -223,6 +236,7 @@ class AsyncClient:
             call.cancel()
 
     async def _stream_stream(self, stream: AsyncIterable, timeout) -> AsyncIterator:
+        await self._choose_encoding("ClassifyStream", timeout)
         requests = _Requests(stream)
         call = self._stub.ClassifyStream(
             requests.__aiter__(), timeout=self._deadline(timeout), metadata=self._metadata

@@ -196,6 +196,7 @@ class Client:
         )
         self._channel = self.connection.channel()
         self._stub = wire.Stub(self._channel)
+        self._stub.packed = None if self.connection.packed_events else False
         self._metadata = self.connection.metadata()
 
     def close(self) -> None:
@@ -218,7 +219,19 @@ class Client:
         except grpc.RpcError as error:
             raise from_rpc_error(error, method) from None
 
+    def _choose_encoding(self, method: str, timeout) -> None:
+        """Before the first call that carries events: pack them if the server takes it."""
+        if self._stub.packed is None:
+            try:
+                response = self._stub.ListModels(
+                    pb.ListModelsRequest(), timeout=self._deadline(timeout), metadata=self._metadata
+                )
+            except grpc.RpcError as error:
+                raise from_rpc_error(error, method) from None
+            self._stub.packed = pb.EVENT_ENCODING_PACKED in response.event_encodings
+
     def _stream_unary(self, method: str, messages, timeout=...):
+        self._choose_encoding(method, timeout)
         requests = _Requests(messages)
         future = getattr(self._stub, method).future(
             iter(requests), timeout=self._deadline(timeout), metadata=self._metadata
@@ -238,6 +251,7 @@ class Client:
     def _stream_stream(self, messages, source: Source, timeout) -> Iterator[WindowPrediction]:
         requests = _Requests(messages)
         try:
+            self._choose_encoding("ClassifyStream", timeout)
             call = self._stub.ClassifyStream(
                 iter(requests), timeout=self._deadline(timeout), metadata=self._metadata
             )

@@ -12,6 +12,15 @@ columns of one message describe the same events, so all four hold the same count
 events are four empty strings. ``decode_columns`` is ``np.frombuffer`` per column (no copy);
 ``decode`` copies those into an event array. Both check lengths only (call ``validate`` for ranges
 and order).
+
+The packed layout (8 bytes an event instead of 13) is an integer ``t_origin`` and two columns::
+
+    dt   n * 4 bytes  uint32, little-endian: t - t_origin
+    xyp  n * 4 bytes  uint32, little-endian: x | y << 16 | p << 31
+
+so it holds events whose timestamps span less than 2^32 us (71 minutes), whose rows are below
+2^15 and whose polarities are 0 or 1 (``packable``: anything else would change in packing).
+``pack`` writes it; ``packed_columns`` reads it (``PackedColumns.unpack``: the four columns).
 """
 
 from __future__ import annotations
@@ -31,6 +40,13 @@ COLUMNS = (
 )
 
 
+# (name, wire dtype) of the packed layout's columns.
+PACKED_COLUMNS = (("dt", np.dtype("<u4")), ("xyp", np.dtype("<u4")))
+PACKED_MAX_SPAN_US = 2**32 - 1
+PACKED_MAX_Y = 2**15 - 1
+PACKED_MAX_ORIGIN = 2**63 - 2**32  # every t_origin + dt fits int64
+
+
 class EncodedEvents(NamedTuple):
     """The four columns of an event array as bytes (layout in the module docstring)."""
 
@@ -38,6 +54,14 @@ class EncodedEvents(NamedTuple):
     x: bytes
     y: bytes
     p: bytes
+
+
+class PackedEvents(NamedTuple):
+    """Events in the packed layout (module docstring): the origin and two columns of bytes."""
+
+    t_origin: int
+    dt: bytes
+    xyp: bytes
 
 
 def columns(events: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -80,3 +104,62 @@ def decode_columns(t: bytes, x: bytes, y: bytes, p: bytes) -> EventColumns:
 def decode(t: bytes, x: bytes, y: bytes, p: bytes) -> np.ndarray:
     """Rebuild an event array (a copy) from four columns; errors as ``decode_columns``."""
     return decode_columns(t, x, y, p).to_array()
+
+
+def packable(events: np.ndarray) -> bool:
+    """Whether an event array packs without changing a value (in or out of time order: the
+    server judges that)."""
+    if not len(events):
+        return True
+    t = events["t"]
+    return (
+        int(t.min()) == int(t[0])
+        and int(t.max()) - int(t[0]) <= PACKED_MAX_SPAN_US
+        and int(events["y"].max()) <= PACKED_MAX_Y
+        and int(events["p"].max()) <= 1
+    )
+
+
+def pack(events: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """The packed layout of a ``packable`` event array: ``t_origin`` (its first timestamp),
+    ``dt`` and ``xyp`` as uint32 arrays."""
+    check_events(events)
+    origin = int(events["t"][0]) if len(events) else 0
+    dt = (events["t"] - origin).astype("<u4")
+    xyp = events["x"].astype("<u4")
+    xyp |= events["y"].astype("<u4") << 16
+    xyp |= events["p"].astype("<u4") << 31
+    return origin, dt, xyp
+
+
+class PackedColumns(NamedTuple):
+    """Packed events as zero-copy uint32 views (``packed_columns``)."""
+
+    t_origin: int
+    dt: np.ndarray
+    xyp: np.ndarray
+
+    def unpack(self) -> EventColumns:
+        """The four columns (copies in the column dtypes)."""
+        return EventColumns(
+            self.dt.astype(np.int64) + self.t_origin,
+            (self.xyp & 0xFFFF).astype(np.uint16),
+            ((self.xyp >> 16) & PACKED_MAX_Y).astype(np.uint16),
+            (self.xyp >> 31).astype(np.uint8),
+        )
+
+
+def packed_columns(t_origin: int, dt: bytes, xyp: bytes) -> PackedColumns:
+    """Views of the packed columns (any bytes-like objects), after checking their lengths and
+    that ``t_origin + dt`` cannot pass int64: ``EventError`` otherwise."""
+    if t_origin > PACKED_MAX_ORIGIN:
+        raise EventError("t_origin", f"must be at most 2^63 - 2^32 ({PACKED_MAX_ORIGIN})")
+    cols = []
+    for (name, dtype), buf in zip(PACKED_COLUMNS, (dt, xyp), strict=True):
+        nbytes = memoryview(buf).nbytes
+        if nbytes % dtype.itemsize:
+            raise EventError(name, f"byte length {nbytes} is not a multiple of 4 (uint32)")
+        cols.append(np.frombuffer(buf, dtype=dtype))
+    if len(cols[1]) != len(cols[0]):
+        raise EventError("xyp", f"{len(cols[1])} values but dt has {len(cols[0])}")
+    return PackedColumns(t_origin, *cols)

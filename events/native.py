@@ -203,15 +203,19 @@ def extent(events):
 
 
 @_jit
-def ingest(t, x, y, p, limits, previous_t, columns, rows, t0, end, bin_us, counts):
+def ingest(
+    packed, t_origin, t, x, y, p, limits, previous_t, columns, rows, t0, end, bin_us, counts
+):
     """One chunk of a server request in one pass: validate, map to the card's sensor, bin.
 
-    ``t, x, y, p``: the wire's columns (int64, uint16, uint16, uint8). ``limits``: (sensor width,
-    sensor height, largest timestamp); the timestamps must not decrease, from ``previous_t`` (the
-    last of the chunk before) on. ``columns[x]`` and ``rows[y]`` (``mapping.pixel_tables``) give
-    each sensor coordinate's frame pixel: -2 outside the sensor region, -1 inside it but outside
-    the crop. Events in ``[t0, end)`` count in bin ``(t - t0) // bin_us`` of ``counts``
-    [bins, 2, height, width].
+    ``t, x, y, p``: the wire's columns (int64, uint16, uint16, uint8), or where ``packed`` the
+    packed encoding's (``spikeshot.events.codec``): ``t`` the uint32 ``dt`` from ``t_origin``
+    and ``x`` the uint32 ``xyp`` (``y`` and ``p`` unread). ``limits``: (sensor width, sensor
+    height, largest timestamp); the timestamps must not decrease, from ``previous_t`` (the last
+    of the chunk before) on. ``columns[x]`` and ``rows[y]`` (``mapping.pixel_tables``) give each
+    sensor coordinate's frame pixel: -2 outside the sensor region, -1 inside it but outside the
+    crop. Events in ``[t0, end)`` count in bin ``(t - t0) // bin_us`` of ``counts`` [bins, 2,
+    height, width].
 
     Returns (ok, events before ``end``, of those the events inside the region). Not ok: an event
     breaks a rule (``counts`` may hold some of the chunk's counts then; the caller drops them and
@@ -221,14 +225,18 @@ def ingest(t, x, y, p, limits, previous_t, columns, rows, t0, end, bin_us, count
     before = inside = 0
     k, edge = 0, t0 + bin_us  # events are in time order: the bin only moves on
     for i in range(len(t)):
-        ti = t[i]
-        if ti < last or ti > t_max or x[i] >= width or y[i] >= height or p[i] > 1:
+        if packed:
+            w = np.int64(x[i])
+            ti, xi, yi, pi = t_origin + np.int64(t[i]), w & 0xFFFF, (w >> 16) & 0x7FFF, w >> 31
+        else:
+            ti, xi, yi, pi = np.int64(t[i]), np.int64(x[i]), np.int64(y[i]), np.int64(p[i])
+        if ti < last or ti > t_max or xi >= width or yi >= height or pi > 1:
             return False, before, inside
         last = ti
         if ti >= end:
             continue
         before += 1
-        col, row = columns[x[i]], rows[y[i]]
+        col, row = columns[xi], rows[yi]
         if col == -2 or row == -2:
             continue
         inside += 1
@@ -237,5 +245,5 @@ def ingest(t, x, y, p, limits, previous_t, columns, rows, t0, end, bin_us, count
         while ti >= edge:
             k += 1
             edge += bin_us
-        counts[k, p[i], row, col] += 1
+        counts[k, pi, row, col] += 1
     return True, before, inside

@@ -31,7 +31,13 @@ import numpy as np
 
 from spikeshot.events.array import EventColumns, EventError, Limits, check_events, validate
 from spikeshot.events.binning import FrameGeometry, bin_events
-from spikeshot.events.codec import EncodedEvents, decode_columns
+from spikeshot.events.codec import (
+    EncodedEvents,
+    PackedColumns,
+    PackedEvents,
+    decode_columns,
+    packed_columns,
+)
 from spikeshot.events.mapping import (
     MappedEvents,
     Pieces,
@@ -50,9 +56,10 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 @dataclass(frozen=True)
 class EventInput:
-    """Events of one camera: an ``EVENT_DTYPE`` array, or the wire codec's four columns."""
+    """Events of one camera: an ``EVENT_DTYPE`` array, or the wire codec's columns (four, or
+    packed)."""
 
-    events: np.ndarray | EncodedEvents
+    events: np.ndarray | EncodedEvents | PackedEvents
     sensor_width: int
     sensor_height: int
 
@@ -107,7 +114,16 @@ def frames_from_bytes(
     return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
-def _invalid(where: str, error: EventError) -> InvalidArgument:
+# The packed encoding's field for each column (``spikeshot.events.codec``).
+_PACKED_FIELDS = {"t": "dt", "x": "xyp", "y": "xyp", "p": "xyp"}
+
+
+def _invalid(where: str, error: EventError, packed: bool = False) -> InvalidArgument:
+    """``error`` as the request's, named in the encoding's fields (``packed``: a packed chunk's,
+    whose coordinates and polarities share ``xyp``)."""
+    if packed and error.field in _PACKED_FIELDS:
+        rule = error.rule if error.field == "t" else f"{error.field} {error.rule}"
+        error = EventError(_PACKED_FIELDS[error.field], rule, error.index)
     field = "events" if error.field == "events" else f"events.{error.field}"
     return InvalidArgument(f"{where}: {error}", field, error.index)
 
@@ -121,7 +137,7 @@ class Reader:
         self.sensor: tuple[int, int] | None = None
         self.last_t: int | None = None
 
-    def columns(self, data: EventInput, where: str) -> EventColumns:
+    def columns(self, data: EventInput, where: str) -> EventColumns | PackedColumns:
         """The chunk's columns as they are (decoded without a copy), after checking its sensor
         size: in range, and the same as the chunks' before."""
         sensor = (data.sensor_width, data.sensor_height)
@@ -141,16 +157,21 @@ class Reader:
         self.sensor = sensor
         events = data.events
         try:
+            if isinstance(events, PackedEvents):
+                return packed_columns(*events)
             if not isinstance(events, np.ndarray):
                 return decode_columns(*events)
             check_events(events)
         except EventError as e:
-            raise _invalid(where, e) from None
+            raise _invalid(where, e, isinstance(events, PackedEvents)) from None
         return EventColumns(events["t"], events["x"], events["y"], events["p"])
 
     def read(self, data: EventInput, where: str) -> EventColumns:
         """The chunk's columns, validated against its sensor and the chunks before."""
         events = self.columns(data, where)
+        packed = isinstance(events, PackedColumns)
+        if packed:
+            events = events.unpack()
         try:
             events = validate(events, Limits(*self.sensor, self.max_events, allow_empty=True))
             t = events["t"]
@@ -162,7 +183,7 @@ class Reader:
                     "t", f"timestamps must be at most 2^62 ({MAX_TIMESTAMP_US})", index
                 )
         except EventError as e:
-            raise _invalid(where, e) from None
+            raise _invalid(where, e, packed) from None
         if len(t):
             self.last_t = int(t[-1])
         return EventColumns(t, events["x"], events["y"], events["p"])
@@ -259,18 +280,21 @@ class _Builder:
         start = time.perf_counter()
         cols = self.reader.columns(data, where)
         mid = time.perf_counter()
-        n = len(cols.t)
+        if isinstance(cols, PackedColumns):
+            origin, t = cols.t_origin, cols.dt
+            wire = (True, origin, t, cols.xyp, cols.xyp, cols.xyp)
+        else:
+            origin, t = 0, cols.t
+            wire = (False, 0, t, cols.x, cols.y, cols.p)
+        n = len(t)
         if not n or self.received + n > self.max_events:
             return False
         g = self.geometry
-        t0 = int(cols.t[0]) if self.t0 is None else self.t0
+        t0 = origin + int(t[0]) if self.t0 is None else self.t0
         previous = INT64_MIN if self.reader.last_t is None else self.reader.last_t
         scratch = np.zeros_like(self.counts)
         ok, _, inside = native.ingest(
-            cols.t,
-            cols.x,
-            cols.y,
-            cols.p,
+            *wire,
             (*self.reader.sensor, MAX_TIMESTAMP_US),
             previous,
             *pixel_tables(*self.reader.sensor, g),
@@ -284,7 +308,7 @@ class _Builder:
         self.counts += scratch
         self.events += inside
         self.received += n
-        self.t0, self.reader.last_t = t0, int(cols.t[-1])
+        self.t0, self.reader.last_t = t0, origin + int(t[-1])
         self.decode_ms += 1000.0 * (mid - start)  # validation is timed with the binning here
         self.bin_ms += 1000.0 * (time.perf_counter() - mid)
         return True

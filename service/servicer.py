@@ -28,7 +28,7 @@ from google.protobuf.message import DecodeError
 from spikeshot.clients.messages import FRAME_DTYPES
 from spikeshot.clients.results import ModelInfo, Timings
 from spikeshot.events.binning import FrameGeometry
-from spikeshot.events.codec import EncodedEvents
+from spikeshot.events.codec import EncodedEvents, PackedEvents
 from spikeshot.service import inputs, metrics, windows
 from spikeshot.service.config import ServerConfig
 from spikeshot.service.engine import Engine
@@ -46,7 +46,6 @@ FRAME_TYPE_NAMES = " or ".join(pb.FrameType.Name(v) for v in FRAME_DTYPES)
 EXPORT_FORMATS = {pb.EXPORT_FORMAT_SESSION: "session", pb.EXPORT_FORMAT_NIR: "nir"}
 ROUNDING_VALUES = {v: k for k, v in ROUNDINGS.items()}
 GRID_VALUES = {v: k for k, v in GRIDS.items()}
-EVENT_BYTES = 8  # the t column's bytes per event
 SERVICE = pb.DESCRIPTOR.services_by_name["SpikeShot"]
 MAX_DETAILS_BYTES = 2048
 CALLS_PER_IO_THREAD = 2  # calls in progress or waiting for an io thread, per io thread
@@ -202,11 +201,19 @@ class _Call:
         which = message.WhichOneof(kind)
         if which == "events":
             e = message.events
-            t = e.t  # each read of a bytes field copies it: read each column once
-            n = len(t) // EVENT_BYTES
+            t, dt = e.t, e.dt  # each read of a bytes field copies it: read each column once
+            if dt or e.xyp or e.t_origin:
+                if t or e.x or e.y or e.p:
+                    raise InvalidArgument(
+                        "events: set either t, x, y and p or t_origin, dt and xyp, not both",
+                        "events",
+                    )
+                events, n = PackedEvents(e.t_origin, dt, e.xyp), len(dt) // 4
+            else:
+                events, n = EncodedEvents(t, e.x, e.y, e.p), len(t) // 8
             self.events += n
             metrics.EVENTS_RECEIVED.labels(self.method).inc(n)
-            return EventInput(EncodedEvents(t, e.x, e.y, e.p), e.sensor_width, e.sensor_height)
+            return EventInput(events, e.sensor_width, e.sensor_height)
         if which == "frames":
             f = message.frames
             if f.type not in FRAME_DTYPES:
@@ -411,6 +418,7 @@ class SpikeShotServicer(pb_grpc.SpikeShotServicer):
             return pb.ListModelsResponse(
                 models=[m.to_proto(card=model_card(m)) for m in self.engine.list_models()],
                 limits=self.limits,
+                event_encodings=[pb.EVENT_ENCODING_COLUMNS, pb.EVENT_ENCODING_PACKED],
             )
 
 

@@ -36,9 +36,9 @@ import numpy as np
 
 from spikeshot.clients.messages import FRAME_DTYPES
 from spikeshot.events import aedat4, dat, evt2, evt3, nmnist, npyfile
-from spikeshot.events.array import Limits, make_events, validate
+from spikeshot.events.array import EventError, Limits, make_events, validate
 from spikeshot.events.binning import FrameGeometry
-from spikeshot.events.codec import EncodedEvents, encode
+from spikeshot.events.codec import EncodedEvents, PackedEvents, decode, encode, pack, packable
 from spikeshot.events.recording import FormatError, collect
 from spikeshot.service import inputs, windows
 from spikeshot.service.config import ServerConfig
@@ -104,10 +104,38 @@ def _columns(src: Input, n: int) -> EncodedEvents:
     return EncodedEvents(*cols)
 
 
+def _packed_columns(src: Input, n: int) -> PackedEvents:
+    """The packed encoding's columns of about ``n`` events, from any origin."""
+    origin = src.pick([0, 2**62 - 5000, -10, 2**63 - 2**32, 2**63 - 2**32 + 1, -(2**63)])
+    dt, xyp = (src.take(max(0, 4 * n + src.pick([0, 0, 0, 2, -4]))) for _ in range(2))
+    return PackedEvents(origin, dt, xyp)
+
+
 def _chunks(src: Input) -> list[EventInput]:
-    """One to four chunks of one sensor."""
+    """One to four chunks of one sensor, in the four columns or (one in four) packed."""
     sensor = src.pick(SENSORS)
-    return [EventInput(_columns(src, src.int(8) * 4), *sensor) for _ in range(1 + src.int(8) % 4)]
+    return [
+        EventInput((_columns, _columns, _columns, _packed_columns)[src.int(8) % 4](src, n), *sensor)
+        for n in [src.int(8) * 4 for _ in range(1 + src.int(8) % 4)]
+    ]
+
+
+def _repacked(parts: list[EventInput]) -> list[EventInput]:
+    """``parts`` with each column chunk that decodes and packs in the packed encoding."""
+    out = []
+    for part in parts:
+        if isinstance(part.events, EncodedEvents):
+            with contextlib.suppress(EventError):
+                events = decode(*part.events)
+                if packable(events):
+                    origin, dt, xyp = pack(events)
+                    part = EventInput(
+                        PackedEvents(origin, dt.tobytes(), xyp.tobytes()),
+                        part.sensor_width,
+                        part.sensor_height,
+                    )
+        out.append(part)
+    return out
 
 
 def _outcome(run: Callable[[], list[np.ndarray]]):
@@ -136,6 +164,8 @@ def _whole(parts: list[EventInput]) -> list[EventInput]:
     arrays = []
     for p in parts:
         cols = p.events
+        if not isinstance(cols, EncodedEvents):
+            return parts
         sizes = [len(cols.t) // 8, len(cols.x) // 2, len(cols.y) // 2, len(cols.p)]
         if len(set(sizes)) != 1 or any(len(c) % s for c, s in zip(cols, (8, 2, 2, 1), strict=True)):
             return parts
@@ -176,6 +206,9 @@ def fuzz_events(data: bytes) -> None:
         cut, one = _outcome(lambda r=run: r(parts)), _outcome(lambda r=run: r(whole))
         if (cut is None) != (one is None) or (cut is not None and not _same(cut, one)):
             raise Finding(f"{run.__name__}: frames depend on how the events were cut into chunks")
+        packed = _outcome(lambda r=run: r(_repacked(parts)))
+        if (cut is None) != (packed is None) or (cut is not None and not _same(cut, packed)):
+            raise Finding(f"{run.__name__}: packed events give other frames than their columns")
     try:
         cut = stream(parts)
     except ServiceError:

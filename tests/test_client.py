@@ -149,6 +149,65 @@ def test_a_source_that_fails_mid_example_cancels_the_adapt_and_raises_its_error(
         session.classify(events(0)[:0], sensor=SENSOR)
 
 
+def test_packed_and_column_events_give_the_same_sessions_and_predictions(server):
+    """The SDK packs events for a server that takes them; the packed and the column encoding
+    adapt and classify queries and streams alike, to the last bit."""
+    outcomes = []
+    for packed in (True, False):
+        with Client(server.address, timeout=30, packed_events=packed) as client:
+            session = adapted(client, ("a", "b", "c"))
+            queries = [session.classify(events(k % 3, 90 + k), sensor=SENSOR) for k in range(3)]
+            stream = session.classify_stream(sequence([0, 1, 2, 0]), sensor=SENSOR)
+            outcomes.append(
+                (
+                    [q.probabilities for q in queries],
+                    [(w.start_us, w.probabilities) for w in stream],
+                )
+            )
+            assert client._stub.packed is packed
+    assert outcomes[0] == outcomes[1]
+
+
+class Recorder(rpc.SpikeShotServicer):
+    """A server announcing ``encodings``, answering every Classify empty and keeping its
+    messages."""
+
+    def __init__(self, encodings: list[int]):
+        self.encodings, self.received = encodings, []
+
+    def ListModels(self, request, context):
+        return pb.ListModelsResponse(event_encodings=self.encodings)
+
+    def CreateSession(self, request, context):
+        return pb.Session(session_id="s")
+
+    def Classify(self, requests, context):
+        self.received += list(requests)
+        return pb.ClassifyResponse()
+
+
+@pytest.mark.parametrize(
+    "encodings, packed",
+    [([], False), ([pb.EVENT_ENCODING_COLUMNS], False), ([pb.EVENT_ENCODING_PACKED], True)],
+)
+def test_events_go_packed_only_to_a_server_that_announces_it(encodings, packed):
+    recorder = Recorder(encodings)
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    rpc.add_SpikeShotServicer_to_server(recorder, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with Client(f"127.0.0.1:{port}") as client:
+            session = client.create_session()
+            for _ in range(2):  # the server is asked once
+                session.classify(events(0, 1), sensor=SENSOR)
+    finally:
+        server.stop(0)
+    sent = [m.events for m in recorder.received if m.WhichOneof("kind") == "events"]
+    assert len(sent) == 2 and all(bool(e.dt) == packed and bool(e.t) != packed for e in sent)
+    assert {len(e.dt if packed else e.t) for e in sent} == {(4 if packed else 8) * 300}
+
+
 class Flaky(rpc.SpikeShotServicer):
     """Answers UNAVAILABLE to the first ``failures`` calls of ListModels, INVALID_ARGUMENT to
     every GetSession, and counts the attempts."""

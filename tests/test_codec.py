@@ -7,7 +7,14 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from spikeshot.events.array import EVENT_DTYPE, EventError, empty, make_events
-from spikeshot.events.codec import EncodedEvents, decode, encode
+from spikeshot.events.codec import (
+    EncodedEvents,
+    decode,
+    encode,
+    pack,
+    packable,
+    packed_columns,
+)
 
 
 def test_layout_is_columnar_little_endian():
@@ -105,3 +112,46 @@ def test_columns_validate_and_bin_like_the_array():
         EventError, match=r"events.y: must be < sensor height 10 \(first bad index 7\)"
     ):
         validate(EventColumns(bad.t, bad.x, bad_y, bad.p), limits)
+
+
+def test_packed_layout():
+    events = make_events([-5, -5, 2**32 - 6], [0x0102, 7, 0xFFFF], [3, 0x7FFF, 0], [1, 0, 1])
+    assert packable(events)
+    origin, dt, xyp = pack(events)
+    assert origin == -5 and dt.tobytes() == (0).to_bytes(4, "little") * 2 + b"\xff" * 4
+    assert xyp.tolist() == [0x0102 | 3 << 16 | 1 << 31, 7 | 0x7FFF << 16, 0xFFFF | 1 << 31]
+    top = packed_columns(2**63 - 2**32, b"\xff" * 4, b"\0" * 4).unpack()  # the last origin
+    assert top.t.tolist() == [2**63 - 1]
+
+
+@given(arrays(EVENT_DTYPE, st.integers(0, 200)))
+def test_packed_round_trip_or_not_packable(events):
+    events["t"] = np.sort(events["t"])
+    if not packable(events):  # a value packing would change: span, row or polarity
+        t, y, p = events["t"], events["y"], events["p"]
+        assert int(t[-1]) - int(t[0]) >= 2**32 or y.max() >= 2**15 or p.max() > 1
+        return
+    origin, dt, xyp = pack(events)
+    back = packed_columns(origin, dt.tobytes(), xyp.tobytes()).unpack().to_array()
+    np.testing.assert_array_equal(back, events)
+
+
+def test_out_of_order_events_are_not_packable():
+    events = make_events([5, 4, 6], [0, 0, 0], [0, 0, 0], [0, 0, 0])
+    assert not packable(events)  # t[1] - t[0] < 0 would wrap
+    assert packable(events[1:]) and packable(events[:0])
+
+
+@pytest.mark.parametrize(
+    "origin, dt, xyp, field, match",
+    [
+        (2**63 - 2**32 + 1, b"", b"", "t_origin", r"events\.t_origin: must be at most 2\^63"),
+        (0, b"\0" * 6, b"\0" * 8, "dt", r"events\.dt: byte length 6 is not a multiple of 4"),
+        (0, b"\0" * 8, b"\0" * 7, "xyp", r"events\.xyp: byte length 7 is not a multiple of 4"),
+        (0, b"\0" * 8, b"\0" * 4, "xyp", r"events\.xyp: 1 values but dt has 2"),
+    ],
+)
+def test_packed_columns_reject_malformed_input(origin, dt, xyp, field, match):
+    with pytest.raises(EventError, match=match) as info:
+        packed_columns(origin, dt, xyp)
+    assert info.value.field == field

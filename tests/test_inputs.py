@@ -6,7 +6,7 @@ import pytest
 from spikeshot.events import mapping
 from spikeshot.events.array import empty, make_events
 from spikeshot.events.binning import FrameGeometry, bin_events
-from spikeshot.events.codec import encode
+from spikeshot.events.codec import PackedEvents, encode, pack, packable
 from spikeshot.events.mapping import map_to_sensor, sensor_region
 from spikeshot.service.errors import InvalidArgument
 from spikeshot.service.inputs import (
@@ -362,6 +362,17 @@ def outcome(run, *args, **kw):
         return (e.message, e.field, e.index)
 
 
+def wire(events: np.ndarray, kind: int):
+    """``events`` as a request carries them: the array (0), the four columns (1), or packed (2,
+    where they pack; else the columns)."""
+    if kind == 0:
+        return events
+    if kind == 2 and packable(events):
+        origin, dt, xyp = pack(events)
+        return PackedEvents(origin, dt.tobytes(), xyp.tobytes())
+    return encode(events)
+
+
 @pytest.mark.parametrize("sensor", [(16, 8), (346, 260), (8, 4), (50, 20), (20, 50)])
 @pytest.mark.parametrize("geometry", [GEOM, CROPPED])
 def test_the_fused_kernel_gives_the_reference_samples_and_errors(sensor, geometry):
@@ -390,11 +401,7 @@ def test_the_fused_kernel_gives_the_reference_samples_and_errors(sensor, geometr
         events = ev(t, x, y, p)
         cuts = np.unique(np.concatenate(([0, n], rng.integers(0, n + 1, 3))))
         chunks = [
-            Chunk(
-                "a",
-                EventInput(events[a:b] if k % 2 else encode(events[a:b]), width, height),
-                b == n,
-            )
+            Chunk("a", EventInput(wire(events[a:b], k % 3), width, height), b == n)
             for k, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True))
         ]
         limit = 10_000 if case % 8 != 6 else n - 1  # too many events

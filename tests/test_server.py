@@ -35,6 +35,7 @@ from service_fixtures import (
 )
 
 from spikeshot.events.binning import bin_events
+from spikeshot.events.codec import pack
 from spikeshot.service import metrics
 from spikeshot.service.config import ServerConfig
 from spikeshot.service.engine import Engine
@@ -170,6 +171,51 @@ def test_classify_stream_answers_each_window(stub):
     got = [(a.window_start_us, a.window_end_us, a.label, a.complete, a.events) for a in answers]
     assert got == [(0, 4000, "cup", True, 400), (4000, 8000, "ball", False, 400)]
     assert all(a.weights_version == 1 and a.timings.forward_ms > 0 for a in answers)
+
+
+def packed(ev: np.ndarray, **fields) -> pb.Events:
+    """``ev`` in the packed encoding, with ``fields`` set on top."""
+    origin, dt, xyp = pack(ev)
+    message = pb.Events(t_origin=origin, dt=dt.tobytes(), xyp=xyp.tobytes())
+    message.sensor_width = message.sensor_height = 16
+    for name, value in fields.items():
+        setattr(message, name, value)
+    return message
+
+
+def test_packed_events_are_taken_and_their_errors_named_in_their_fields(stub):
+    sid = adapted(stub, "cup", "ball")
+    assert list(stub.ListModels(pb.ListModelsRequest()).event_encodings) == [
+        pb.EVENT_ENCODING_COLUMNS,
+        pb.EVENT_ENCODING_PACKED,
+    ]
+
+    def classify(*messages):
+        header = pb.ClassifyRequest(header=pb.ClassifyHeader(session_id=sid))
+        return stub.Classify(iter([header, *(pb.ClassifyRequest(events=m) for m in messages)]))
+
+    query = events(1, 5)
+    by_columns = classify(wire(query[:100]), wire(query[100:]))
+    mixed = classify(packed(query[:100]), wire(query[100:]))  # chunks may differ in encoding
+    assert by_columns.probabilities == mixed.probabilities and mixed.label == "ball"
+
+    late = query.copy()
+    late["t"][7] = late["t"][6] - 1  # time goes back at index 7
+    outside = query.copy()
+    outside["y"][3] = 16
+    cases = [
+        (packed(late), "events.dt", "chunk 0: events.dt: timestamps must not decrease"),
+        (packed(outside), "events.xyp", "query, chunk 0: events.xyp: y must be < sensor height"),
+        (packed(query, t=b"\0" * 8), "events", "set either t, x, y and p or t_origin, dt and xyp"),
+        (packed(query, xyp=b"\0" * 4), "events.xyp", "events.xyp: 1 values but dt has 300"),
+        (packed(query, dt=b"\0" * 5), "events.dt", "byte length 5 is not a multiple of 4"),
+        (packed(query, t_origin=2**63 - 1), "events.t_origin", "at most 2^63 - 2^32"),
+        (packed(query, t_origin=2**62), "events.dt", "at most 2^62"),
+    ]
+    for message, field, text in cases:
+        code, details = status_of(classify, message)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and text in details, (field, details)
+        assert f"{field}:" in details or field == "events"
 
 
 def test_every_error_code(stub, server, caplog):

@@ -5,7 +5,7 @@ import pytest
 
 from spikeshot.clients import wire
 from spikeshot.events.array import EventError, make_events
-from spikeshot.events.codec import encode
+from spikeshot.events.codec import encode, pack
 from spikeshot.v1 import spikeshot_pb2 as pb
 
 
@@ -34,6 +34,57 @@ def test_query_and_stream_chunks_match_protobuf(n, size):
     parsed = pb.ClassifyRequest.FromString(data)
     assert parsed.WhichOneof("kind") == "events"
     assert np.array_equal(np.frombuffer(parsed.events.t, "<i8"), e["t"])
+
+
+def proto_packed(e: np.ndarray, width: int, height: int) -> pb.Events:
+    origin, dt, xyp = pack(e)
+    return pb.Events(
+        t_origin=origin,
+        dt=dt.tobytes(),
+        xyp=xyp.tobytes(),
+        sensor_width=width,
+        sensor_height=height,
+    )
+
+
+@pytest.mark.parametrize("n", [1, 127, 20_000])
+@pytest.mark.parametrize("origin", [0, 5, -(2**40), 2**62])
+def test_packed_chunks_match_protobuf(n, origin):
+    e = events(n, n)
+    e["t"] = e["t"] % 2**32 - e["t"][0] % 2**32 + origin  # a span under 2^32 us
+    e.sort(order="t")
+    for chunk, expected in (
+        (wire.EventChunk(e, 1280, 720), pb.ClassifyRequest(events=proto_packed(e, 1280, 720))),
+        (
+            wire.EventChunk(e, 1280, 720, label="wave", end_of_example=True),
+            pb.AdaptRequest(
+                example=pb.ExampleChunk(
+                    label="wave", events=proto_packed(e, 1280, 720), end_of_example=True
+                )
+            ),
+        ),
+    ):
+        data = wire.serialize(chunk, packed=True)
+        assert data == expected.SerializeToString()
+        assert len(data) <= 8 * n + 64  # 8 bytes an event and a header, where columns take 13
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda e: e["t"].__setitem__(-1, e["t"][0] + 2**32),  # spans 2^32 us
+        lambda e: e["t"].__setitem__(1, e["t"][0] - 1),  # before the first
+        lambda e: e["y"].__setitem__(0, 2**15),  # a row the packing cannot hold
+        lambda e: e["p"].__setitem__(0, 2),  # a polarity it would change
+    ],
+)
+def test_events_that_would_change_in_packing_go_as_columns(change):
+    """Out-of-range events travel unchanged, for the server to name what is wrong with them."""
+    e = events(50, 3)
+    e["t"] -= e["t"][0]
+    change(e)
+    data = wire.serialize(wire.EventChunk(e, 1280, 720), packed=True)
+    assert data == pb.ClassifyRequest(events=proto_events(e, 1280, 720)).SerializeToString()
 
 
 @pytest.mark.parametrize("label", ["", "wave", "ジェスチャー" * 30])

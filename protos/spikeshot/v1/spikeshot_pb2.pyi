@@ -29,6 +29,12 @@ class FrameType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FRAME_TYPE_UNSPECIFIED: _ClassVar[FrameType]
     FRAME_TYPE_FLOAT32: _ClassVar[FrameType]
     FRAME_TYPE_UINT16: _ClassVar[FrameType]
+
+class EventEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVENT_ENCODING_UNSPECIFIED: _ClassVar[EventEncoding]
+    EVENT_ENCODING_COLUMNS: _ClassVar[EventEncoding]
+    EVENT_ENCODING_PACKED: _ClassVar[EventEncoding]
 ROUNDING_UNSPECIFIED: Rounding
 ROUNDING_NEAREST: Rounding
 ROUNDING_STOCHASTIC: Rounding
@@ -40,22 +46,31 @@ EXPORT_FORMAT_NIR: ExportFormat
 FRAME_TYPE_UNSPECIFIED: FrameType
 FRAME_TYPE_FLOAT32: FrameType
 FRAME_TYPE_UINT16: FrameType
+EVENT_ENCODING_UNSPECIFIED: EventEncoding
+EVENT_ENCODING_COLUMNS: EventEncoding
+EVENT_ENCODING_PACKED: EventEncoding
 
 class Events(_message.Message):
-    __slots__ = ("t", "x", "y", "p", "sensor_width", "sensor_height")
+    __slots__ = ("t", "x", "y", "p", "sensor_width", "sensor_height", "t_origin", "dt", "xyp")
     T_FIELD_NUMBER: _ClassVar[int]
     X_FIELD_NUMBER: _ClassVar[int]
     Y_FIELD_NUMBER: _ClassVar[int]
     P_FIELD_NUMBER: _ClassVar[int]
     SENSOR_WIDTH_FIELD_NUMBER: _ClassVar[int]
     SENSOR_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    T_ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    DT_FIELD_NUMBER: _ClassVar[int]
+    XYP_FIELD_NUMBER: _ClassVar[int]
     t: bytes
     x: bytes
     y: bytes
     p: bytes
     sensor_width: int
     sensor_height: int
-    def __init__(self, t: _Optional[bytes] = ..., x: _Optional[bytes] = ..., y: _Optional[bytes] = ..., p: _Optional[bytes] = ..., sensor_width: _Optional[int] = ..., sensor_height: _Optional[int] = ...) -> None: ...
+    t_origin: int
+    dt: bytes
+    xyp: bytes
+    def __init__(self, t: _Optional[bytes] = ..., x: _Optional[bytes] = ..., y: _Optional[bytes] = ..., p: _Optional[bytes] = ..., sensor_width: _Optional[int] = ..., sensor_height: _Optional[int] = ..., t_origin: _Optional[int] = ..., dt: _Optional[bytes] = ..., xyp: _Optional[bytes] = ...) -> None: ...
 
 class Frames(_message.Message):
     __slots__ = ("bins", "height", "width", "type", "data")
@@ -502,9 +517,11 @@ class ServerLimits(_message.Message):
     def __init__(self, max_message_bytes: _Optional[int] = ..., max_events: _Optional[int] = ..., max_support_examples: _Optional[int] = ..., max_inner_steps: _Optional[int] = ..., max_sessions_per_owner: _Optional[int] = ..., max_sessions: _Optional[int] = ..., session_ttl_s: _Optional[float] = ..., max_text_chars: _Optional[int] = ..., max_window_us: _Optional[int] = ..., max_timestamp_us: _Optional[int] = ..., max_sensor_size: _Optional[int] = ..., max_queued_jobs: _Optional[int] = ..., max_concurrent_calls: _Optional[int] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("models", "limits")
+    __slots__ = ("models", "limits", "event_encodings")
     MODELS_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ENCODINGS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[Model]
     limits: ServerLimits
-    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., limits: _Optional[_Union[ServerLimits, _Mapping]] = ...) -> None: ...
+    event_encodings: _containers.RepeatedScalarFieldContainer[EventEncoding]
+    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., limits: _Optional[_Union[ServerLimits, _Mapping]] = ..., event_encodings: _Optional[_Iterable[_Union[EventEncoding, str]]] = ...) -> None: ...
