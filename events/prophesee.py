@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from spikeshot.events.recording import FormatError
+from spikeshot.events.recording import MAX_SENSOR_SIZE, FormatError
 
 # Camera names found in the plugin_name line, most specific first.
 _CAMERAS = (
@@ -115,11 +115,18 @@ def open_evt(path, version: str) -> tuple[BinaryIO, Header, tuple[int, int] | No
 
 
 def sized(header: Header, path) -> tuple[int, int] | None:
-    """``header.stated_size()``, with a malformed size reported as a ``FormatError``."""
+    """``header.stated_size()``, with a malformed size, or one outside 1..65535 (what uint16
+    coordinates address), reported as a ``FormatError``."""
     try:
-        return header.stated_size()
+        size = header.stated_size()
     except ValueError as error:
         raise FormatError(path, 0, str(error)) from None
+    if size is not None and not all(1 <= v <= MAX_SENSOR_SIZE for v in size):
+        shown = [str(v) if v < 10**9 else f"a number of {len(str(v))} digits" for v in size]
+        raise FormatError(
+            path, 0, f"sensor size {shown[0]} x {shown[1]} in the header is outside 1..65535"
+        )
+    return size
 
 
 def read_header(stream: BinaryIO) -> Header:

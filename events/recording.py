@@ -143,6 +143,9 @@ def collect(source: EventSource) -> Recording:
     return Recording(events, width, height, source.format, source.other_streams)
 
 
+MAX_SENSOR_SIZE = 65535  # the widest and tallest sensor a file may state
+
+
 def limits(sensor: tuple[int, int] | None) -> tuple[int, int]:
     """The bounds a kernel checks coordinates against: ``sensor``, or none (2**16) without one."""
     return sensor if sensor is not None else (1 << 16, 1 << 16)

@@ -393,6 +393,26 @@ def test_stated_geometry_is_enforced(tmp_path):
         read(path)
 
 
+@pytest.mark.parametrize(
+    "header, shown",
+    [
+        (
+            b"% evt 2.0\n% format EVT2;height=480;width=" + b"1" * 100,
+            "a number of 100 digits x 480",
+        ),
+        (b"% evt 3.0\n% geometry 0x480", "0 x 480"),
+        (b"% Version 2\n% Width 65536\n% Height 2", "65536 x 2"),
+    ],
+)
+def test_a_stated_sensor_size_must_be_one_uint16_coordinates_address(tmp_path, header, shown):
+    """A size no event could fill is refused at the header (found by fuzzing: a kernel took the
+    huge one as an argument and raised OverflowError)."""
+    is_dat = b"Version" in header
+    path = tmp_path / ("rec.dat" if is_dat else "rec.raw")
+    path.write_bytes(header + b"\n% end\n" + b"\x0c\x08" * is_dat + b"\x00" * 16)
+    assert_format_error(path, 0, f"sensor size {shown} in the header is outside 1..65535")
+
+
 def test_detect_format_needs_a_clue(tmp_path):
     path = tmp_path / "noversion.raw"
     path.write_bytes(b"% date today\n" + b"\x00" * 8)
