@@ -113,23 +113,35 @@ class Pieces:
 
 
 @functools.lru_cache(maxsize=64)
+def coordinate_tables(
+    width: int, height: int, card_width: int, card_height: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``map_to_sensor``'s rule on every x and every y of a ``width`` x ``height`` sensor: the
+    card's coordinate, or ``card_width`` / ``card_height`` outside the sensor region (uint16)."""
+    x0, y0, w, h = sensor_region(width, height, card_width, card_height)
+    return (
+        _scale(np.arange(width, dtype=np.uint16), x0, w, card_width),
+        _scale(np.arange(height, dtype=np.uint16), y0, h, card_height),
+    )
+
+
+@functools.lru_cache(maxsize=64)
 def pixel_tables(width: int, height: int, geometry) -> tuple[np.ndarray, np.ndarray]:
     """For each x of a ``width`` x ``height`` sensor the frame column its events count in, and
     for each y the row, under ``map_to_sensor``'s rule and then the ``FrameGeometry``'s crop and
     downsample: -2 outside the sensor region, -1 inside it but off the crop (int32)."""
     g = geometry
-    x0, y0, w, h = sensor_region(width, height, g.sensor_width, g.sensor_height)
     crop_x, crop_y, _, _ = g.crop_box
+    xs, ys = coordinate_tables(width, height, g.sensor_width, g.sensor_height)
 
-    def table(n: int, start: int, size: int, card: int, crop: int, out: int) -> np.ndarray:
-        # The two rules themselves on every coordinate: ``_scale`` sends those outside the
-        # region to ``card``, binning's ``axis_index`` those off the crop to ``out``.
-        mapped = _scale(np.arange(n, dtype=np.uint16), start, size, card)
+    def table(mapped: np.ndarray, card: int, crop: int, out: int) -> np.ndarray:
+        # binning's ``axis_index`` sends coordinates off the crop to ``out``
         pixel = axis_index(mapped, crop, g.downsample, out).astype(np.int32)
         pixel[pixel == out] = -1
         pixel[mapped == card] = -2
         return pixel
 
-    return table(width, x0, w, g.sensor_width, crop_x, g.width), table(
-        height, y0, h, g.sensor_height, crop_y, g.height
+    return (
+        table(xs, g.sensor_width, crop_x, g.width),
+        table(ys, g.sensor_height, crop_y, g.height),
     )

@@ -1,5 +1,6 @@
-"""Numba kernels for the readers' per-event loops: EVT 3.0, EVT 2.0, DAT and N-MNIST decoding, the
-check of ``aedat``'s event packets, and the largest coordinates of an event array.
+"""Numba kernels for the per-event loops: the readers' EVT 3.0, EVT 2.0, DAT and N-MNIST decoding,
+the check of ``aedat``'s event packets and the largest coordinates of an event array; and the
+server's pass over a request chunk (``ingest``: validate, map, bin; ``map_chunk``: validate, map).
 
 Each kernel does, one word at a time, what the numpy code of its reader does for a whole block;
 that code is the reference (the tests check the two equal) and the path taken where numba is not
@@ -203,6 +204,22 @@ def extent(events):
 
 
 @_jit
+def _wire_event(packed, t_origin, t, x, y, p, i):
+    """Event ``i`` of a request chunk's columns (see ``ingest``) as four int64."""
+    if packed:
+        w = np.int64(x[i])
+        return t_origin + np.int64(t[i]), w & 0xFFFF, (w >> 16) & 0x7FFF, w >> 31
+    return np.int64(t[i]), np.int64(x[i]), np.int64(y[i]), np.int64(p[i])
+
+
+@_jit
+def _breaks_a_rule(t, x, y, p, last, limits):
+    """Whether an event breaks a request's rules: time order from ``last`` on, and ``limits``
+    (sensor width, sensor height, largest timestamp)."""
+    return t < last or t > limits[2] or x >= limits[0] or y >= limits[1] or p > 1
+
+
+@_jit
 def ingest(
     packed, t_origin, t, x, y, p, limits, previous_t, columns, rows, t0, end, bin_us, counts
 ):
@@ -220,17 +237,12 @@ def ingest(
     Returns (ok, events before ``end``, of those the events inside the region). Not ok: an event
     breaks a rule (``counts`` may hold some of the chunk's counts then; the caller drops them and
     raises the reference's error)."""
-    width, height, t_max = limits
     last = previous_t
     before = inside = 0
     k, edge = 0, t0 + bin_us  # events are in time order: the bin only moves on
     for i in range(len(t)):
-        if packed:
-            w = np.int64(x[i])
-            ti, xi, yi, pi = t_origin + np.int64(t[i]), w & 0xFFFF, (w >> 16) & 0x7FFF, w >> 31
-        else:
-            ti, xi, yi, pi = np.int64(t[i]), np.int64(x[i]), np.int64(y[i]), np.int64(p[i])
-        if ti < last or ti > t_max or xi >= width or yi >= height or pi > 1:
+        ti, xi, yi, pi = _wire_event(packed, t_origin, t, x, y, p, i)
+        if _breaks_a_rule(ti, xi, yi, pi, last, limits):
             return False, before, inside
         last = ti
         if ti >= end:
@@ -247,3 +259,23 @@ def ingest(
             edge += bin_us
         counts[k, pi, row, col] += 1
     return True, before, inside
+
+
+@_jit
+def map_chunk(packed, t_origin, t, x, y, p, limits, previous_t, xs, ys, card, out, inside):
+    """One chunk of a stream in one pass: validate as ``ingest`` does and map to the card's
+    sensor: ``xs[x]`` and ``ys[y]`` (``mapping.coordinate_tables``) are the card's coordinates,
+    its width or height (``card``) for those outside the sensor region. Writes the mapped events
+    into the columns ``out`` (t, x, y, p) and whether each is inside the region into ``inside``;
+    returns whether the chunk keeps every rule (else the caller raises the reference's error)."""
+    last = previous_t
+    out_t, out_x, out_y, out_p = out
+    for i in range(len(t)):
+        ti, xi, yi, pi = _wire_event(packed, t_origin, t, x, y, p, i)
+        if _breaks_a_rule(ti, xi, yi, pi, last, limits):
+            return False
+        last = ti
+        cx, cy = xs[xi], ys[yi]
+        out_t[i], out_x[i], out_y[i], out_p[i] = ti, cx, cy, pi
+        inside[i] = cx < card[0] and cy < card[1]
+    return True

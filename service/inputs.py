@@ -128,6 +128,14 @@ def _invalid(where: str, error: EventError, packed: bool = False) -> InvalidArgu
     return InvalidArgument(f"{where}: {error}", field, error.index)
 
 
+def kernel_columns(cols: EventColumns | PackedColumns) -> tuple[int, np.ndarray, tuple]:
+    """A chunk's ``t_origin`` (0 but packed), its timestamp column, and the first six arguments
+    of the fused kernels (``native.ingest``, ``native.map_chunk``)."""
+    if isinstance(cols, PackedColumns):
+        return cols.t_origin, cols.dt, (True, cols.t_origin, cols.dt, cols.xyp, cols.xyp, cols.xyp)
+    return 0, cols.t, (False, 0, cols.t, cols.x, cols.y, cols.p)
+
+
 class Reader:
     """Decodes the event chunks of one example, query or stream, checking that the sensor stays
     the same and that timestamps do not decrease across chunks."""
@@ -165,6 +173,11 @@ class Reader:
         except EventError as e:
             raise _invalid(where, e, isinstance(events, PackedEvents)) from None
         return EventColumns(events["t"], events["x"], events["y"], events["p"])
+
+    def limits(self) -> tuple[int, int, int]:
+        """What the fused kernels check events against: the sensor (of the chunks read so far)
+        and the largest timestamp."""
+        return (*self.sensor, MAX_TIMESTAMP_US)
 
     def read(self, data: EventInput, where: str) -> EventColumns:
         """The chunk's columns, validated against its sensor and the chunks before."""
@@ -278,14 +291,8 @@ class _Builder:
         which releases the interpreter lock); False, with nothing changed, when the chunk breaks
         a rule, which the reference path then names."""
         start = time.perf_counter()
-        cols = self.reader.columns(data, where)
+        origin, t, wire = kernel_columns(self.reader.columns(data, where))
         mid = time.perf_counter()
-        if isinstance(cols, PackedColumns):
-            origin, t = cols.t_origin, cols.dt
-            wire = (True, origin, t, cols.xyp, cols.xyp, cols.xyp)
-        else:
-            origin, t = 0, cols.t
-            wire = (False, 0, t, cols.x, cols.y, cols.p)
         n = len(t)
         if not n or self.received + n > self.max_events:
             return False
@@ -295,7 +302,7 @@ class _Builder:
         scratch = np.zeros_like(self.counts)
         ok, _, inside = native.ingest(
             *wire,
-            (*self.reader.sensor, MAX_TIMESTAMP_US),
+            self.reader.limits(),
             previous,
             *pixel_tables(*self.reader.sensor, g),
             t0,

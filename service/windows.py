@@ -11,10 +11,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spikeshot.events.array import EventColumns
 from spikeshot.events.binning import FrameGeometry, bin_events
-from spikeshot.events.mapping import MappedEvents, Pieces, count_before, map_to_sensor
+from spikeshot.events.mapping import (
+    MappedEvents,
+    Pieces,
+    coordinate_tables,
+    count_before,
+    map_to_sensor,
+    sensor_region,
+)
+from spikeshot.events.recording import kernels
 from spikeshot.service.errors import InvalidArgument
-from spikeshot.service.inputs import EventInput, Reader
+from spikeshot.service.inputs import INT64_MIN, EventInput, Reader, kernel_columns
 
 MAX_WINDOW_US = 3_600_000_000  # one hour, for window_us and hop_us
 
@@ -43,7 +52,8 @@ class Windower:
     (default: the card's) is split into the model's bins; ``hop_us`` (default: the window) is at
     least one bin; both are at most ``MAX_WINDOW_US``. At most ``max_events`` events may wait in
     unfinished windows, held where they can be as views of the pushed chunks (do not modify those
-    meanwhile).
+    meanwhile). ``native``: validate and map each chunk in one pass of the fused kernel
+    (``native.map_chunk``) where numba is installed; else numpy, the reference.
     """
 
     def __init__(
@@ -52,6 +62,8 @@ class Windower:
         max_events: int,
         window_us: int | None = None,
         hop_us: int | None = None,
+        *,
+        native: bool = True,
     ):
         window = window_us or geometry.window_us
         if window < geometry.bins or window % geometry.bins:
@@ -73,6 +85,7 @@ class Windower:
                 "hop_us",
             )
         self.max_events = max_events
+        self.native = kernels() if native else None
         self.buffer: deque[MappedEvents] = deque()  # from the first unfinished window on
         self.pieces = Pieces()  # the buffer's newest events, until a window needs them
         self.held = 0  # buffered events inside the sensor region
@@ -87,18 +100,20 @@ class Windower:
         where = f"chunk {self.chunks}"
         self.chunks += 1
         start = time.perf_counter()
-        events = self.reader.read(data, where)
-        mid = time.perf_counter()
-        self.decode_ms += 1000.0 * (mid - start)
-        if not len(events):
-            return []
-        if self.t0 is None:
-            self.t0 = int(events.t[0])
-        g = self.geometry
-        # events before the next window belong to none
-        events = events[count_before(events.t, self.t0 + self.next * self.hop) :]
-        if len(events):
+        mapped = None if self.native is None else self._map_native(self.native, data, where)
+        if mapped is None:  # the reference: no kernel, no events, or a rule broken (named here)
+            events = self.reader.read(data, where)
+            self.decode_ms += 1000.0 * (time.perf_counter() - start)
+            if not len(events):
+                return []
+            if self.t0 is None:
+                self.t0 = int(events.t[0])
+            g = self.geometry
             mapped = map_to_sensor(events, *self.reader.sensor, g.sensor_width, g.sensor_height)
+        mid = time.perf_counter()
+        # events before the next window belong to none
+        mapped = mapped[count_before(mapped.events.t, self.t0 + self.next * self.hop) :]
+        if len(mapped):
             self.buffer.extend(self.pieces.add(mapped))
             self.held += mapped.count()
         self.bin_ms += 1000.0 * (time.perf_counter() - mid)
@@ -108,6 +123,38 @@ class Windower:
                 f"{where}: more than {self.max_events} events within one window", "events"
             )
         return ready
+
+    def _map_native(self, native, data: EventInput, where: str) -> MappedEvents | None:
+        """The chunk validated and mapped to the card's sensor by the fused kernel (which
+        releases the interpreter lock); None, with nothing changed, for a chunk without events or
+        one that breaks a rule."""
+        start = time.perf_counter()
+        _, t, wire = kernel_columns(self.reader.columns(data, where))
+        n = len(t)
+        if not n:
+            return None
+        g, sensor = self.geometry, self.reader.sensor
+        card = (g.sensor_width, g.sensor_height)
+        out = EventColumns(
+            np.empty(n, np.int64),
+            np.empty(n, np.uint16),
+            np.empty(n, np.uint16),
+            np.empty(n, np.uint8),
+        )
+        inside = np.empty(n, bool)
+        previous = INT64_MIN if self.reader.last_t is None else self.reader.last_t
+        tables = coordinate_tables(*sensor, *card)
+        columns = (out.t, out.x, out.y, out.p)
+        if not native.map_chunk(
+            *wire, self.reader.limits(), previous, *tables, card, columns, inside
+        ):
+            return None
+        self.reader.last_t = int(out.t[-1])
+        if self.t0 is None:
+            self.t0 = int(out.t[0])
+        self.bin_ms += 1000.0 * (time.perf_counter() - start)  # validation timed with mapping
+        whole = sensor_region(*sensor, *card)[2:] == sensor
+        return MappedEvents(out, None if whole else inside)
 
     def finish(self) -> list[Window]:
         """The windows that began before the stream ended and are not yet given."""

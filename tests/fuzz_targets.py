@@ -190,8 +190,8 @@ def fuzz_events(data: bytes) -> None:
         s = inputs.query(chunks, GEOM, MAX_EVENTS, native=native)
         return [s.frames, np.array([s.events])]
 
-    def stream(chunks):
-        w = windows.Windower(GEOM, MAX_EVENTS, window_us, hop_us)
+    def stream(chunks, native=True):
+        w = windows.Windower(GEOM, MAX_EVENTS, window_us, hop_us, native=native)
         out = [x for c in chunks for x in w.push(c)] + w.finish()
         return [x.frames for x in out] + [
             np.array([x.start_us, x.end_us, x.events, x.complete]) for x in out
@@ -209,6 +209,8 @@ def fuzz_events(data: bytes) -> None:
         packed = _outcome(lambda r=run: r(_repacked(parts)))
         if (cut is None) != (packed is None) or (cut is not None and not _same(cut, packed)):
             raise Finding(f"{run.__name__}: packed events give other frames than their columns")
+    if not _same(*(_exactly(stream, parts, native=n) for n in (True, False))):
+        raise Finding("stream: the fused kernel and numpy disagree")
     try:
         cut = stream(parts)
     except ServiceError:

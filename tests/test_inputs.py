@@ -357,9 +357,15 @@ def outcome(run, *args, **kw):
     try:
         samples = run(*args, **kw)
         samples = [samples] if isinstance(samples, Sample) else list(samples)
-        return [(s.frames.tobytes(), s.events) for s in samples]
+        return [(s.frames.tobytes(), s.events, getattr(s, "start_us", 0)) for s in samples]
     except InvalidArgument as e:
         return (e.message, e.field, e.index)
+
+
+def stream(parts: list[EventInput], geometry: FrameGeometry, limit: int, native: bool):
+    """The windows of ``parts`` as one stream, overlapping (a hop of three bins)."""
+    w = Windower(geometry, limit, hop_us=3 * geometry.bin_us, native=native)
+    return [x for data in parts for x in w.push(data)] + w.finish()
 
 
 def wire(events: np.ndarray, kind: int):
@@ -375,9 +381,10 @@ def wire(events: np.ndarray, kind: int):
 
 @pytest.mark.parametrize("sensor", [(16, 8), (346, 260), (8, 4), (50, 20), (20, 50)])
 @pytest.mark.parametrize("geometry", [GEOM, CROPPED])
-def test_the_fused_kernel_gives_the_reference_samples_and_errors(sensor, geometry):
-    """``native.ingest`` (validate, map, bin in one pass) against the numpy path, on valid
-    chunks and on chunks that break each rule: the same frames and counts, or the same error."""
+def test_the_fused_kernels_give_the_reference_samples_windows_and_errors(sensor, geometry):
+    """``native.ingest`` (validate, map, bin in one pass) and ``native.map_chunk`` (a stream's
+    validate and map) against the numpy path, on valid chunks and on chunks that break each
+    rule: the same frames and counts, or the same error."""
     pytest.importorskip("numba")
     width, height = sensor
     rng = np.random.default_rng(width * height)
@@ -406,7 +413,7 @@ def test_the_fused_kernel_gives_the_reference_samples_and_errors(sensor, geometr
         ]
         limit = 10_000 if case % 8 != 6 else n - 1  # too many events
         parts = [c.data for c in chunks]
-        for run, data in ((examples, chunks), (query, parts)):
+        for run, data in ((examples, chunks), (query, parts), (stream, parts)):
             fused, reference = (
                 outcome(run, data, geometry, limit, native=native) for native in (True, False)
             )
