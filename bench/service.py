@@ -30,7 +30,8 @@ for both paths.
   client processes streaming such queries at once (three each, after a barrier) against one
   (``ingest_one_camera_mev_s``, ``ingest_two_cameras_mev_s``: all events over first start to
   last end). ``client_encode_mev_s``: events a second the client SDK turns into request bytes
-  (``clients.wire``), against ``client_encode_protobuf_mev_s`` for protobuf's own messages.
+  (``clients.wire``, columns; ``_packed_``: packed), against ``client_encode_protobuf_mev_s``
+  for protobuf's own messages.
 - Memory: resident set growth over N adapted sessions (1,000, or 100 with --quick), per session,
   against its weights at the chosen bits plus its support frames (``memory_per_session_ratio``);
   ``_trimmed``: the same after glibc's ``malloc_trim`` hands the heap's free pages back (the
@@ -393,12 +394,13 @@ def bench_client_encoding(g: FrameGeometry, n: int) -> dict:
             )
             pb.ClassifyRequest(events=events).SerializeToString()
 
-    def direct():
+    def direct(packed=False):
         for piece in pieces:
-            wire.serialize(wire.EventChunk.of(piece, g.sensor_width, g.sensor_height))
+            wire.serialize(wire.EventChunk.of(piece, g.sensor_width, g.sensor_height), packed)
 
     return {
         "client_encode_mev_s": median_mev_s(n, direct),
+        "client_encode_packed_mev_s": median_mev_s(n, lambda: direct(packed=True)),
         "client_encode_protobuf_mev_s": median_mev_s(n, protobuf),
     }
 
@@ -570,6 +572,7 @@ def main(argv=None) -> dict:
         "ingest_engine_mev_s",
         "stream_mev_s",
         "client_encode_mev_s",
+        "client_encode_packed_mev_s",
         "client_encode_protobuf_mev_s",
     ):
         print(f"{key:<28} {results[key]:>8.2f}")
