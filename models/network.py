@@ -19,14 +19,21 @@ HEAD = ("out.weight", "out.bias")
 class Network:
     config: ModelConfig
 
-    def features(self, params: dict, frames: torch.Tensor) -> torch.Tensor:
-        """Inputs of the output layer, [B, features]."""
-        impl = snn if self.config.arch == "snn" else ann
-        return impl.features(params, frames, self.config)
+    def prepare(self, params: dict):
+        """What every forward of ``params`` computes before it runs (the SNN's weight layouts and
+        exact spike convolutions; None for the ANN), for ``forward``'s ``prepared``: made once,
+        it serves every forward of those weights without gradient."""
+        return snn.prepare(params, self.config) if self.config.arch == "snn" else None
 
-    def forward(self, params: dict, frames: torch.Tensor) -> torch.Tensor:
-        """Logits [B, ways]."""
-        return readout(params, self.features(params, frames))
+    def features(self, params: dict, frames: torch.Tensor, prepared=None) -> torch.Tensor:
+        """Inputs of the output layer, [B, features]."""
+        if self.config.arch == "snn":
+            return snn.features(params, frames, self.config, prepared)
+        return ann.features(params, frames, self.config)
+
+    def forward(self, params: dict, frames: torch.Tensor, prepared=None) -> torch.Tensor:
+        """Logits [B, ways]; ``prepared``: the ``prepare`` of ``params``, or None."""
+        return readout(params, self.features(params, frames, prepared))
 
     __call__ = forward
 

@@ -92,11 +92,11 @@ def _zero(x: torch.Tensor) -> torch.Tensor:
     return x.new_zeros(())
 
 
-def _weights(params: dict, cfg: ModelConfig) -> list:
+def prepare(params: dict, cfg: ModelConfig) -> list:
     """Per hidden layer, its weights laid out channels last and their exact convolution of spikes
     (``spike_conv.exact_kernel``; None in the first layer, for weights off a fixed-point grid and
-    for spikes that are not 0/1).
-    Prepared once per forward, for the burn-in and the gradient steps alike."""
+    for spikes that are not 0/1). Made once per forward, for the burn-in and the gradient steps
+    alike, or once for many forwards with the same weights (``features``' ``prepared``)."""
     out = []
     for i in range(len(cfg.channels)):
         w = _channels_last(params[f"conv{i}.weight"])
@@ -133,7 +133,7 @@ def _layer(params, i, s, trace, cfg, weight, kernel):
 
 
 def _run(params, x, state, cfg, weights, record=None):
-    """All layers over the steps of ``x`` [T, B, ...] from ``state``, with the ``_weights`` of
+    """All layers over the steps of ``x`` [T, B, ...] from ``state``, with the ``prepare`` of
     ``params``; returns the readout's traces at the last step [B, F] and the state after it.
     Appends each hidden layer's spikes [T, B, C, H, W] to ``record`` when given."""
     s = x
@@ -151,10 +151,13 @@ def _run(params, x, state, cfg, weights, record=None):
     return out_trace.p.flatten(1), new_state
 
 
-def features(params: dict, frames: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
-    """The readout's input traces at the last step, [B, features]."""
+def features(
+    params: dict, frames: torch.Tensor, cfg: ModelConfig, prepared: list | None = None
+) -> torch.Tensor:
+    """The readout's input traces at the last step, [B, features]; ``prepared``: the ``prepare``
+    of ``params`` (made here when None)."""
     x = prepare_input(frames, cfg)
-    weights = _weights(params, cfg)
+    weights = prepare(params, cfg) if prepared is None else prepared
     state = None
     if cfg.burn_in:
         with torch.no_grad():
@@ -184,5 +187,5 @@ def hidden_spikes(params: dict, frames: torch.Tensor, cfg: ModelConfig) -> list[
     firing-rate watches and initialisation."""
     record: list[torch.Tensor] = []
     with torch.no_grad():
-        _run(params, prepare_input(frames, cfg), None, cfg, _weights(params, cfg), record)
+        _run(params, prepare_input(frames, cfg), None, cfg, prepare(params, cfg), record)
     return record

@@ -329,8 +329,32 @@ def test_classifies_racing_adapts_each_match_the_weights_of_their_version(engine
     model = engine._models["tiny"]
     frames = bin_events(events(1, 99), GEOM)[None]
     for p in seen:
-        probs, _ = engine._forward(model, states[p.weights_version], frames, [0, 1])
+        probs, _ = engine._forward(model, sid, states[p.weights_version], frames, [0, 1])
         assert list(p.probabilities.values()) == pytest.approx(probs[0].tolist(), abs=1e-6)
+
+
+def test_a_session_is_prepared_for_forward_passes_once_per_adapt(engine, monkeypatch):
+    """Classify reuses a session's prepared weights (``Network.prepare``) until the next Adapt,
+    with the same answers as a forward pass that prepares them itself."""
+    model = engine._models["tiny"]
+    prepares = []
+    real = model.network.prepare
+    monkeypatch.setattr(type(model.network), "prepare", lambda net, p: prepares.append(1) or real(p))
+    sid = adapted(engine, "a", "b")
+    answers = [engine.classify(sid, query(k % 2, seed=k)).probabilities for k in range(4)]
+    assert len(prepares) == 1 and len(engine.prepared) == 1
+    state = engine.sessions.get("", sid).state
+    params = {**model.params, **state.weights.values()}
+    for k, answer in enumerate(answers):
+        frames = torch.from_numpy(bin_events(events(k % 2, k), GEOM)[None])
+        with torch.no_grad():
+            unprepared = torch.softmax(model.network.forward(params, frames)[:, :2], -1)[0]
+        assert list(answer.values()) == unprepared.tolist()
+    engine.adapt(sid, shot("b", 1, 50))
+    engine.classify(sid, query(0))
+    assert len(prepares) == 2 and len(engine.prepared) == 1  # the new version replaced the old
+    engine.delete_session(sid)
+    assert len(engine.prepared) == 0
 
 
 def test_idle_sessions_expire():
