@@ -32,6 +32,10 @@ for both paths.
   last end). ``client_encode_mev_s``: events a second the client SDK turns into request bytes
   (``clients.wire``, columns; ``_packed_``: packed), against ``client_encode_protobuf_mev_s``
   for protobuf's own messages.
+- Prepared weights (``classify_16c_throughput_prepared_over_unprepared``): 16 clients' Classify
+  through the Engine, each on its own session, with the sessions' weights kept prepared
+  (``prepared_sessions``, the default) against prepared on every call (0: the path before), in
+  alternating rounds: calls a second of each and their ratio.
 - Memory: resident set growth over N adapted sessions (1,000, or 100 with --quick), per session,
   against its weights at the chosen bits plus its support frames (``memory_per_session_ratio``);
   ``_trimmed``: the same after glibc's ``malloc_trim`` hands the heap's free pages back (the
@@ -432,6 +436,44 @@ def bench_ingest(engine: Engine, address: str, inputs: Inputs, ckpt: Checkpoint,
     }
 
 
+def bench_prepared(ckpt: Checkpoint, inputs: Inputs, classifies: int) -> dict:
+    """Classify through the Engine at 16 clients, each on its own session, with the sessions'
+    weights kept prepared (the default) and prepared on every call (``prepared_sessions`` 0, the
+    path before), rounds alternating: calls a second and p50 of each."""
+    clients = max(CLIENTS)
+    out, engines, sessions = {}, {}, {}
+    for name, kept in (("prepared", ServerConfig().prepared_sessions), ("unprepared", 0)):
+        config = ServerConfig(max_sessions_per_owner=clients, prepared_sessions=kept)
+        engines[name] = engine = Engine([ckpt], config)
+        sids = [engine.create_session(weight_bits=inputs.bits).session_id for _ in range(clients)]
+        for sid in sids:
+            engine.adapt(sid, inputs.chunks())
+        sessions[name] = sids
+    samples = {name: ([], 0.0) for name in engines}
+    try:
+        for r in range(ROUNDS):
+            for name in tuple(engines)[:: 1 if r % 2 else -1]:
+
+                def classify(k, i, e=engines[name], sids=sessions[name]):
+                    query = EventInput(inputs.queries[i % WAYS], inputs.width, inputs.height)
+                    e.classify(sids[k], query)
+
+                start = time.perf_counter()
+                latencies = run_clients(clients, classifies, classify)
+                wall = time.perf_counter() - start
+                samples[name] = (samples[name][0] + latencies, samples[name][1] + wall)
+    finally:
+        for engine in engines.values():
+            engine.close()
+    for name, (latencies, wall) in samples.items():
+        out[f"engine_classify_16c_{name}_calls_s"] = len(latencies) / wall
+        out[f"engine_classify_16c_{name}_p50_ms"] = percentiles(latencies)["p50_ms"]
+    out["classify_16c_throughput_prepared_over_unprepared"] = (
+        out["engine_classify_16c_prepared_calls_s"] / out["engine_classify_16c_unprepared_calls_s"]
+    )
+    return out
+
+
 def resident_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -522,6 +564,7 @@ def main(argv=None) -> dict:
         server.stop(grace=1)
         engine.close()
     results.update(bench_client_encoding(ckpt.geometry, n_events))
+    results.update(bench_prepared(ckpt, inputs, classifies))
     results.update(bench_memory(ckpt, inputs, sessions, config.worker_count))
 
     report = {
@@ -571,6 +614,9 @@ def main(argv=None) -> dict:
         "ingest_two_cameras_mev_s",
         "ingest_engine_mev_s",
         "stream_mev_s",
+        "engine_classify_16c_prepared_calls_s",
+        "engine_classify_16c_unprepared_calls_s",
+        "classify_16c_throughput_prepared_over_unprepared",
         "client_encode_mev_s",
         "client_encode_packed_mev_s",
         "client_encode_protobuf_mev_s",

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from spikeshot.events.array import check_events
-from spikeshot.events.codec import columns, pack, packable
+from spikeshot.events.codec import columns, pack
 from spikeshot.v1 import spikeshot_pb2 as pb
 from spikeshot.v1 import spikeshot_pb2_grpc as rpc
 
@@ -74,8 +74,9 @@ def _events_parts(chunk: EventChunk, packed: bool) -> list:
     for field, value in ((5, chunk.width), (6, chunk.height)):
         if value:
             sensor += [_key(field, _VARINT), _varint(value)]
-    if packed and len(chunk.events) and packable(chunk.events):
-        origin, *views = pack(chunk.events)
+    packing = pack(chunk.events) if packed and len(chunk.events) else None
+    if packing is not None:
+        origin, *views = packing
         if origin:
             sensor += [_key(7, _VARINT), _varint(origin % 2**64)]  # int64: two's complement
         return sensor + _columns(enumerate(views, 8))

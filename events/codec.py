@@ -19,8 +19,9 @@ The packed layout (8 bytes an event instead of 13) is an integer ``t_origin`` an
     xyp  n * 4 bytes  uint32, little-endian: x | y << 16 | p << 31
 
 so it holds events whose timestamps span less than 2^32 us (71 minutes), whose rows are below
-2^15 and whose polarities are 0 or 1 (``packable``: anything else would change in packing).
-``pack`` writes it; ``packed_columns`` reads it (``PackedColumns.unpack``: the four columns).
+2^15 and whose polarities are 0 or 1 (anything else would change in packing). ``pack`` writes it
+(None for events it cannot hold); ``packed_columns`` reads it (``PackedColumns.unpack``: the four
+columns).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from spikeshot.events.array import EventColumns, EventError, check_events
+from spikeshot.events.array import EVENT_DTYPE, EventColumns, EventError, check_events
 
 # (name, wire dtype) in wire order.
 COLUMNS = (
@@ -106,30 +107,31 @@ def decode(t: bytes, x: bytes, y: bytes, p: bytes) -> np.ndarray:
     return decode_columns(t, x, y, p).to_array()
 
 
-def packable(events: np.ndarray) -> bool:
-    """Whether an event array packs without changing a value (in or out of time order: the
-    server judges that)."""
-    if not len(events):
-        return True
-    t = events["t"]
-    return (
-        int(t.min()) == int(t[0])
-        and int(t.max()) - int(t[0]) <= PACKED_MAX_SPAN_US
-        and int(events["y"].max()) <= PACKED_MAX_Y
-        and int(events["p"].max()) <= 1
-    )
-
-
-def pack(events: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
-    """The packed layout of a ``packable`` event array: ``t_origin`` (its first timestamp),
-    ``dt`` and ``xyp`` as uint32 arrays."""
+def pack(events: np.ndarray) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """The packed layout of a 1-D ``EVENT_DTYPE`` array: ``t_origin`` (its first timestamp),
+    ``dt`` and ``xyp`` as uint32 arrays; None for events that would change in packing (a first
+    timestamp above ``PACKED_MAX_ORIGIN``, a timestamp before the first or 2^32 us or more after
+    it, a row of 2^15 or more, a polarity above 1: the server judges those, sent as columns)."""
     check_events(events)
-    origin = int(events["t"][0]) if len(events) else 0
-    dt = (events["t"] - origin).astype("<u4")
-    xyp = events["x"].astype("<u4")
-    xyp |= events["y"].astype("<u4") << 16
-    xyp |= events["p"].astype("<u4") << 31
-    return origin, dt, xyp
+    if not len(events):
+        return 0, np.empty(0, "<u4"), np.empty(0, "<u4")
+    events = np.ascontiguousarray(events)
+    origin = int(events["t"][0])
+    if origin > PACKED_MAX_ORIGIN:
+        return None
+    # int64 may wrap here, but never into [0, 2^32) from an origin this low: the checks hold
+    dt = events["t"] - origin
+    if dt.min() < 0 or dt.max() > PACKED_MAX_SPAN_US:
+        return None
+    # x and y side by side in each record: one little-endian uint32 x | y << 16
+    xy = np.ndarray(len(events), "<u4", events, EVENT_DTYPE.fields["x"][1], (events.itemsize,))
+    p = events["p"]
+    if xy.max() > PACKED_MAX_Y << 16 | 0xFFFF or p.max() > 1:
+        return None
+    xyp = p.astype("<u4")
+    xyp <<= 31
+    xyp |= xy
+    return origin, dt.astype("<u4"), xyp
 
 
 class PackedColumns(NamedTuple):

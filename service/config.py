@@ -72,6 +72,11 @@ class ServerConfig:
         64, "model jobs that may wait for a worker before new requests get RESOURCE_EXHAUSTED"
     )
     torch_threads: int = _setting(0, "torch intra-op threads (0: usable cores / workers, >= 1)")
+    prepared_sessions: int = _setting(
+        32,
+        "sessions whose weights Classify keeps prepared for forward passes, about 2 MB each "
+        "(0: prepare them on every call)",
+    )
     io_threads: int = _setting(16, "gRPC threads that read and write streams")
     tls_cert: str = _setting("", "PEM certificate chain of the server (with tls_key: TLS on)")
     tls_key: str = _setting("", "PEM private key of the server")
@@ -99,7 +104,7 @@ class ServerConfig:
         ):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("workers", "queue_limit", "torch_threads"):
+        for name in ("workers", "queue_limit", "torch_threads", "prepared_sessions"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.shutdown_grace_s < 0:

@@ -144,7 +144,7 @@ class Engine:
                 f"{sorted(self._models)}"
             )
         self.executor = Executor(self.config.worker_count, self.config.queue_limit)
-        self.prepared = Prepared()
+        self.prepared = Prepared(self.config.prepared_sessions)
         self.sessions = open_store(self.config, clock)
         self.sessions.restore(self._check_restored)
 

@@ -13,14 +13,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-PREPARED_SESSIONS = 32  # sessions whose prepared weights the engine keeps (about 2 MB each, Glyphs)
-
 
 class Prepared:
     """What ``make()`` returns for a (session id, weights version), for the ``size`` sessions
     used last; a session's newer version replaces its older one."""
 
-    def __init__(self, size: int = PREPARED_SESSIONS):
+    def __init__(self, size: int):
         self.size = size
         self._entries: OrderedDict[str, tuple[int, object]] = OrderedDict()
         self._lock = threading.Lock()

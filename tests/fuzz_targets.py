@@ -38,7 +38,7 @@ from spikeshot.clients.messages import FRAME_DTYPES
 from spikeshot.events import aedat4, dat, evt2, evt3, nmnist, npyfile
 from spikeshot.events.array import EventError, Limits, make_events, validate
 from spikeshot.events.binning import FrameGeometry
-from spikeshot.events.codec import EncodedEvents, PackedEvents, decode, encode, pack, packable
+from spikeshot.events.codec import EncodedEvents, PackedEvents, decode, encode, pack
 from spikeshot.events.recording import FormatError, collect
 from spikeshot.service import inputs, windows
 from spikeshot.service.config import ServerConfig
@@ -126,9 +126,9 @@ def _repacked(parts: list[EventInput]) -> list[EventInput]:
     for part in parts:
         if isinstance(part.events, EncodedEvents):
             with contextlib.suppress(EventError):
-                events = decode(*part.events)
-                if packable(events):
-                    origin, dt, xyp = pack(events)
+                packing = pack(decode(*part.events))
+                if packing is not None:
+                    origin, dt, xyp = packing
                     part = EventInput(
                         PackedEvents(origin, dt.tobytes(), xyp.tobytes()),
                         part.sensor_width,

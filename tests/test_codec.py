@@ -12,7 +12,6 @@ from spikeshot.events.codec import (
     decode,
     encode,
     pack,
-    packable,
     packed_columns,
 )
 
@@ -116,7 +115,6 @@ def test_columns_validate_and_bin_like_the_array():
 
 def test_packed_layout():
     events = make_events([-5, -5, 2**32 - 6], [0x0102, 7, 0xFFFF], [3, 0x7FFF, 0], [1, 0, 1])
-    assert packable(events)
     origin, dt, xyp = pack(events)
     assert origin == -5 and dt.tobytes() == (0).to_bytes(4, "little") * 2 + b"\xff" * 4
     assert xyp.tolist() == [0x0102 | 3 << 16 | 1 << 31, 7 | 0x7FFF << 16, 0xFFFF | 1 << 31]
@@ -125,21 +123,36 @@ def test_packed_layout():
 
 
 @given(arrays(EVENT_DTYPE, st.integers(0, 200)))
-def test_packed_round_trip_or_not_packable(events):
-    events["t"] = np.sort(events["t"])
-    if not packable(events):  # a value packing would change: span, row or polarity
-        t, y, p = events["t"], events["y"], events["p"]
-        assert int(t[-1]) - int(t[0]) >= 2**32 or y.max() >= 2**15 or p.max() > 1
+def test_packed_round_trip_or_not_packed(events):
+    """Events pack and unpack to themselves, or do not pack (then they go as columns)."""
+    packing = pack(events[::-1] if len(events) % 3 == 0 else events)  # strided views too
+    events = events[::-1] if len(events) % 3 == 0 else events
+    if packing is None:  # a value packing would change: span, row, polarity, origin
+        t, y, p = events["t"].astype(object), events["y"], events["p"]
+        assert (
+            min(t) < t[0]
+            or max(t) - t[0] >= 2**32
+            or y.max() >= 2**15
+            or p.max() > 1
+            or t[0] > 2**63 - 2**32
+        )
         return
-    origin, dt, xyp = pack(events)
+    origin, dt, xyp = packing
     back = packed_columns(origin, dt.tobytes(), xyp.tobytes()).unpack().to_array()
     np.testing.assert_array_equal(back, events)
 
 
-def test_out_of_order_events_are_not_packable():
-    events = make_events([5, 4, 6], [0, 0, 0], [0, 0, 0], [0, 0, 0])
-    assert not packable(events)  # t[1] - t[0] < 0 would wrap
-    assert packable(events[1:]) and packable(events[:0])
+@pytest.mark.parametrize(
+    "t",
+    [
+        [5, 4, 6],  # t[1] - t[0] < 0 would wrap
+        [0, 2**32],  # a span uint32 cannot hold
+        [2**63 - 1, -(2**63)],  # int64 wraps the difference to 1: the origin is too high
+    ],
+)
+def test_events_that_would_change_are_not_packed(t):
+    assert pack(make_events(t, [0] * len(t), [0] * len(t), [0] * len(t))) is None
+    assert pack(make_events(t[1:], [0] * (len(t) - 1), [0] * (len(t) - 1), [1] * (len(t) - 1)))
 
 
 @pytest.mark.parametrize(

@@ -339,7 +339,9 @@ def test_a_session_is_prepared_for_forward_passes_once_per_adapt(engine, monkeyp
     model = engine._models["tiny"]
     prepares = []
     real = model.network.prepare
-    monkeypatch.setattr(type(model.network), "prepare", lambda net, p: prepares.append(1) or real(p))
+    monkeypatch.setattr(
+        type(model.network), "prepare", lambda net, p: prepares.append(1) or real(p)
+    )
     sid = adapted(engine, "a", "b")
     answers = [engine.classify(sid, query(k % 2, seed=k)).probabilities for k in range(4)]
     assert len(prepares) == 1 and len(engine.prepared) == 1
@@ -355,6 +357,13 @@ def test_a_session_is_prepared_for_forward_passes_once_per_adapt(engine, monkeyp
     assert len(prepares) == 2 and len(engine.prepared) == 1  # the new version replaced the old
     engine.delete_session(sid)
     assert len(engine.prepared) == 0
+    unkept = Engine([tiny()], ServerConfig(workers=1, prepared_sessions=0))
+    try:
+        sid = adapted(unkept, "a", "b")
+        again = [unkept.classify(sid, query(k % 2, seed=k)).probabilities for k in range(4)]
+        assert again == answers and len(unkept.prepared) == 0
+    finally:
+        unkept.close()
 
 
 def test_idle_sessions_expire():

@@ -6,7 +6,7 @@ import pytest
 from spikeshot.events import mapping
 from spikeshot.events.array import empty, make_events
 from spikeshot.events.binning import FrameGeometry, bin_events
-from spikeshot.events.codec import PackedEvents, encode, pack, packable
+from spikeshot.events.codec import PackedEvents, encode, pack
 from spikeshot.events.mapping import map_to_sensor, sensor_region
 from spikeshot.service.errors import InvalidArgument
 from spikeshot.service.inputs import (
@@ -373,8 +373,9 @@ def wire(events: np.ndarray, kind: int):
     where they pack; else the columns)."""
     if kind == 0:
         return events
-    if kind == 2 and packable(events):
-        origin, dt, xyp = pack(events)
+    packing = pack(events) if kind == 2 else None
+    if packing is not None:
+        origin, dt, xyp = packing
         return PackedEvents(origin, dt.tobytes(), xyp.tobytes())
     return encode(events)
 
