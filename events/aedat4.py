@@ -88,6 +88,67 @@ def _failure(path, packets: int, problem: str) -> FormatError:
         return FormatError(path, position, f"corrupt packet: {problem}")
 
 
+# The header's FlatBuffers table (dv-processing's IOHeader): field number -> (name, bytes).
+_HEADER_FIELDS = {0: ("compression", 4), 1: ("dataTablePosition", 8), 2: ("infoNode", 4)}
+_COMPRESSIONS = range(5)  # NONE, LZ4, LZ4_HIGH, ZSTD, ZSTD_HIGH
+
+
+def _check_header(path) -> None:
+    """Raise ``FormatError`` unless the file starts with the magic line and a header whose
+    FlatBuffers offsets all stay inside it: ``aedat`` reads the header without such checks, and
+    a bad offset there aborts the whole process (a Rust panic that cannot be caught)."""
+    with open(path, "rb") as stream:
+        start = stream.read(_DESCRIPTION)
+        size = int.from_bytes(start[len(MAGIC) :], "little")
+        header = stream.read(size) if len(start) == _DESCRIPTION else b""
+    if start[: len(MAGIC)] != MAGIC or len(header) < size:
+        raise _failure(path, -1, "the file ends inside its header")
+    problem = _header_problem(header)
+    if problem is not None:
+        raise FormatError(path, _DESCRIPTION, f"bad header: {problem}")
+
+
+def _header_problem(buf: bytes) -> str | None:
+    """What is wrong with the IOHeader FlatBuffer ``buf``, or None."""
+
+    def inside(at: int, n: int) -> bool:
+        return 0 <= at and at + n <= len(buf)
+
+    def u(at: int, n: int) -> int | None:
+        return int.from_bytes(buf[at : at + n], "little") if inside(at, n) else None
+
+    root = u(0, 4)
+    back = u(root, 4) if root is not None else None
+    if back is None:
+        return "its root offset points outside it"
+    vtable = root - (back - 2**32 if back >= 2**31 else back)  # a signed offset back
+    vtable_size, table_size = u(vtable, 2), u(vtable + 2, 2)
+    if vtable_size is None or table_size is None or vtable_size < 4 or vtable_size % 2:
+        return "its table's vtable lies outside it or is malformed"
+    if not (inside(vtable, vtable_size) and inside(root, table_size)):
+        return "its table or vtable runs past its end"
+    for field in range((vtable_size - 4) // 2):
+        offset = u(vtable + 4 + 2 * field, 2)
+        if not offset or field not in _HEADER_FIELDS:
+            continue
+        name, width = _HEADER_FIELDS[field]
+        if offset + width > table_size:
+            return f"its field {name} lies outside its table"
+        value = u(root + offset, width)
+        if name == "compression" and value not in _COMPRESSIONS:
+            return f"unknown compression {value}"
+        if name == "infoNode":
+            text = root + offset + value
+            length = u(text, 4)
+            if length is None or text + 4 + length + 1 > len(buf):
+                return "its stream description runs past its end"
+            try:
+                buf[text + 4 : text + 4 + length].decode()
+            except UnicodeDecodeError as error:  # aedat's own decoding of it aborts
+                return f"its stream description is not UTF-8 ({error.reason} at byte {error.start})"
+    return None
+
+
 def _is_interrupt(error: BaseException) -> bool:
     return isinstance(error, (KeyboardInterrupt, SystemExit, GeneratorExit))
 
@@ -226,7 +287,8 @@ def source(path, native: bool = True) -> EventSource:
     """Open an AEDAT4 file or FIFO: its event stream's size, the other streams, and the events
     packet by packet as they are decoded; ``native=False`` converts them with numpy only."""
     if is_pipe(path):
-        return _pipe_source(path)
+        return _pipe_source(path)  # the decoding child may die of a bad header: reported
+    _check_header(path)
     try:
         decoder = aedat.Decoder(os.fspath(path))
     except BaseException as error:

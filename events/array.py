@@ -52,7 +52,9 @@ _RANGES = {"t": (-(2**63), 2**63 - 1), "x": (0, 2**16 - 1), "y": (0, 2**16 - 1)}
 def make_events(t, x, y, p) -> np.ndarray:
     """Build an event array from four columns of one length: integers (or whole-valued floats)
     that fit the column's type, and polarities as {0, 1}, {-1, 1} (-1 is OFF) or bool. A value
-    out of range is an ``EventError`` naming the column and its first bad index, never wrapped."""
+    out of range is an ``EventError`` naming the column and the first bad event (the earliest
+    over all columns, so that the error does not depend on where the events were cut), never
+    wrapped."""
     cols = [np.asarray(c) for c in (t, x, y, p)]
     n = len(cols[0]) if cols[0].ndim == 1 else -1
     for name, c in zip("txyp", cols, strict=True):
@@ -60,23 +62,36 @@ def make_events(t, x, y, p) -> np.ndarray:
             raise EventError(name, f"column must be 1-D of length {n}, got shape {c.shape}")
         if c.dtype.kind not in "iubf":
             raise EventError(name, f"column must hold integers, got dtype {c.dtype}")
-        if c.dtype.kind == "f" and not np.isfinite(c).all():
-            raise EventError(name, "column must hold finite numbers", _first(~np.isfinite(c)))
-        if c.dtype.kind == "f" and (c != np.round(c)).any():
-            raise EventError(name, "column must hold whole numbers", _first(c != np.round(c)))
+    problems = [e for e in map(_column_problem, "txyp", cols) if e is not None]
+    if problems:
+        raise min(problems, key=lambda e: e.index)  # ties: the first column
     ev = empty(n)
     for name, c in zip("txy", cols, strict=False):
+        ev[name] = c
+    ev["p"] = cols[3] == 1
+    return ev
+
+
+def _column_problem(name: str, c: np.ndarray) -> EventError | None:
+    """The first value of column ``name`` that ``make_events`` cannot store, or None."""
+    rules = []  # (bad values, rule), in the order they are judged at one index
+    if c.dtype.kind == "f":
+        finite = np.isfinite(c)
+        rules.append((~finite, "column must hold finite numbers"))
+        rules.append((finite & (c != np.round(c)), "column must hold whole numbers"))
+    if name in _RANGES:
         lo, hi = _RANGES[name]
         bad = (c < lo) | (c > hi) if c.dtype.kind == "f" else _outside(c, lo, hi)
-        if bad.any():
-            raise EventError(name, f"must be in {lo}..{hi}", _first(bad))
-        ev[name] = c
-    pol = cols[3]
-    bad = (pol != 0) & (pol != 1) & (pol != -1) if pol.dtype.kind != "b" else np.zeros(n, bool)
-    if bad.any():
-        raise EventError("p", "polarity must be 0/1, -1/1 (-1 = OFF) or bool", _first(bad))
-    ev["p"] = pol == 1
-    return ev
+        rules.append((bad, f"must be in {lo}..{hi}"))
+    elif c.dtype.kind != "b":
+        rules.append(
+            ((c != 0) & (c != 1) & (c != -1), "polarity must be 0/1, -1/1 (-1 = OFF) or bool")
+        )
+    found = [(_first(bad), rule) for bad, rule in rules if bad.any()]
+    if not found:
+        return None
+    index, rule = min(found, key=lambda f: f[0])  # ties: the rule judged first
+    return EventError(name, rule, index)
 
 
 def _outside(c: np.ndarray, lo: int, hi: int) -> np.ndarray:

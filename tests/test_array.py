@@ -135,3 +135,14 @@ def test_validate_limits_name_field_rule_and_index():
     cols = EventColumns(ev["t"], ev["x"], ev["y"], ev["p"])
     assert validate(cols, Limits(width=10)) is cols
     np.testing.assert_array_equal(cols.to_array(), ev)
+
+
+def test_the_error_names_the_earliest_bad_event_over_all_columns():
+    """Whatever the column order, the first bad event is reported, so a reader that converts a
+    file in blocks reports the same error for any block size (found by fuzzing .npy files)."""
+    with pytest.raises(EventError, match=r"events.p: polarity .*\(first bad index 1\)"):
+        make_events([0, 1, 2], [0, 0, 0], [0, 0, -1], [0, 2, 0])
+    with pytest.raises(EventError, match=r"events.y: must be in 0..65535 \(first bad index 1\)"):
+        make_events([0, 1, 2], [0, 0, 0], [0, -1, 0], [0, 2, 0])  # a tie: the earlier column
+    with pytest.raises(EventError, match=r"events.x: column must hold whole numbers .*index 0"):
+        make_events([0.0, 1.0], [0.5, -3.0], [0, 0], [0, 0])

@@ -413,6 +413,29 @@ def test_a_stated_sensor_size_must_be_one_uint16_coordinates_address(tmp_path, h
     assert_format_error(path, 0, f"sensor size {shown} in the header is outside 1..65535")
 
 
+def test_an_aedat4_header_that_would_crash_the_decoder_is_a_format_error(tmp_path):
+    """``aedat`` trusts the header's FlatBuffers offsets and the description's encoding: a bad
+    one aborted the process (found by fuzzing). They are checked first."""
+    path = tmp_path / "good.aedat4"
+    aedat4.write(path, random_events(100, 34, 34, 1000), 34, 34)
+    data = path.read_bytes()
+    size = int.from_bytes(data[14:18], "little")
+    xml = data.index(b"<dv")
+    cases = {
+        "its root offset points outside it": data[:18] + b"\xff\xff\x00\x00" + data[22:],
+        "its stream description is not UTF-8": data[: xml + 1] + b"\xe1" + data[xml + 2 :],
+        "the file ends inside its header": data[: 18 + size // 2],
+    }
+    for problem, corrupt in cases.items():
+        path.write_bytes(corrupt)
+        with pytest.raises(FormatError, match=problem):
+            read(path)
+    regression = Path(__file__).parent / "fuzz_regressions" / "aedat4" / "description-not-utf8"
+    path.write_bytes(regression.read_bytes())
+    with pytest.raises(FormatError, match="bad header"):
+        read(path)
+
+
 def test_detect_format_needs_a_clue(tmp_path):
     path = tmp_path / "noversion.raw"
     path.write_bytes(b"% date today\n" + b"\x00" * 8)
