@@ -1,7 +1,8 @@
 """Event-pipeline throughput: file readers (ours, numba and numpy, against independent decoders),
 binning (ours and tonic's ToFrame), the wire codec, and the server's decode + validate + bin path
-(and one query's path from this sensor to a 34x34 model card: the fused kernel against numpy), all
-on one pinned core.
+(and one query's path from this sensor to a 34x34 model card: the fused kernel against numpy, and
+on packed chunks; a stream's ten windows through ``Windower``, fused and numpy), all on one pinned
+core.
 
     python bench/events.py [--quick] [--json PATH]
 
@@ -30,8 +31,9 @@ import tonic
 
 from spikeshot.events.array import Limits, make_events, validate
 from spikeshot.events.binning import FrameGeometry, bin_events
-from spikeshot.events.codec import decode, decode_columns, encode
+from spikeshot.events.codec import PackedEvents, decode, decode_columns, encode, pack
 from spikeshot.service.inputs import EventInput, query
+from spikeshot.service.windows import Windower
 
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = ROOT.parent / "shared" / "realdata"
@@ -179,15 +181,26 @@ def bench_events(n: int, repeats: int) -> dict:
         bins=BINS,
         window_us=DURATION_US,
     )
-    chunks = [
-        EventInput(encode(events[i : i + 100_000]), WIDTH, HEIGHT) for i in range(0, n, 100_000)
+    pieces = [events[i : i + 100_000] for i in range(0, n, 100_000)]
+    chunks = [EventInput(encode(p), WIDTH, HEIGHT) for p in pieces]
+    packed = [
+        EventInput(PackedEvents(o, dt.tobytes(), xyp.tobytes()), WIDTH, HEIGHT)
+        for o, dt, xyp in map(pack, pieces)
     ]
     fused = query(chunks, card, n, native=True)
     np.testing.assert_array_equal(fused.frames, query(chunks, card, n, native=False).frames)
+    np.testing.assert_array_equal(fused.frames, query(packed, card, n, native=True).frames)
+
+    def stream(native: bool) -> list:  # ten windows of 100 ms, each a query's worth of work
+        windower = Windower(card, n, window_us=DURATION_US // 10, native=native)
+        return [w for c in chunks for w in windower.push(c)] + windower.finish()
 
     seconds = {
         "ingest_fused": median_seconds(lambda: query(chunks, card, n, native=True), repeats),
         "ingest_numpy": median_seconds(lambda: query(chunks, card, n, native=False), repeats),
+        "ingest_packed": median_seconds(lambda: query(packed, card, n, native=True), repeats),
+        "stream_fused": median_seconds(lambda: stream(True), repeats),
+        "stream_numpy": median_seconds(lambda: stream(False), repeats),
         "bin": median_seconds(lambda: bin_events(events, geometry), repeats),
         "tonic_bin": median_seconds(lambda: to_frame(events), max(1, repeats // 2)),
         "encode": median_seconds(lambda: encode(events), repeats),
@@ -198,6 +211,7 @@ def bench_events(n: int, repeats: int) -> dict:
     out = {f"{name}_mev_s": n / s / 1e6 for name, s in seconds.items()}
     out["bin_speedup_vs_tonic"] = seconds["tonic_bin"] / seconds["bin"]
     out["ingest_fused_speedup"] = seconds["ingest_numpy"] / seconds["ingest_fused"]
+    out["stream_fused_speedup"] = seconds["stream_numpy"] / seconds["stream_fused"]
     return out
 
 
