@@ -340,7 +340,13 @@ def test_caps_are_resource_exhausted():
         def probe() -> grpc.StatusCode:
             return code_of(stub.ListModels, pb.ListModelsRequest(), timeout=1)
 
-        wait_until(lambda: refill() or probe() == busy)
+        def saturated() -> bool:
+            """Every stream in place and a new call refused (a stream that a probe displaced
+            meanwhile is restarted on the next try)."""
+            refill()
+            return probe() == busy and not any(s.done() for s in streams)
+
+        wait_until(saturated, timeout=30)
         release.set()
         assert [s.exception(30).code() for s in streams] == [grpc.StatusCode.INVALID_ARGUMENT] * 6
         assert code_of(stub.ListModels, pb.ListModelsRequest()) == grpc.StatusCode.OK
