@@ -126,6 +126,23 @@ def coordinate_tables(
 
 
 @functools.lru_cache(maxsize=64)
+def frame_tables(geometry) -> tuple[np.ndarray, np.ndarray]:
+    """For each x of the ``FrameGeometry``'s card sensor (and the card width, where
+    ``map_to_sensor`` puts events outside the sensor region) the frame column of its events, and
+    likewise for each y the row, under the crop and downsample: -1 off the crop (int32)."""
+    g = geometry
+    crop_x, crop_y, _, _ = g.crop_box
+
+    def table(card: int, crop: int, out: int) -> np.ndarray:
+        pixel = axis_index(np.arange(card + 1, dtype=np.uint16), crop, g.downsample, out)
+        pixel = pixel.astype(np.int32)
+        pixel[pixel == out] = -1
+        return pixel
+
+    return table(g.sensor_width, crop_x, g.width), table(g.sensor_height, crop_y, g.height)
+
+
+@functools.lru_cache(maxsize=64)
 def pixel_tables(width: int, height: int, geometry) -> tuple[np.ndarray, np.ndarray]:
     """For each x of a ``width`` x ``height`` sensor the frame column its events count in, and
     for each y the row, under ``map_to_sensor``'s rule and then the ``FrameGeometry``'s crop and

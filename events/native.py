@@ -1,6 +1,7 @@
 """Numba kernels for the per-event loops: the readers' EVT 3.0, EVT 2.0, DAT and N-MNIST decoding,
 the check of ``aedat``'s event packets and the largest coordinates of an event array; and the
-server's pass over a request chunk (``ingest``: validate, map, bin; ``map_chunk``: validate, map).
+server's pass over a request chunk (``ingest``: validate, map, bin; ``map_chunk``: validate, map)
+and over a stream window's mapped events (``bin_mapped``).
 
 Each kernel does, one word at a time, what the numpy code of its reader does for a whole block;
 that code is the reference (the tests check the two equal) and the path taken where numba is not
@@ -279,3 +280,24 @@ def map_chunk(packed, t_origin, t, x, y, p, limits, previous_t, xs, ys, card, ou
         out_t[i], out_x[i], out_y[i], out_p[i] = ti, cx, cy, pi
         inside[i] = cx < card[0] and cy < card[1]
     return True
+
+
+@_jit
+def bin_mapped(t, x, y, p, begin, end, bin_us, columns, rows, counts):
+    """Count events already in the card sensor's coordinates (``map_chunk``'s) from ``begin`` on
+    into bin ``(t - begin) // bin_us`` of ``counts`` [bins, 2, height, width]: ``columns[x]`` and
+    ``rows[y]`` (``mapping.frame_tables``) are each card coordinate's frame pixel, -1 off the crop
+    or off the card. Stops at the first event at or after ``end``; returns how many came before."""
+    k, edge = 0, begin + bin_us
+    for i in range(len(t)):
+        ti = t[i]
+        if ti >= end:
+            return i
+        col, row = columns[x[i]], rows[y[i]]
+        if col < 0 or row < 0:
+            continue
+        while ti >= edge:
+            k += 1
+            edge += bin_us
+        counts[k, p[i], row, col] += 1
+    return len(t)

@@ -18,6 +18,7 @@ from spikeshot.events.mapping import (
     Pieces,
     coordinate_tables,
     count_before,
+    frame_tables,
     map_to_sensor,
     sensor_region,
 )
@@ -52,8 +53,9 @@ class Windower:
     (default: the card's) is split into the model's bins; ``hop_us`` (default: the window) is at
     least one bin; both are at most ``MAX_WINDOW_US``. At most ``max_events`` events may wait in
     unfinished windows, held where they can be as views of the pushed chunks (do not modify those
-    meanwhile). ``native``: validate and map each chunk in one pass of the fused kernel
-    (``native.map_chunk``) where numba is installed; else numpy, the reference.
+    meanwhile). ``native``: validate and map each chunk in one pass of a fused kernel
+    (``native.map_chunk``), and bin each window with another (``native.bin_mapped``), where numba
+    is installed; else numpy, the reference.
     """
 
     def __init__(
@@ -182,11 +184,10 @@ class Windower:
             start = time.perf_counter()
             counts, count = np.zeros(g.shape, np.int64), 0
             for piece in self.buffer:
-                piece = piece[: count_before(piece.events.t, end)]
-                if not len(piece):
+                before = self._bin(piece, begin, end, counts)
+                count += piece[:before].count()
+                if before < len(piece):
                     break
-                counts += bin_events(piece.events, g, t0=begin, dtype=np.int64)
-                count += piece.count()
             self.bin_ms += 1000.0 * (time.perf_counter() - start)
             out.append(
                 Window(
@@ -201,6 +202,19 @@ class Windower:
             )
             self.decode_ms = self.bin_ms = 0.0
             self.next += 1
+
+    def _bin(self, piece: MappedEvents, begin: int, end: int, counts: np.ndarray) -> int:
+        """Add the counts of ``piece``'s events before ``end`` (all at or after ``begin``) to
+        ``counts``; return how many there were."""
+        e, g = piece.events, self.geometry
+        if self.native is not None:
+            return self.native.bin_mapped(
+                e.t, e.x, e.y, e.p, begin, end, g.bin_us, *frame_tables(g), counts
+            )
+        before = count_before(e.t, end)
+        if before:
+            counts += bin_events(piece.events[:before], g, t0=begin, dtype=np.int64)
+        return before
 
     def _drop_before(self, begin: int) -> None:
         """Drop the buffered events before ``begin``, then those outside the sensor region up to
