@@ -140,8 +140,12 @@ def _stated_size(archive: zipfile.ZipFile, path) -> tuple[int, int] | None:
         try:
             with archive.open(name) as member:
                 value = np.load(member, allow_pickle=False)
-        except (*_ARCHIVE_ERRORS, ValueError) as error:
+        except _ARCHIVE_ERRORS as error:
             raise FormatError(path, 0, f"{name} is unreadable: {error}") from None
+        except Exception:  # numpy's parser: ValueError, SyntaxError, TokenError, ... (found by
+            # fuzzing; its messages may hold object addresses, so none is echoed)
+            problem = "not a .npy array as numpy writes one"
+            raise FormatError(path, 0, f"{name} is unreadable: {problem}") from None
         if value.shape != () or value.dtype.kind not in "iu" or value < 1:
             raise FormatError(path, 0, f"{name} is {value!r}, not a positive integer")
         size.append(int(value))

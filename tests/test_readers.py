@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import evt3 as evt3_package
@@ -434,6 +435,27 @@ def test_an_aedat4_header_that_would_crash_the_decoder_is_a_format_error(tmp_pat
     path.write_bytes(regression.read_bytes())
     with pytest.raises(FormatError, match="bad header"):
         read(path)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"{'descr': '<i8', 'fortran_order': False, 'shape': (",  # tokenize: EOF in a statement
+        b"{'descr': '<i8', 'fortran_order': False, 'shape': )}",  # a syntax error
+    ],
+)
+def test_an_unparsable_width_or_height_member_is_a_format_error(tmp_path, header):
+    """numpy's header parser raised TokenError out of a ``width.npy`` member (found by fuzzing)."""
+    path = tmp_path / "rec.npz"
+    npyfile.write(path, random_events(50, 34, 34, 1000), 34, 34)
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    padded = header.ljust(117) + b"\n"
+    members["width.npy"] = b"\x93NUMPY\x01\x00" + len(padded).to_bytes(2, "little") + padded
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    assert_format_error(path, 0, "width.npy is unreadable: not a .npy array as numpy writes one")
 
 
 def test_detect_format_needs_a_clue(tmp_path):
