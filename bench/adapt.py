@@ -70,7 +70,8 @@ TARGETS = {
     "adapt_speedup_vs_snntorch": (">", 3.0),
     "adapt_speedup_vs_norse": (">", 3.0),
     "adapt_time_over_flop_floor": ("<=", 1.0),
-    "adapt_ms_shipped_5w1s": ("<", 50.0),
+    "adapt_ms_shipped_5w1s": ("<", 25.0),
+    "classify_ms_shipped": ("<", 4.0),
 }
 
 
