@@ -174,10 +174,11 @@ class Reader:
             raise _invalid(where, e, isinstance(events, PackedEvents)) from None
         return EventColumns(events["t"], events["x"], events["y"], events["p"])
 
-    def limits(self) -> tuple[int, int, int]:
-        """What the fused kernels check events against: the sensor (of the chunks read so far)
-        and the largest timestamp."""
-        return (*self.sensor, MAX_TIMESTAMP_US)
+    def limits(self) -> tuple[tuple[int, int, int], int]:
+        """What the fused kernels check a chunk against: (the sensor of the chunks read so far,
+        the largest timestamp), and the last timestamp before the chunk."""
+        previous = INT64_MIN if self.last_t is None else self.last_t
+        return (*self.sensor, MAX_TIMESTAMP_US), previous
 
     def read(self, data: EventInput, where: str) -> EventColumns:
         """The chunk's columns, validated against its sensor and the chunks before."""
@@ -298,12 +299,10 @@ class _Builder:
             return False
         g = self.geometry
         t0 = origin + int(t[0]) if self.t0 is None else self.t0
-        previous = INT64_MIN if self.reader.last_t is None else self.reader.last_t
         scratch = np.zeros_like(self.counts)
         ok, _, inside = native.ingest(
             *wire,
-            self.reader.limits(),
-            previous,
+            *self.reader.limits(),
             *pixel_tables(*self.reader.sensor, g),
             t0,
             min(t0 + g.window_us, INT64_MAX),

@@ -24,7 +24,7 @@ from spikeshot.events.mapping import (
 )
 from spikeshot.events.recording import kernels
 from spikeshot.service.errors import InvalidArgument
-from spikeshot.service.inputs import INT64_MIN, EventInput, Reader, kernel_columns
+from spikeshot.service.inputs import EventInput, Reader, kernel_columns
 
 MAX_WINDOW_US = 3_600_000_000  # one hour, for window_us and hop_us
 
@@ -102,7 +102,7 @@ class Windower:
         where = f"chunk {self.chunks}"
         self.chunks += 1
         start = time.perf_counter()
-        mapped = None if self.native is None else self._map_native(self.native, data, where)
+        mapped = None if self.native is None else self._map_native(data, where)
         if mapped is None:  # the reference: no kernel, no events, or a rule broken (named here)
             events = self.reader.read(data, where)
             self.decode_ms += 1000.0 * (time.perf_counter() - start)
@@ -126,7 +126,7 @@ class Windower:
             )
         return ready
 
-    def _map_native(self, native, data: EventInput, where: str) -> MappedEvents | None:
+    def _map_native(self, data: EventInput, where: str) -> MappedEvents | None:
         """The chunk validated and mapped to the card's sensor by the fused kernel (which
         releases the interpreter lock); None, with nothing changed, for a chunk without events or
         one that breaks a rule."""
@@ -144,12 +144,9 @@ class Windower:
             np.empty(n, np.uint8),
         )
         inside = np.empty(n, bool)
-        previous = INT64_MIN if self.reader.last_t is None else self.reader.last_t
         tables = coordinate_tables(*sensor, *card)
         columns = (out.t, out.x, out.y, out.p)
-        if not native.map_chunk(
-            *wire, self.reader.limits(), previous, *tables, card, columns, inside
-        ):
+        if not self.native.map_chunk(*wire, *self.reader.limits(), *tables, card, columns, inside):
             return None
         self.reader.last_t = int(out.t[-1])
         if self.t0 is None:
