@@ -9,10 +9,9 @@ Per layer and time step (Stewart and Neftci, arXiv 2201.10777, after DECOLLE):
 
 Q and P are a linear time-invariant filter of the input spikes that does not depend on the layer's
 weights or state. So a layer can filter its whole input sequence at once (``trace_filter``: one
-matrix product over time with gradient, the recursion in place without), apply its convolution to
-all time steps in one batched call, and only the refractory scan (``spike_scan``) runs step by step,
-in place, with a hand-written backward. ``lif_step`` is the plain per-step form, kept as the oracle
-that the fast path must match.
+matrix product over time), apply its convolution to all time steps in one batched call, and only
+the refractory scan (``spike_scan``) runs step by step, in place, with a hand-written backward.
+``lif_step`` is the plain per-step form, kept as the oracle that the fast path must match.
 
 Tensors may be in any dense memory layout (the network keeps channels last, where convolution and
 pooling are fastest on CPU): the functions work in memory order and return the input's layout.
@@ -115,12 +114,6 @@ def standard_spike() -> bool:
     return spike is surrogate.spike
 
 
-def _in_place(*tensors: torch.Tensor) -> bool:
-    """True when no gradient flows through ``tensors`` and they are not vmapped."""
-    grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    return not grad and not vmapped(*tensors)
-
-
 def _flatten(x: torch.Tensor, state: TraceState):
     """``x`` [T, ...] as [T, M] in memory order, the state as [2, M] in the same order, and the
     permutation that puts a [., ...] result in memory order back in ``x``'s dims."""
@@ -135,32 +128,15 @@ def trace_filter(x: torch.Tensor, state: TraceState, n: Neuron) -> tuple[torch.T
     """Filter an input sequence ``x`` [T, ...] into the membrane traces P [T, ...] (in ``x``'s
     memory layout); also return the traces after the last step.
 
-    With gradient this is one matrix product over time (two graph nodes for any T); without, the
-    recursion itself runs in place, a few passes over each step, which is cheaper than the product's
-    T multiply-adds per value."""
+    One matrix product over time (two graph nodes for any T): at the network's sizes its T
+    multiply-adds per value cost less than the recursion's 2 T small operations."""
     flat, s0, shape, inverse = _flatten(x, state)
-    if _in_place(x, *state):
-        p, q = _filter_in_place(flat, s0, n.alpha, n.beta, n.gain)
-    else:
-        a, init, last_x, last_s = _matrices(x, n)
-        p = a @ flat
-        p = torch.addmm(p, init, s0) if vmapped(p, s0) else p.addmm_(init, s0)
-        q = last_x[0] @ flat + last_s[0] @ s0
+    a, init, last_x, last_s = _matrices(x, n)
+    p = a @ flat
+    p = torch.addmm(p, init, s0) if vmapped(p, s0) else p.addmm_(init, s0)
+    q = last_x[0] @ flat + last_s[0] @ s0
     p = p.view(-1, *shape).permute(inverse)
     return p, TraceState(q.view(shape).permute([d - 1 for d in inverse[1:]]), p[-1])
-
-
-@torch.no_grad()
-def _filter_in_place(flat, s0, alpha, beta, gain):
-    p_all = torch.empty_like(flat)
-    q, p = s0[0].clone(), s0[1]
-    for xt, pt in zip(flat.unbind(0), p_all.unbind(0), strict=True):
-        if gain == 1:  # q + (1-beta)(x - q): one pass instead of two
-            q.lerp_(xt, 1 - beta)
-        else:
-            q.mul_(beta).add_(xt, alpha=(1 - beta) * gain)
-        p = torch.lerp(q, p, alpha, out=pt)
-    return p_all, q
 
 
 def trace_final(x: torch.Tensor, state: TraceState, n: Neuron) -> TraceState:

@@ -1,9 +1,10 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from spikeshot.models import ModelConfig, Network
 from spikeshot.models.init import firing_rates, lsuv_init
-from spikeshot.models.snn import features, features_stepwise
+from spikeshot.models.snn import features, features_stepwise, fold_pool
 
 TINY = dict(ways=3, input_hw=(8, 8), bins=6, burn_in=2, channels=(4, 6), kernel=3)
 
@@ -33,6 +34,17 @@ def test_batched_path_matches_stepwise_oracle(reset, pool_kind):
     for a, b in zip(g_fast, g_slow, strict=False):
         assert a.abs().sum() > 0
         assert torch.allclose(a, b, atol=1e-12)
+
+
+@pytest.mark.parametrize("pool", [2, 3])
+def test_folded_pooling_is_average_pooling_of_the_convolution(pool):
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(6, 4, 5, 5, generator=g, dtype=torch.float64)
+    x = torch.randn(3, 4, 11, 14, generator=g, dtype=torch.float64)  # sizes off the pooling grid
+    pooled = F.avg_pool2d(F.conv2d(x, w, padding=2), pool)
+    folded = F.conv2d(x, fold_pool(w, pool), stride=pool, padding=2)
+    assert folded.shape == pooled.shape
+    assert torch.allclose(folded, pooled, atol=1e-12)
 
 
 def test_burn_in_steps_pass_no_gradient():
