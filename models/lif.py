@@ -20,6 +20,7 @@ Under ``torch.func.vmap`` they fall back to plain out-of-place operations.
 
 from __future__ import annotations
 
+import importlib
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -176,7 +177,39 @@ def spike_scan(v: torch.Tensor, r0: torch.Tensor, n: Neuron) -> tuple[torch.Tens
 @torch.no_grad()
 def _scan_values(v, r0, alpha_rp, w_rp, reset, keep):
     """The scan's values, in place: spikes and final state, and with ``keep`` the membranes U and
-    (hard reset) the states R before each step, for the backward."""
+    (hard reset) the states R before each step, for the backward. The numba loop where it is
+    installed (``scan_kernel``), else ``_torch_scan``."""
+    kernel = _scan_kernel()
+    if kernel is None or v.device.type != "cpu" or v.dtype not in (torch.float32, torch.float64):
+        return _torch_scan(v, r0, alpha_rp, w_rp, reset, keep)
+    hard = reset == "hard"
+    s = torch.empty_like(v)
+    u = torch.empty_like(v) if keep else v.new_empty((1, *v.shape[1:]))
+    rs = torch.empty_like(v) if hard and keep else v.new_empty((0, *v.shape[1:]))
+    r = r0.clone(memory_format=torch.contiguous_format)
+    const = v.numpy().dtype.type  # the reference's arithmetic: constants in the tensors' dtype
+    width = v[0].numel()
+    v2, s2, u2, rs2 = (x.view(len(x), width).numpy() for x in (v, s, u, rs))
+    kernel.scan(
+        v2, r.view(width).numpy(), const(alpha_rp), const((1 - alpha_rp) * w_rp), hard, s2, u2, rs2
+    )
+    r = r.view(r0.expand(v.shape[1:]).shape)
+    if not keep:
+        return s, r
+    return (s, r, u, rs) if hard else (s, r, u)
+
+
+@lru_cache(maxsize=1)
+def _scan_kernel():
+    """The numba scan (``scan_kernel``), imported on first use; None without numba."""
+    try:
+        return importlib.import_module("spikeshot.models.scan_kernel")
+    except ImportError:
+        return None
+
+
+def _torch_scan(v, r0, alpha_rp, w_rp, reset, keep):
+    """``_scan_values`` in torch operations, four a step: the kernel's reference."""
     hard = reset == "hard"
     s = torch.empty_like(v)
     u = torch.empty_like(v) if keep else torch.empty_like(v[0]).expand_as(v)

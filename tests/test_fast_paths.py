@@ -82,6 +82,21 @@ def test_fused_scan_matches_the_plain_loop_to_second_order(reset):
     assert torch.equal(s, fused[0]) and torch.allclose(r, fused[1], atol=1e-15)
 
 
+@pytest.mark.skipif(lif._scan_kernel() is None, reason="numba not installed")
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("reset", ["soft", "hard"])
+@pytest.mark.parametrize("keep", [False, True])
+def test_numba_scan_equals_the_torch_scan_bit_for_bit(dtype, reset, keep):
+    g = torch.Generator().manual_seed(6)
+    v = (torch.randn(9, 4, 5, 3, generator=g) * 0.6).to(dtype)
+    r0 = (torch.randn(4, 5, 3, generator=g) * 0.3).to(dtype)
+    ours = lif._scan_values(v, r0, 0.65, 0.9, reset, keep)
+    ref = lif._torch_scan(v, r0, 0.65, 0.9, reset, keep)
+    assert ours[0].sum() > 0 and len(ours) == len(ref)
+    for a, b in zip(ours, ref, strict=True):
+        assert a.dtype == dtype and torch.equal(a, b)
+
+
 def test_grid_finds_fixed_point_weights_and_rejects_others():
     w = torch.randn(6, 4, 3, 3, generator=torch.Generator().manual_seed(2)) * 0.2
     assert spike_conv.grid(w) is None
