@@ -180,7 +180,9 @@ def _scan_values(v, r0, alpha_rp, w_rp, reset, keep):
     (hard reset) the states R before each step, for the backward. The numba loop where it is
     installed (``scan_kernel``), else ``_torch_scan``."""
     kernel = _scan_kernel()
-    if kernel is None or v.device.type != "cpu" or v.dtype not in (torch.float32, torch.float64):
+    stored = not any(functorch.is_functorch_wrapped_tensor(t) for t in (v, r0))  # not in torch.func
+    floats = v.device.type == "cpu" and v.dtype in (torch.float32, torch.float64)
+    if not (kernel and stored and floats):
         return _torch_scan(v, r0, alpha_rp, w_rp, reset, keep)
     hard = reset == "hard"
     s = torch.empty_like(v)

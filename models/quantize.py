@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+from torch._C._functorch import is_functorch_wrapped_tensor
 
 MODES = ("global", "per_tensor")
 ROUNDINGS = ("nearest", "stochastic")
@@ -64,13 +65,15 @@ class Quantizer:
             return {k: step for k in params}
         return {k: max(float(v.detach().abs().max()), 1e-12) / self.qmax for k, v in params.items()}
 
+    @torch.no_grad()
     def _levels(self, w: torch.Tensor, step: float, generator: torch.Generator | None):
+        """The levels (float), in place on one fresh buffer: they carry no gradient."""
         x = w / step
         if self.rounding == "nearest":
-            x = torch.round(x)
+            x.round_()
         else:
-            x = torch.floor(x + torch.rand(x.shape, generator=generator, dtype=x.dtype))
-        return x.clamp(self.qmin, self.qmax)
+            x.add_(torch.rand(x.shape, generator=generator, dtype=x.dtype)).floor_()
+        return x.clamp_(self.qmin, self.qmax)
 
     def to_int(self, w: torch.Tensor, step: float, generator=None) -> torch.Tensor:
         """Integer levels of ``w`` on the grid of ``step``."""
@@ -82,9 +85,11 @@ class Quantizer:
         return levels.to(torch.float32) * step
 
     def fake(self, w: torch.Tensor, step: float, generator=None) -> torch.Tensor:
-        """``w`` on the grid, with a straight-through (identity) gradient."""
-        q = self._levels(w, step, generator) * step
-        return w + (q - w).detach()
+        """``w`` on the grid, with a straight-through (identity) gradient where one is needed."""
+        q = self._levels(w, step, generator).mul_(step)
+        if (torch.is_grad_enabled() and w.requires_grad) or is_functorch_wrapped_tensor(w):
+            return w + (q - w).detach()
+        return q
 
     def fake_all(self, params: dict, scales: dict, generator=None) -> dict[str, torch.Tensor]:
         return {k: self.fake(v, scales[k], generator) for k, v in params.items()}

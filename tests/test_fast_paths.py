@@ -97,6 +97,16 @@ def test_numba_scan_equals_the_torch_scan_bit_for_bit(dtype, reset, keep):
         assert a.dtype == dtype and torch.equal(a, b)
 
 
+def test_burn_in_under_torch_func_grad_takes_the_torch_scan():
+    """torch.func.grad wraps the tensors (no storage for a kernel): second-order MAML's burn-in."""
+    cfg = ModelConfig(**TINY)
+    params = _grid_params(cfg, torch.float32)
+    x = _frames(2, cfg, dtype=torch.float32)
+    net = Network(cfg)
+    grads = torch.func.grad(lambda p: net.forward(p, x).square().sum())(params)
+    assert grads["conv0.weight"].abs().sum() > 0
+
+
 def test_grid_finds_fixed_point_weights_and_rejects_others():
     w = torch.randn(6, 4, 3, 3, generator=torch.Generator().manual_seed(2)) * 0.2
     assert spike_conv.grid(w) is None
