@@ -34,6 +34,10 @@ contenders are interleaved and each figure is a median.
   the same run). ``adapt_time_over_flop_floor`` below 1 means less work than that dense
   computation, not only an efficient one.
 
+- ``--recording FILE``: the densities that decide between dense and event-driven convolution,
+  on a real recording (any format the readers take) through the zoo's default model: the share
+  of its first window's pixel-bins with events, and each hidden layer's firing rate.
+
 Timings are wall clock, the latency a caller sees; ``cpu_ms`` repeats them in this thread's CPU
 time, which other processes on a shared machine do not inflate.
 """
@@ -57,8 +61,10 @@ from norse.torch import LICell, LIFCell, LIFParameters, LIParameters
 from torch import nn
 
 from spikeshot.events.atomic import write_atomic
-from spikeshot.events.binning import FrameGeometry
-from spikeshot.models import ModelConfig, Network, Quantizer, adapt
+from spikeshot.events.binning import FrameGeometry, bin_events
+from spikeshot.events.formats import read
+from spikeshot.events.mapping import map_to_sensor
+from spikeshot.models import ModelConfig, Network, Quantizer, adapt, checkpoint
 from spikeshot.models.datasets import open_dataset
 from spikeshot.models.datasets.episodes import TaskSampler
 from spikeshot.models.fast_head import adapt_head
@@ -277,6 +283,23 @@ def bench_config(
     return out
 
 
+def real_densities(path: Path) -> dict:
+    """Input density and hidden firing rates of the zoo's default model on ``path``'s first window,
+    its sensor mapped onto the model's as the server maps it (``events.mapping``)."""
+    ckpt = checkpoint.load(checkpoint.ZOO / checkpoint.ZOO_DEFAULT)
+    g, cfg = ckpt.geometry, ckpt.network.config
+    rec = read(path)
+    mapped = map_to_sensor(rec.events, rec.width, rec.height, g.sensor_width, g.sensor_height)
+    frames = torch.from_numpy(bin_events(mapped.events, g)).unsqueeze(0)
+    rates = firing_rates(ckpt.network, ckpt.params, frames)
+    return {
+        "recording": path.name,
+        "model": ckpt.name,
+        "input_density": float((frames.clamp(max=cfg.input_clip) > 0).float().mean()),
+        "hidden_firing_rates": [round(r, 4) for r in rates],
+    }
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -288,12 +311,18 @@ def main(argv=None) -> dict:
         default=ROOT / "bench" / "results" / "adapt.json",
         help="where to write the results",
     )
+    parser.add_argument(
+        "--recording", type=Path, help="a real recording: input and hidden densities on it"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     repeats, meta_repeats = (2, 1) if args.quick else (21, 5)
     shot_counts = (1,) if args.quick else (1, 5)
     dataset = open_dataset("double_digits", progress=False)
     rate = matmul_gflops()
+    densities = real_densities(args.recording) if args.recording else None
+    if densities:
+        print("real_densities", densities, flush=True)
     results = {}
     for name, (cfg, geometry) in configs().items():
         results.update(
@@ -352,6 +381,7 @@ def main(argv=None) -> dict:
         "torch": torch.__version__,
         "snntorch": snntorch.__version__,
         "norse": norse.__version__,
+        "real_densities": densities,
         "results": results,
     }
     for k, v in headline.items():

@@ -3,6 +3,7 @@ settings where the README's own would take long."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -59,6 +60,19 @@ def test_evaluate_a_shipped_model(env):
     out = json.loads(run(env, str(BIN / "spikeshot"), *args, "--tasks", "5", "--json").stdout)
     assert out["tasks"] == 5 and out["protocol"] == 2
     assert out["accuracy_mean"] >= 0.9
+
+
+def test_the_adaptation_benchmark_measures_densities_on_a_real_recording(realdata):
+    """``bench/adapt.py --recording``: a real camera's events, mapped onto the default model's
+    sensor, give a density of its pixel-bins and a firing rate per hidden layer."""
+    spec = importlib.util.spec_from_file_location("bench_adapt", ROOT / "bench" / "adapt.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.real_densities(realdata / "evt3_sample.raw")  # 1280x720 onto 34x34
+    assert 0 < out["input_density"] < 1
+    assert len(out["hidden_firing_rates"]) == 3 and all(
+        0 < r < 1 for r in out["hidden_firing_rates"]
+    )
 
 
 @pytest.mark.parametrize("bench", ["events", "adapt", "service", "soak", "cluster"])
