@@ -61,6 +61,9 @@ class TrainConfig:
     inner_lr: float = 1.0
     learn_inner_lr: bool = False
     first_order: bool = False
+    # Iterations before this one are first-order (a warm-up before second-order MAML, as MAML++'s
+    # derivative-order annealing); 0: none.
+    first_order_until: int = 0
     bits: int | None = None
     rounding: str = "nearest"
     # The grid the card names for sessions' inner loops (None: float32); the recipe's ``bits``
@@ -297,9 +300,8 @@ class MetaTrainer:
             task = self.train_tasks[it * t.meta_batch + j]
             s, sl, q, ql = task_tensors(task)
             mask = self._mask(task.ways)
-            fast = self._adapt(
-                self.params, s, sl, mask, create_graph=not t.first_order, generator=gen
-            )
+            second_order = not t.first_order and it >= t.first_order_until
+            fast = self._adapt(self.params, s, sl, mask, create_graph=second_order, generator=gen)
             logits = self.net.forward(fast, q)
             if mask is not None:
                 logits = logits.masked_fill(~mask, float("-inf"))

@@ -117,6 +117,21 @@ def test_quantization_aware_first_order_run_logs_validation(tmp_path, tiny_digit
     assert (tmp_path / "run" / "curve.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_a_first_order_warm_up_runs_before_second_order(tmp_path, tiny_digits, monkeypatch):
+    trainer = _trainer(_cfg(first_order_until=2, iterations=4), tmp_path / "run", tiny_digits)
+    orders = []
+    adapt = trainer._adapt
+
+    def recorded(*args, create_graph, **kwargs):
+        orders.append(create_graph)
+        return adapt(*args, create_graph=create_graph, **kwargs)
+
+    monkeypatch.setattr(trainer, "_adapt", recorded)
+    for _ in range(4):
+        trainer.step()
+    assert orders == [False] * 4 + [True] * 4  # iterations 0, 1 first-order; two tasks each
+
+
 class PatternSplit(MetaSplit):
     """Class c: a fixed pattern of 6 pixels firing ON events, each pixel seen with probability 0.7,
     under 40 OFF events at random pixels. Features of a random network mix the two channels;
