@@ -86,8 +86,15 @@ def _trace_matrices(steps: int, alpha: float, beta: float, gain: float):
 
 
 def _matrices(x: torch.Tensor, n: Neuron):
-    ms = _trace_matrices(x.shape[0], float(n.alpha), float(n.beta), float(n.gain))
-    return (torch.as_tensor(m, dtype=x.dtype, device=x.device) for m in ms)
+    """``_trace_matrices`` for ``x``'s steps, as tensors of its dtype and device."""
+    return _tensors(x.shape[0], float(n.alpha), float(n.beta), float(n.gain), x.dtype, x.device)
+
+
+@lru_cache(maxsize=64)
+def _tensors(steps, alpha, beta, gain, dtype, device):
+    ms = _trace_matrices(steps, alpha, beta, gain)
+    with torch.inference_mode(False):  # shared constants: usable with autograd wherever made
+        return tuple(torch.as_tensor(m, dtype=dtype, device=device) for m in ms)
 
 
 def _memory_order(x: torch.Tensor) -> tuple[list[int], list[int]]:
