@@ -114,9 +114,11 @@ def independent_decoders(format: str) -> dict:
 
 def bench_readers(repeats: int) -> tuple[dict, dict]:
     """The readers' figures and their targets. On each real recording: the Mev/s of
-    ``formats.read``, of the same reader's numpy reference path and of each independent decoder,
-    and our speed over each of theirs (``_vs_``). Also the first read's seconds (numba's import and
-    kernel load, or compile) and our Mev/s over all recordings together."""
+    ``formats.read`` (format detected), of the same with the format named (``_named_``, as the
+    numpy path and the other decoders are called), of the same reader's numpy reference path and
+    of each independent decoder, and our speed over each of theirs (``_vs_``). Also the first
+    read's seconds (numba's import and kernel load, or compile) and our Mev/s over all
+    recordings together."""
     if not REALDATA.is_dir():
         return {}, {}
     from spikeshot.events import formats
@@ -134,6 +136,7 @@ def bench_readers(repeats: int) -> tuple[dict, dict]:
         n = len(formats.read(path).events)
         runs = {
             "": lambda path=path: formats.read(path),
+            "named": lambda path=path, format=format: formats.read(path, format),
             "numpy": lambda path=path, module=module: collect(module.source(path, native=False)),
         }
         for name, read in independent_decoders(format).items():
@@ -142,7 +145,7 @@ def bench_readers(repeats: int) -> tuple[dict, dict]:
         key = f"read_{path.name}"
         for name, s in seconds.items():
             out[f"{key}_{name}_mev_s" if name else f"{key}_mev_s"] = n / s / 1e6
-        for name in list(seconds)[1:]:
+        for name in list(seconds)[2:]:
             out[f"{key}_vs_{name}"] = seconds[name] / seconds[""]
             if name != "numpy":
                 targets[f"{key}_vs_{name}"] = 1.0

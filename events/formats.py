@@ -18,7 +18,6 @@ bytes would consume them). AEDAT4 from a FIFO is decoded in a child process (see
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,9 +56,8 @@ def _check_format(format: str) -> str:
     return format
 
 
-def _prophesee_format(head: bytes, path, suffix: str) -> str:
-    header = read_header(io.BufferedReader(io.BytesIO(head)))
-    version = header.evt_version()
+def _prophesee_format(stream, path, suffix: str) -> str:
+    version = read_header(stream).evt_version()
     if version in _EVT:
         return _EVT[version]
     if version is not None:
@@ -80,15 +78,15 @@ def detect_format(path) -> str:
             raise FormatError(path, 0, "a pipe's format comes from its extension: pass format=")
         return by_extension
     with open(path, "rb") as stream:
-        head = stream.read(1 << 16)
-    if head.startswith(aedat4.MAGIC):
-        return "aedat4"
-    if head.startswith(npyfile.NPY_MAGIC):
-        return "npy"
-    if head.startswith(npyfile.ZIP_MAGIC):
-        return "npz"
-    if head.startswith(b"% "):
-        return _prophesee_format(head, path, suffix)
+        head = stream.peek(len(aedat4.MAGIC))  # a regular file's buffer: no extra read
+        if head.startswith(aedat4.MAGIC):
+            return "aedat4"
+        if head.startswith(npyfile.NPY_MAGIC):
+            return "npy"
+        if head.startswith(npyfile.ZIP_MAGIC):
+            return "npz"
+        if head.startswith(b"% "):
+            return _prophesee_format(stream, path, suffix)
     if by_extension is None:
         raise FormatError(
             path, 0, f"unknown event file format (starts with {head[:8]!r}): pass format="
