@@ -202,7 +202,6 @@ def _scan_values(v, r0, alpha_rp, w_rp, reset, keep):
     kernel.scan(
         v2, r.view(width).numpy(), const(alpha_rp), const((1 - alpha_rp) * w_rp), hard, s2, u2, rs2
     )
-    r = r.view(r0.expand(v.shape[1:]).shape)
     if not keep:
         return s, r
     return (s, r, u, rs) if hard else (s, r, u)
