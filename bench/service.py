@@ -32,10 +32,11 @@ for both paths.
   last end). ``client_encode_mev_s``: events a second the client SDK turns into request bytes
   (``clients.wire``, columns; ``_packed_``: packed), against ``client_encode_protobuf_mev_s``
   for protobuf's own messages.
-- Prepared weights (``classify_16c_throughput_prepared_over_unprepared``): 16 clients' Classify
-  through the Engine, each on its own session, with the sessions' weights kept prepared
-  (``prepared_sessions``, the default) against prepared on every call (0: the path before), in
-  alternating rounds: calls a second of each and their ratio.
+- Classify throughput (``classify_16c_throughput_over_before``): 16 clients' Classify through the
+  Engine, each on its own session, on the default path (calls waiting together batched into one
+  forward pass, weights kept prepared), with one call a pass (``classify_batch=1``), and on the
+  path before both (``prepared_sessions=0`` as well), in rotating rounds: calls a second of each
+  and the ratios (``_batched_over_unbatched``: what batching alone adds).
 - Memory: resident set growth over N adapted sessions (1,000, or 100 with --quick), per session,
   against its weights at the chosen bits plus its support frames (``memory_per_session_ratio``);
   ``_trimmed``: the same after glibc's ``malloc_trim`` hands the heap's free pages back (the
@@ -89,6 +90,7 @@ TARGETS = {
     "ingest_two_cameras_over_one": (">=", 1.6),
     "grpc_overhead_classify": ("<=", 1.2),
     "memory_per_session_ratio": ("<=", 1.5),
+    "classify_16c_throughput_over_before": (">=", 2.0),
 }
 
 
@@ -436,23 +438,33 @@ def bench_ingest(engine: Engine, address: str, inputs: Inputs, ckpt: Checkpoint,
     }
 
 
-def bench_prepared(ckpt: Checkpoint, inputs: Inputs, classifies: int) -> dict:
-    """Classify through the Engine at 16 clients, each on its own session, with the sessions'
-    weights kept prepared (the default) and prepared on every call (``prepared_sessions`` 0, the
-    path before), rounds alternating: calls a second and p50 of each."""
+# The 16-client Classify paths compared: the default (calls batched, weights kept prepared), one
+# call a forward pass, and the path before both (prepared on every call, one call a pass).
+CLASSIFY_PATHS = {
+    "batched": {},
+    "unbatched": {"classify_batch": 1},
+    "unprepared": {"classify_batch": 1, "prepared_sessions": 0},
+}
+
+
+def bench_classify_paths(ckpt: Checkpoint, inputs: Inputs, classifies: int) -> dict:
+    """Classify through the Engine at 16 clients, each on its own session, on each of
+    ``CLASSIFY_PATHS``, rounds rotating the order: calls a second and p50 of each."""
     clients = max(CLIENTS)
     out, engines, sessions = {}, {}, {}
-    for name, kept in (("prepared", ServerConfig().prepared_sessions), ("unprepared", 0)):
-        config = ServerConfig(max_sessions_per_owner=clients, prepared_sessions=kept)
+    configure_torch(ServerConfig().torch_thread_count)
+    for name, settings in CLASSIFY_PATHS.items():
+        config = ServerConfig(max_sessions_per_owner=clients, **settings)
         engines[name] = engine = Engine([ckpt], config)
         sids = [engine.create_session(weight_bits=inputs.bits).session_id for _ in range(clients)]
         for sid in sids:
             engine.adapt(sid, inputs.chunks())
         sessions[name] = sids
     samples = {name: ([], 0.0) for name in engines}
+    names = list(engines)
     try:
-        for r in range(ROUNDS):
-            for name in tuple(engines)[:: 1 if r % 2 else -1]:
+        for r in range(ROUNDS + 2):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
 
                 def classify(k, i, e=engines[name], sids=sessions[name]):
                     query = EventInput(inputs.queries[i % WAYS], inputs.width, inputs.height)
@@ -468,9 +480,9 @@ def bench_prepared(ckpt: Checkpoint, inputs: Inputs, classifies: int) -> dict:
     for name, (latencies, wall) in samples.items():
         out[f"engine_classify_16c_{name}_calls_s"] = len(latencies) / wall
         out[f"engine_classify_16c_{name}_p50_ms"] = percentiles(latencies)["p50_ms"]
-    out["classify_16c_throughput_prepared_over_unprepared"] = (
-        out["engine_classify_16c_prepared_calls_s"] / out["engine_classify_16c_unprepared_calls_s"]
-    )
+    calls = {name: out[f"engine_classify_16c_{name}_calls_s"] for name in CLASSIFY_PATHS}
+    out["classify_16c_throughput_over_before"] = calls["batched"] / calls["unprepared"]
+    out["classify_16c_throughput_batched_over_unbatched"] = calls["batched"] / calls["unbatched"]
     return out
 
 
@@ -564,7 +576,7 @@ def main(argv=None) -> dict:
         server.stop(grace=1)
         engine.close()
     results.update(bench_client_encoding(ckpt.geometry, n_events))
-    results.update(bench_prepared(ckpt, inputs, classifies))
+    results.update(bench_classify_paths(ckpt, inputs, classifies))
     results.update(bench_memory(ckpt, inputs, sessions, config.worker_count))
 
     report = {
@@ -614,9 +626,8 @@ def main(argv=None) -> dict:
         "ingest_two_cameras_mev_s",
         "ingest_engine_mev_s",
         "stream_mev_s",
-        "engine_classify_16c_prepared_calls_s",
-        "engine_classify_16c_unprepared_calls_s",
-        "classify_16c_throughput_prepared_over_unprepared",
+        *(f"engine_classify_16c_{name}_calls_s" for name in CLASSIFY_PATHS),
+        "classify_16c_throughput_batched_over_unbatched",
         "client_encode_mev_s",
         "client_encode_packed_mev_s",
         "client_encode_protobuf_mev_s",

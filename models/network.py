@@ -37,6 +37,17 @@ class Network:
 
     __call__ = forward
 
+    def forward_grouped(self, sessions: list[tuple[dict, object]], frames: torch.Tensor):
+        """Logits [G, B, ways] of G networks, each a ``(params, prepare(params))``, each on its own
+        frames [G, B, ...], without gradient, equal to their own forwards: the SNN's hidden layers
+        side by side in one pass (``snn.features_side_by_side``), the ANN's one after another."""
+        with torch.no_grad():
+            if self.config.arch != "snn" or len(sessions) == 1:
+                pairs = zip(sessions, frames, strict=True)
+                return torch.stack([self.forward(p, x, w) for (p, w), x in pairs])
+            feats = snn.features_side_by_side(sessions, frames, self.config)
+            return torch.stack([readout(p, f) for (p, _), f in zip(sessions, feats, strict=True)])
+
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Name -> shape of every parameter."""
         cfg = self.config

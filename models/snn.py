@@ -78,11 +78,12 @@ def drive(params: dict, i: int, p: torch.Tensor, cfg: ModelConfig) -> torch.Tens
     return _pool(v, cfg)
 
 
-def _drive(p, weight, bias, cfg):
+def _drive(p, weight, bias, cfg, groups=1):
     """``drive`` with the ``prepare``d ``weight`` (average pooling folded in)."""
+    pad = cfg.kernel // 2
     if cfg.pool_kind == "avg":
-        return F.conv2d(_channels_last(p), weight, bias, stride=cfg.pool, padding=cfg.kernel // 2)
-    return _pool(F.conv2d(_channels_last(p), weight, bias, padding=cfg.kernel // 2), cfg)
+        return F.conv2d(_channels_last(p), weight, bias, cfg.pool, pad, groups=groups)
+    return _pool(F.conv2d(_channels_last(p), weight, bias, padding=pad, groups=groups), cfg)
 
 
 def fold_pool(weight: torch.Tensor, pool: int) -> torch.Tensor:
@@ -137,7 +138,7 @@ def prepare(params: dict, cfg: ModelConfig) -> list:
     return out
 
 
-def _layer(params, i, s, trace, cfg, weight, kernel):
+def _layer(params, i, s, trace, cfg, weight, kernel, groups=1):
     """The pooled drive [T, B, C, H', W'] of hidden layer ``i`` for its input ``s`` [T, B, ...]
     from ``trace``, and the traces after the last step.
 
@@ -150,12 +151,14 @@ def _layer(params, i, s, trace, cfg, weight, kernel):
     steps, pad, bias = s.shape[:2], cfg.kernel // 2, params[f"conv{i}.bias"]
     if kernel is None or vmapped(s):
         p, trace = trace_filter(s, trace, n)
-        return _drive(p.flatten(0, 1), weight, bias, cfg).unflatten(0, steps), trace
+        return _drive(p.flatten(0, 1), weight, bias, cfg, groups).unflatten(0, steps), trace
     z = spike_conv.conv(_channels_last(s.flatten(0, 1)), weight, kernel, pad)
     # the convolved initial traces; a 0-dim state is the zero state of a fresh run
     z0 = TraceState(
         *(
-            F.conv2d(_channels_last(t.expand(s.shape[1:])), weight, padding=pad) if t.dim() else t
+            F.conv2d(_channels_last(t.expand(s.shape[1:])), weight, padding=pad, groups=groups)
+            if t.dim()
+            else t
             for t in trace
         )
     )
@@ -164,15 +167,16 @@ def _layer(params, i, s, trace, cfg, weight, kernel):
     return v.unflatten(0, steps), trace_final(s, trace, n)
 
 
-def _run(params, x, state, cfg, weights, record=None):
+def _run(params, x, state, cfg, weights, record=None, groups=1):
     """All layers over the steps of ``x`` [T, B, ...] from ``state``, with the ``prepare`` of
-    ``params``; returns the readout's traces at the last step [B, F] and the state after it.
-    Appends each hidden layer's spikes [T, B, C, H, W] to ``record`` when given."""
+    ``params`` (``groups`` networks side by side as channel groups, see ``stack``); returns the
+    readout's traces at the last step [B, F] and the state after it. Appends each hidden layer's
+    spikes [T, B, C, H, W] to ``record`` when given."""
     s = x
     new_state = []
     for i in range(len(cfg.channels)):
         trace, r = state[i] if state else LIFState(TraceState(_zero(x), _zero(x)), _zero(x))
-        v, trace = _layer(params, i, s, trace, cfg, *weights[i])
+        v, trace = _layer(params, i, s, trace, cfg, *weights[i], groups)
         s, r = spike_scan(v, r, neuron(cfg, i))
         new_state.append(LIFState(trace, r))
         if record is not None:
@@ -196,6 +200,54 @@ def features(
             _, state = _run(params, x[: cfg.burn_in], None, cfg, weights)
     f, _ = _run(params, x[cfg.burn_in :], state, cfg, weights)
     return f
+
+
+def stack(sessions: list[tuple[dict, list]], cfg: ModelConfig) -> tuple[dict, list]:
+    """Several networks' ``(params, prepare(params))`` as one, for ``features_grouped``: each hidden
+    layer's biases and prepared weights stacked along output channels (its convolution grouped).
+    A layer whose weights all sit on a grid
+    convolves spikes with the float grouped convolution, exact on spikes as the int8 one is (see
+    ``spike_conv``), so every network's values are those of its own forward."""
+    groups, pad = len(sessions), cfg.kernel // 2
+    params, prepared = {}, []
+    for i in range(len(cfg.channels)):
+        params[f"conv{i}.bias"] = torch.cat([p[f"conv{i}.bias"] for p, _ in sessions])
+        weight = torch.cat([w[i][0] for _, w in sessions])
+        exact = all(w[i][1] is not None for _, w in sessions)
+        kernel = partial(F.conv2d, weight=weight, padding=pad, groups=groups) if exact else None
+        prepared.append((weight, kernel))
+    return params, prepared
+
+
+def features_grouped(params: dict, frames: torch.Tensor, cfg: ModelConfig, prepared: list):
+    """``features`` of G networks (``stack``'s ``params`` and ``prepared``) at once, each on its
+    own frames, without gradient: [G, B, T, 2, H, W] -> [G, B, features]."""
+    groups, batch = frames.shape[:2]
+    x = prepare_input(frames.flatten(0, 1), cfg)  # [T, G B, 2, H, W]
+    x = x.unflatten(1, (groups, batch)).transpose(1, 2).flatten(2, 3)  # [T, B, G 2, H, W]
+    state = None
+    with torch.no_grad():
+        if cfg.burn_in:
+            _, state = _run(params, x[: cfg.burn_in], None, cfg, prepared, None, groups)
+        f, _ = _run(params, x[cfg.burn_in :], state, cfg, prepared, None, groups)
+    return f.unflatten(1, (groups, -1)).transpose(0, 1)
+
+
+def features_side_by_side(
+    sessions: list[tuple[dict, list]], frames: torch.Tensor, cfg: ModelConfig
+):
+    """Readout inputs [G, B, features] of G networks' ``(params, prepare(params))`` on their
+    frames [G, B, T, 2, H, W], without gradient: one ``features_grouped`` pass for the networks
+    whose layers convolve spikes alike (exactly on a grid, or in float), so each network's
+    features are those of its own ``features``."""
+    kinds: dict[tuple[bool, ...], list[int]] = {}
+    for g, (_, prepared) in enumerate(sessions):
+        kinds.setdefault(tuple(kernel is None for _, kernel in prepared), []).append(g)
+    out = frames.new_empty(len(sessions), frames.shape[1], cfg.features)
+    for members in kinds.values():
+        params, prepared = stack([sessions[g] for g in members], cfg)
+        out[members] = features_grouped(params, frames[members], cfg, prepared)
+    return out
 
 
 def features_stepwise(params: dict, frames: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:

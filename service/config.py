@@ -77,6 +77,11 @@ class ServerConfig:
         "sessions whose weights Classify keeps prepared for forward passes, about 2 MB each "
         "(0: prepare them on every call)",
     )
+    classify_batch: int = _setting(
+        16,
+        "Classify calls of one model that run as one forward pass when they wait together "
+        "(1: one at a time)",
+    )
     io_threads: int = _setting(16, "gRPC threads that read and write streams")
     tls_cert: str = _setting("", "PEM certificate chain of the server (with tls_key: TLS on)")
     tls_key: str = _setting("", "PEM private key of the server")
@@ -100,6 +105,7 @@ class ServerConfig:
             "max_events",
             "max_inner_steps",
             "max_message_bytes",
+            "classify_batch",
             "io_threads",
         ):
             if getattr(self, name) < 1:

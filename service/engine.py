@@ -23,7 +23,8 @@ Sessions live in the store ``config.session_store`` names (``store.open_store``)
 uses the ``store.SessionStore`` contract.
 
 Model work runs on the bounded ``Executor``; decoding and binning run on the caller's thread as the
-stream arrives.
+stream arrives. Classify calls of one model that wait for a worker together run as one forward pass
+(``batching.Batcher``, at most ``config.classify_batch``), each with its own session's weights.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -54,6 +56,7 @@ from spikeshot.models.maml import adapt
 from spikeshot.models.network import Network
 from spikeshot.models.quantize import rounding_seed
 from spikeshot.service import inputs, sessions, windows
+from spikeshot.service.batching import Batcher
 from spikeshot.service.config import ServerConfig
 from spikeshot.service.errors import (
     Aborted,
@@ -86,6 +89,15 @@ class _Model:
     @property
     def geometry(self) -> FrameGeometry:
         return self.checkpoint.geometry
+
+
+class _Query(NamedTuple):
+    """One Classify call's work: a session's query frames [bins, 2, H, W] and answer units."""
+
+    session_id: str
+    state: State
+    frames: np.ndarray
+    units: list[int]
 
 
 def nir_adaptation(settings: Settings, state: State) -> nir_export.Adaptation:
@@ -145,6 +157,7 @@ class Engine:
             )
         self.executor = Executor(self.config.worker_count, self.config.queue_limit)
         self.prepared = Prepared(self.config.prepared_sessions)
+        self.batcher = Batcher(self.executor, self.config.classify_batch, self._forward_many)
         self.sessions = open_store(self.config, clock)
         self.sessions.restore(self._check_restored)
 
@@ -526,22 +539,40 @@ class Engine:
                 )
         return sorted({index[label] for label in candidates})
 
-    def _forward(
-        self, m: _Model, session_id: str, state: State, frames: np.ndarray, units: list[int]
-    ):
-        """Probabilities [batch, len(units)] with the weights of ``state`` (prepared once per
-        version, ``self.prepared``); milliseconds."""
-        start = time.perf_counter()
+    def _ready(self, m: _Model, session_id: str, state: State) -> tuple[dict, object]:
+        """The weights of ``state`` and their ``Network.prepare``, made once per version
+        (``self.prepared``)."""
 
-        def ready():
+        def make():
             params = {**m.params, **state.weights.values()}
             return params, m.network.prepare(params)
 
+        return self.prepared.get(session_id, state.version, make)
+
+    def _forward(
+        self, m: _Model, session_id: str, state: State, frames: np.ndarray, units: list[int]
+    ):
+        """Probabilities [batch, len(units)] with the weights of ``state``; milliseconds."""
+        start = time.perf_counter()
         with torch.no_grad():
-            params, prepared = self.prepared.get(session_id, state.version, ready)
+            params, prepared = self._ready(m, session_id, state)
             logits = m.network.forward(params, torch.from_numpy(frames), prepared)
             probs = torch.softmax(logits[:, units], dim=-1).numpy()
         return probs, 1000.0 * (time.perf_counter() - start)
+
+    def _forward_many(self, model: str, queries: Sequence[_Query]):
+        """Each Classify query's probabilities [len(units)], all of model ``model`` in one pass
+        (``Network.forward_grouped``), with the pass's milliseconds."""
+        start = time.perf_counter()
+        m = self._models[model]
+        sessions = [self._ready(m, q.session_id, q.state) for q in queries]
+        frames = torch.from_numpy(np.stack([q.frames for q in queries]))[:, None]
+        logits = m.network.forward_grouped(sessions, frames)[:, 0]
+        forward_ms = 1000.0 * (time.perf_counter() - start)
+        return [
+            (torch.softmax(row[q.units], dim=-1).numpy(), forward_ms)
+            for q, row in zip(queries, logits, strict=True)
+        ]
 
     @staticmethod
     def _answer(state: State, units: list[int], probs: np.ndarray) -> tuple[str, dict[str, float]]:
@@ -567,10 +598,9 @@ class Engine:
         sample = inputs.query(query, m.geometry, self.config.max_events)
         state = session.state  # one consistent set of weights from here on
         units = self._candidates(state, candidates)
-        (probs, forward_ms), queue_ms = self.executor.run(
-            lambda: self._forward(m, session.id, state, sample.frames[None], units), control
-        )
-        label, probabilities = self._answer(state, units, probs[0])
+        query = _Query(session.id, state, sample.frames, units)
+        (probs, forward_ms), queue_ms = self.batcher.run(m.name, query, control)
+        label, probabilities = self._answer(state, units, probs)
         timings = Timings(
             decode_ms=sample.decode_ms,
             bin_ms=sample.bin_ms,

@@ -21,6 +21,7 @@ from spikeshot.events.binning import bin_events
 from spikeshot.events.codec import encode
 from spikeshot.models import checkpoint
 from spikeshot.models.checkpoint import Checkpoint, save
+from spikeshot.models.network import Network
 from spikeshot.service.config import ServerConfig, add_flags, flag_overrides
 from spikeshot.service.engine import Engine
 from spikeshot.service.errors import (
@@ -366,6 +367,53 @@ def test_a_session_is_prepared_for_forward_passes_once_per_adapt(engine, monkeyp
         unkept.close()
 
 
+def _classify_together(engine: Engine, calls: int) -> dict:
+    """Answers of ``calls`` Classify calls over four sessions (8-bit and float) that all wait
+    while the engine's one worker is busy."""
+    sids = [adapted(engine, "a", "b", "c", weight_bits=bits) for bits in (8, 0, 8, 0)]
+    release = threading.Event()
+    busy = threading.Thread(target=engine.executor.run, args=(lambda: release.wait(10),))
+    busy.start()
+    got = {}
+
+    def classify(k):
+        got[k] = engine.classify(sids[k % 4], query(k % 3, seed=k)).probabilities
+
+    callers = [threading.Thread(target=classify, args=(k,)) for k in range(calls)]
+    for t in callers:
+        t.start()
+    while engine.executor.in_flight < calls + 1:
+        threading.Event().wait(0.005)
+    release.set()
+    for t in [busy, *callers]:
+        t.join(10)
+    return got
+
+
+def test_classify_calls_waiting_together_run_as_one_pass_with_the_answers_of_one_by_one(
+    monkeypatch,
+):
+    """Classify calls of several sessions (float and 8-bit) that wait for the one busy worker
+    together run in one forward pass (``Network.forward_grouped``), and answer exactly as calls
+    run one at a time (``classify_batch=1``)."""
+    answers, passes = {}, []
+    real = Network.forward_grouped
+    monkeypatch.setattr(
+        Network,
+        "forward_grouped",
+        lambda net, sessions, frames: passes.append(len(sessions)) or real(net, sessions, frames),
+    )
+    for batch, expected in ((16, [6]), (4, [4, 2]), (1, [1] * 6)):
+        passes.clear()
+        engine = Engine([tiny()], ServerConfig(workers=1, classify_batch=batch))
+        try:
+            answers[batch] = _classify_together(engine, 6)
+        finally:
+            engine.close()
+        assert passes == expected
+    assert answers[16] == answers[4] == answers[1] and len(answers[1]) == 6
+
+
 def test_idle_sessions_expire():
     clock = Clock()
     engine = Engine([tiny()], ServerConfig(workers=1, session_ttl_s=60), clock=clock)
@@ -641,6 +689,7 @@ def test_config_precedence_defaults_toml_environment_flags(tmp_path):
         ("", {"SPIKESHOT_PORT": "70000"}, "port must be in 0..65535"),
         ('[server]\ntls_cert = "c.pem"\n', {}, "tls_cert and tls_key go together"),
         ("[server]\nmax_sessions = 0\n", {}, "max_sessions must be >= 1"),
+        ("", {"SPIKESHOT_CLASSIFY_BATCH": "0"}, "classify_batch must be >= 1"),
     ],
 )
 def test_config_errors_name_the_setting(tmp_path, toml, env, message):

@@ -47,6 +47,29 @@ def test_folded_pooling_is_average_pooling_of_the_convolution(pool):
     assert torch.allclose(folded, pooled, atol=1e-12)
 
 
+@pytest.mark.parametrize("pool_kind", ["max", "avg"])
+def test_networks_side_by_side_give_each_networks_own_logits(pool_kind):
+    """``forward_grouped`` of float and on-grid (8-bit) sessions, each on its own frames, equals
+    every session's own forward bit for bit, burn-in included."""
+    cfg = ModelConfig(**TINY, pool_kind=pool_kind, zero_head=False)
+    net = Network(cfg)
+    sessions = []
+    for seed in range(5):
+        params = {k: v * 3.0 for k, v in net.init(seed).items()}
+        if seed % 2:  # on a power-of-two grid, as an 8-bit session's weights are
+            params = {k: torch.round(v * 128) / 128 for k, v in params.items()}
+        sessions.append((params, net.prepare(params)))
+    exact = [kernel is not None for _, kernel in sessions[1][1]]
+    assert exact == ([False, True] if pool_kind == "max" else [False, False])
+    frames = torch.stack([_frames(2, cfg, seed, torch.float32) for seed in range(5)])
+    grouped = net.forward_grouped(sessions, frames)
+    assert grouped.shape == (5, 2, cfg.ways) and grouped.abs().sum() > 0
+    with torch.no_grad():
+        for (params, prepared), x, logits in zip(sessions, frames, grouped, strict=True):
+            assert torch.equal(logits, net.forward(params, x, prepared))
+    assert torch.equal(net.forward_grouped(sessions[:1], frames[:1]), grouped[:1])
+
+
 def test_burn_in_steps_pass_no_gradient():
     cfg = ModelConfig(**TINY, zero_head=False)
     params = {k: v.requires_grad_() for k, v in _params(cfg).items()}
