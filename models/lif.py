@@ -186,10 +186,7 @@ def _scan_values(v, r0, alpha_rp, w_rp, reset, keep):
     """The scan's values, in place: spikes and final state, and with ``keep`` the membranes U and
     (hard reset) the states R before each step, for the backward. The numba loop where it is
     installed (``scan_kernel``), else ``_torch_scan``."""
-    kernel = _scan_kernel()
-    stored = not any(functorch.is_functorch_wrapped_tensor(t) for t in (v, r0))  # not in torch.func
-    floats = v.device.type == "cpu" and v.dtype in (torch.float32, torch.float64)
-    if not (kernel and stored and floats):
+    if not _stored_floats(v, r0):
         return _torch_scan(v, r0, alpha_rp, w_rp, reset, keep)
     hard = reset == "hard"
     s = torch.empty_like(v)
@@ -199,7 +196,7 @@ def _scan_values(v, r0, alpha_rp, w_rp, reset, keep):
     const = v.numpy().dtype.type  # the reference's arithmetic: constants in the tensors' dtype
     width = v[0].numel()
     v2, s2, u2, rs2 = (x.view(len(x), width).numpy() for x in (v, s, u, rs))
-    kernel.scan(
+    _scan_kernel().scan(
         v2, r.view(width).numpy(), const(alpha_rp), const((1 - alpha_rp) * w_rp), hard, s2, u2, rs2
     )
     if not keep:
@@ -265,6 +262,8 @@ class _Scan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_s, g_r, g_u, g_rs=None):
         s, u, *rs = ctx.saved_tensors
+        if not torch.is_grad_enabled() and _stored_floats(s, u, *rs, g_s, g_r, g_u, g_rs):
+            return (*_kernel_backward(ctx, s, u, rs, g_s, g_r, g_u, g_rs), None, None, None, None)
         a = ctx.alpha_rp
         if ctx.reset == "hard":  # R' = a R (1 - S) - S (U - R): its partials in R, U and S
             (r,) = rs
@@ -290,6 +289,52 @@ class _Scan(torch.autograd.Function):
             if g_rs[t] is not None:
                 g_r = g_r + g_rs[t]
         return torch.stack(g_v[::-1]), g_r, None, None, None, None
+
+
+def _stored_floats(*tensors) -> bool:
+    """Whether the numba kernels can take these tensors (None for absent ones): numba installed,
+    and each a CPU float32/64 tensor with storage (not inside a ``torch.func`` transform)."""
+    present = [t for t in tensors if t is not None]
+    return _scan_kernel() is not None and all(
+        t.device.type == "cpu"
+        and t.dtype in (torch.float32, torch.float64)
+        and not functorch.is_functorch_wrapped_tensor(t)
+        for t in present
+    )
+
+
+def _kernel_backward(ctx, s, u, rs, g_s, g_r, g_u, g_rs):
+    """``_Scan.backward``'s gradients of V and R0 in one numba loop (``scan_kernel``), when no
+    graph of them is needed; its torch loop is the reference (tested equal)."""
+    steps, width = s.shape[0], s[0].numel()
+
+    def rows(x):  # [T, M] as numpy; an absent gradient as [0, M]
+        if x is None:
+            return s.new_empty((0, width)).numpy()
+        return x.detach().contiguous().view(steps, width).numpy()
+
+    g_v = torch.empty_like(s, memory_format=torch.contiguous_format)
+    g_r0 = (
+        s.new_zeros(s.shape[1:])
+        if g_r is None
+        else g_r.clone(memory_format=torch.contiguous_format)
+    )
+    const = g_v.numpy().dtype.type  # the reference's arithmetic: constants in the tensors' dtype
+    _scan_kernel().scan_backward(
+        rows(s),
+        rows(u),
+        rows(rs[0] if rs else None),
+        rows(torch.zeros_like(s) if g_s is None else g_s),
+        g_r0.view(width).numpy(),
+        rows(g_u),
+        rows(g_rs),
+        const(ctx.alpha_rp),
+        const((1 - ctx.alpha_rp) * ctx.w_rp),
+        const(ctx.slope),
+        ctx.reset == "hard",
+        g_v.view(steps, width).numpy(),
+    )
+    return g_v, g_r0
 
 
 def _steps(x, steps):

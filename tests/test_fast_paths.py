@@ -97,6 +97,33 @@ def test_numba_scan_equals_the_torch_scan_bit_for_bit(dtype, reset, keep):
         assert a.dtype == dtype and torch.equal(a, b)
 
 
+@pytest.mark.skipif(lif._scan_kernel() is None, reason="numba not installed")
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("reset", ["soft", "hard"])
+@pytest.mark.parametrize("final_state", [False, True])
+def test_numba_scan_backward_equals_the_torch_loop(monkeypatch, dtype, reset, final_state):
+    """The first-order backward of the fused scan (no graph of it) in one numba loop: the torch
+    loop's gradients of V and R0, to rounding (the loop's fused multiply-adds round once)."""
+    g = torch.Generator().manual_seed(7)
+    v = (torch.randn(9, 4, 5, 3, generator=g) * 0.6).to(dtype).requires_grad_()
+    r0 = (torch.randn(4, 5, 3, generator=g) * 0.3).to(dtype).requires_grad_()
+    w = torch.randn(9, 4, 5, 3, generator=g).to(dtype)
+    n = Neuron(alpha=0.8, beta=0.6, alpha_rp=0.65, w_rp=0.9, reset=reset, slope=10.0)
+
+    def gradients():
+        s, r = spike_scan(v, r0, n)
+        loss = (s * w).sum() + (r.square().sum() if final_state else 0)
+        return torch.autograd.grad(loss, (v, r0))
+
+    ours = gradients()
+    monkeypatch.setattr(lif, "_stored_floats", lambda *tensors: False)
+    ref = gradients()
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    for a, b in zip(ours, ref, strict=True):
+        assert a.dtype == dtype and a.shape == b.shape and b.abs().sum() > 0
+        assert torch.allclose(a, b, rtol=tol, atol=tol)
+
+
 def test_burn_in_under_torch_func_grad_takes_the_torch_scan():
     """torch.func.grad wraps the tensors (no storage for a kernel): second-order MAML's burn-in."""
     cfg = ModelConfig(**TINY)
