@@ -81,7 +81,17 @@ def test_missing_and_malformed_files_are_named(tmp_path):
         load(tmp_path / "tiny")
 
 
-@pytest.mark.parametrize("name", ["glyphs", "glyphs_ann", "double_digits", "double_digits_ann"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "glyphs",
+        "glyphs_ann",
+        "glyphs_broad",
+        "glyphs_broad_ann",
+        "double_digits",
+        "double_digits_ann",
+    ],
+)
 def test_shipped_models_adapt_on_the_8_bit_grid_by_default(name):
     from spikeshot.service.engine import Engine
 

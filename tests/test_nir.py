@@ -428,12 +428,13 @@ def test_simulators_agree_with_our_forward_pass(exported, simulator):
     assert np.median(np.abs(logits - ours)) < 1e-5
 
 
-def test_the_shipped_average_pooling_model_runs_the_same_in_norse(tmp_path):
-    """``double_digits_avg``, the zoo's exportable model, exports from its zoo name; in Norse
-    its labels and hidden spike counts on random count frames are ours (tolerance: module
-    notes; its weights are float32, so ties are rare)."""
-    assert cli.main(["export-nir", "double_digits_avg", "-o", str(tmp_path / "m.nir")]) == 0
-    ckpt = checkpoint.load(checkpoint.ZOO / "double_digits_avg")
+@pytest.mark.parametrize("name", ["double_digits_avg", "glyphs_broad"])
+def test_the_shipped_average_pooling_models_run_the_same_in_norse(tmp_path, name):
+    """The zoo's exportable models export from their zoo names; in Norse their labels and hidden
+    spike counts on random count frames are ours (tolerance: module notes; their weights are
+    float32, so ties are rare)."""
+    assert cli.main(["export-nir", name, "-o", str(tmp_path / "m.nir")]) == 0
+    ckpt = checkpoint.load(checkpoint.ZOO / name)
     graph = nir.read(tmp_path / "m.nir")
     shape = (48, ckpt.config.bins, 2, *ckpt.config.input_hw)
     x = torch.from_numpy(np.random.default_rng(0).poisson(0.3, shape).astype(np.float32))
