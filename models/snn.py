@@ -205,9 +205,9 @@ def features(
 def stack(sessions: list[tuple[dict, list]], cfg: ModelConfig) -> tuple[dict, list]:
     """Several networks' ``(params, prepare(params))`` as one, for ``features_grouped``: each hidden
     layer's biases and prepared weights stacked along output channels (its convolution grouped).
-    A layer whose weights all sit on a grid
-    convolves spikes with the float grouped convolution, exact on spikes as the int8 one is (see
-    ``spike_conv``), so every network's values are those of its own forward."""
+    A layer whose weights all sit on a grid convolves spikes with the float grouped convolution,
+    exact on spikes as the int8 one is (see ``spike_conv``), so every network's values are those
+    of its own forward."""
     groups, pad = len(sessions), cfg.kernel // 2
     params, prepared = {}, []
     for i in range(len(cfg.channels)):
