@@ -371,9 +371,12 @@ def _classify_together(engine: Engine, calls: int) -> dict:
     """Answers of ``calls`` Classify calls over four sessions (8-bit and float) that all wait
     while the engine's one worker is busy."""
     sids = [adapted(engine, "a", "b", "c", weight_bits=bits) for bits in (8, 0, 8, 0)]
-    release = threading.Event()
-    busy = threading.Thread(target=engine.executor.run, args=(lambda: release.wait(10),))
+    started, release = threading.Event(), threading.Event()
+    busy = threading.Thread(
+        target=engine.executor.run, args=(lambda: started.set() or release.wait(10),)
+    )
     busy.start()
+    assert started.wait(10)  # the worker is taken before any Classify call queues
     got = {}
 
     def classify(k):
