@@ -452,7 +452,6 @@ def bench_classify_paths(ckpt: Checkpoint, inputs: Inputs, classifies: int) -> d
     ``CLASSIFY_PATHS``, rounds rotating the order: calls a second and p50 of each."""
     clients = max(CLIENTS)
     out, engines, sessions = {}, {}, {}
-    configure_torch(ServerConfig().torch_thread_count)
     for name, settings in CLASSIFY_PATHS.items():
         config = ServerConfig(max_sessions_per_owner=clients, **settings)
         engines[name] = engine = Engine([ckpt], config)
@@ -463,7 +462,7 @@ def bench_classify_paths(ckpt: Checkpoint, inputs: Inputs, classifies: int) -> d
     samples = {name: ([], 0.0) for name in engines}
     names = list(engines)
     try:
-        for r in range(ROUNDS + 2):
+        for r in range(2 * len(names)):  # each path first in two rounds
             for name in names[r % len(names) :] + names[: r % len(names)]:
 
                 def classify(k, i, e=engines[name], sids=sessions[name]):
