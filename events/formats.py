@@ -13,7 +13,7 @@ npy, npz   numpy event arrays               yes     yes
 =========  ===============================  ======  ======
 
 A FIFO is read as it is written; its format comes from its name's extension (reading its first
-bytes would consume them). AEDAT4 from a FIFO is decoded in a child process (see ``aedat4``).
+bytes would consume them).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Numba kernels for the per-event loops: the readers' EVT 3.0, EVT 2.0, DAT and N-MNIST decoding,
-the check of ``aedat``'s event packets and the largest coordinates of an event array; and the
+the conversion of AEDAT4 event records and the largest coordinates of an event array; and the
 server's pass over a request chunk (``ingest``: validate, map, bin; ``map_chunk``: validate, map)
 and over a stream window's mapped events (``bin_mapped``).
 
@@ -184,14 +184,55 @@ def nmnist(records, state, out):
 
 
 @_jit
-def valid(events, width, height):
-    """True when no event has a negative time (an ``aedat`` time past int64 reads as one) or a
-    polarity other than 0 or 1, or lies outside the sensor."""
-    for i in range(len(events)):
-        event = events[i]
-        if event.t < 0 or event.p > 1 or event.x >= width or event.y >= height:
-            return False
-    return True
+def _le(buf, at, n):
+    """The ``n``-byte little-endian unsigned integer at ``buf[at]`` (-1 where it runs past the
+    end)."""
+    if at < 0 or at + n > len(buf):
+        return np.int64(-1)
+    value = np.int64(0)
+    for k in range(n):
+        value |= np.int64(buf[at + k]) << (8 * k)
+    return value
+
+
+@_jit
+def aedat(buf, width, height, out, start):
+    """Decode the decompressed AEDAT4 event packet ``buf`` (bytes as uint8: a size-prefixed
+    FlatBuffer ``EVTS`` of 16-byte records) into ``out[start:]``: (events written, True), or
+    (0, False) at anything ``aedat4.records`` or ``aedat4.convert`` would refuse."""
+    size = _le(buf, 0, 4)
+    if len(buf) < 12 or size < 8 or size + 4 > len(buf) or buf[8] != 69 or buf[9] != 86:
+        return 0, False
+    if buf[10] != 84 or buf[11] != 83:  # "EVTS"
+        return 0, False
+    body = buf[4 : 4 + size]
+    root = _le(body, 0, 4)
+    back = _le(body, root, 4)
+    if root < 0 or back < 0:
+        return 0, False
+    vtable = root - (back - (1 << 32) if back >= 1 << 31 else back)
+    vtable_size, table_size = _le(body, vtable, 2), _le(body, vtable + 2, 2)
+    if vtable_size < 4 or table_size < 0 or vtable_size % 2 or root + table_size > size:
+        return 0, False
+    if vtable + vtable_size > size:
+        return 0, False
+    field = _le(body, vtable + 4, 2) if vtable_size >= 6 else 0
+    if field == 0:
+        return 0, True
+    if field + 4 > table_size:
+        return 0, False
+    vector = root + field + _le(body, root + field, 4)
+    n = _le(body, vector, 4)
+    first = vector + 4
+    if n < 0 or first + 16 * n > size or start + n > len(out):
+        return 0, False
+    for i in range(n):
+        at = first + 16 * i
+        t, x, y, p = _le(body, at, 8), _le(body, at + 8, 2), _le(body, at + 10, 2), body[at + 12]
+        if t < 0 or p > 1 or x >= width or y >= height:
+            return 0, False
+        _put(out, start + i, t, x, y, p)
+    return n, True
 
 
 @_jit

@@ -25,12 +25,11 @@ _RECORD = np.dtype((np.void, EVENT_DTYPE.itemsize))  # an event as raw bytes
 
 class FormatError(ValueError):
     """A file that cannot be decoded; ``path`` names it and ``offset`` is the byte offset where
-    the problem was found (None only for a live pipe whose decoder reports no position)."""
+    the problem was found."""
 
-    def __init__(self, path, offset: int | None, problem: str):
+    def __init__(self, path, offset: int, problem: str):
         self.path, self.offset, self.problem = str(path), offset, problem
-        where = "unknown byte offset (live pipe)" if offset is None else f"byte offset {offset}"
-        super().__init__(f"{self.path}: {problem} (at {where})")
+        super().__init__(f"{self.path}: {problem} (at byte offset {offset})")
 
 
 @dataclass(frozen=True)

@@ -299,8 +299,6 @@ def fuzz_reader(name: str, data: bytes) -> None:
     ways = {"one block": {}, "small blocks": {"block_events": 7}}
     if name != "npy":
         ways["numpy reference"] = {"native": False}
-    if name == "aedat4":
-        del ways["small blocks"]
     path.write_bytes(data)
     results = {way: _read(module, path, **options) for way, options in ways.items()}
     first, got = next(iter(results.items()))

@@ -5,6 +5,7 @@ numpy where numba is not installed."""
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from spikeshot.events import aedat4, dat, evt2, evt3, nmnist
-from spikeshot.events.array import EventError, as_events, empty
+from spikeshot.events.array import as_events, empty
 from spikeshot.events.recording import FormatError, collect, kernels, rechunk
 
 pytest.importorskip("numba")
@@ -225,26 +226,90 @@ def test_real_recordings_read_the_same_natively(realdata, name):
     assert np.array_equal(np.concatenate(chunks), whole)
 
 
-def test_aedat_packets_convert_as_as_events(realdata):
-    path = realdata / "sample.aedat4"
-    for packet in (p["events"] for p in aedat.Decoder(str(path)) if "events" in p):
-        assert np.array_equal(aedat4._events(packet, (320, 240))[0], as_events(packet))
-    whole = collect(aedat4.source(path, native=False)).events
-    assert np.array_equal(collect(aedat4.source(path)).events, whole)
+def aedat_packet(records: np.ndarray) -> bytes:
+    """A decompressed AEDAT4 event packet holding ``records`` (``aedat4.RECORD_DTYPE``): the size
+    prefix, the root offset, b"EVTS", a vtable of one field, the table and the vector."""
+    body = (16).to_bytes(4, "little") + b"EVTS"
+    body += b"".join(v.to_bytes(2, "little") for v in (6, 8, 4)) + b"\0\0"  # vtable at 8
+    body += (8).to_bytes(4, "little") + (8).to_bytes(4, "little")  # table at 16: vector at 28
+    body += b"\0" * 4 + len(records).to_bytes(4, "little") + records.tobytes()
+    return len(body).to_bytes(4, "little") + body
 
 
-def test_aedat_packets_with_bad_events_are_refused_alike():
-    packet = np.zeros(5, dtype=aedat4._PACKET_DTYPE)
-    packet["t"] = [1, 2, 1 << 63, 3, 4]
-    with pytest.raises(EventError) as theirs:
-        as_events(packet)
-    with pytest.raises(EventError) as ours:
-        aedat4._events(packet, (10, 10))
-    assert str(ours.value) == str(theirs.value)
-    packet["t"][2], packet["y"][3] = 3, 10
-    events, problem = aedat4._events(packet, (10, 10))
-    assert problem == aedat4._checked(as_events(packet), (10, 10))
-    assert "x=0, y=10 lies outside the 10x10 sensor" in problem
+def decode_both(buf: bytes, size=(64, 48)):
+    """What the kernel and the numpy reference make of the packet ``buf``: events, or the
+    reference's ValueError and the kernel's (0, False)."""
+    out = np.empty(len(buf) // 16 + 3, dtype=aedat4.EVENT_DTYPE)
+    n, ok = kernels().aedat(np.frombuffer(buf, np.uint8), *size, out, 3)
+    try:
+        reference = aedat4.convert(aedat4.records(buf), size)
+    except ValueError as error:
+        assert (n, ok) == (0, False), str(error)
+        return str(error)
+    assert ok and np.array_equal(out[3 : 3 + n], reference)
+    return reference
+
+
+def test_aedat4_kernel_decodes_packets_as_the_reference_on_random_corruptions():
+    rng = np.random.default_rng(7)
+    records = np.zeros(40, dtype=aedat4.RECORD_DTYPE)
+    records["t"] = np.sort(rng.integers(0, 10**6, 40))
+    records["x"], records["y"] = rng.integers(0, 64, 40), rng.integers(0, 48, 40)
+    records["p"] = rng.integers(0, 2, 40)
+    good = aedat_packet(records)
+    assert np.array_equal(decode_both(good)["t"], records["t"])
+    for field, value, problem in [
+        ("t", -5, "event #9 has the time -5"),
+        ("p", 2, "event #9 has the polarity byte 2"),
+        ("x", 64, "x=64, y=.* lies outside the 64x48 sensor"),
+        ("y", 48, "y=48 lies outside the 64x48 sensor"),
+    ]:
+        bad = records.copy()
+        bad[field][9] = value
+        assert re.search(problem, decode_both(aedat_packet(bad)))
+    outcomes = set()
+    for _ in range(3000):
+        data = bytearray(good)
+        for _ in range(rng.integers(1, 4)):  # mostly the FlatBuffer's offsets, some records
+            at = rng.integers(0, 40) if rng.random() < 0.8 else rng.integers(0, len(data))
+            data[at] = rng.integers(0, 256)
+        if rng.random() < 0.1:
+            data = data[: rng.integers(0, len(data))]
+        result = decode_both(bytes(data))
+        outcomes.add(result if isinstance(result, str) else "events")
+    assert "events" in outcomes and len(outcomes) > 8  # both ways taken, many different errors
+
+
+AEDAT4_FILES = {"lz4": ("lz4", 1), "zstd": ("zstd", 1)}
+
+
+@pytest.mark.parametrize("codec", AEDAT4_FILES)
+def test_aedat4_reads_as_the_aedat_package_reads(tmp_path, codec):
+    faery = pytest.importorskip("faery")
+    rng = np.random.default_rng(3)
+    written = np.zeros(30_000, dtype=faery.EVENTS_DTYPE)
+    written["t"] = np.sort(rng.integers(0, 10**6, len(written)))
+    written["x"], written["y"] = rng.integers(0, 346, len(written)), rng.integers(0, 260, 30_000)
+    written["on"] = rng.integers(0, 2, len(written)).astype(bool)
+    path = tmp_path / "rec.aedat4"
+    stream = faery.events_stream_from_array(written, dimensions=(346, 260))
+    stream.to_file(path, compression=AEDAT4_FILES[codec])
+    assert_reads_as_aedat(path)
+
+
+def test_the_real_aedat4_recording_reads_as_the_aedat_package_reads(realdata):
+    assert_reads_as_aedat(realdata / "sample.aedat4")
+
+
+def assert_reads_as_aedat(path):
+    theirs = as_events(
+        np.concatenate([p["events"] for p in aedat.Decoder(str(path)) if "events" in p])
+    )
+    for native in (True, False):
+        for block_events in (1 << 20, 777):
+            blocks = list(aedat4.source(path, block_events, native).blocks)
+            assert np.array_equal(np.concatenate(blocks), theirs)
+            assert max(map(len, blocks)) <= max(block_events, 8192)  # whole packets
 
 
 def test_kernels_load_lazily():

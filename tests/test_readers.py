@@ -395,6 +395,45 @@ def test_stated_geometry_is_enforced(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "old, new, problem",
+    [
+        (b">EVTS<", b">IMUS<", "describes no event stream \\(its streams: imus\\)"),
+        (b'"int">346<', b'"int">000<', "sizeX is '000', not in 1..65535"),
+        (b"</dv>", b"</dx>", "its stream description is not XML"),
+        (b'name="0"', b'name="x"', "names a stream 'x', not a stream id"),
+    ],
+)
+def test_a_bad_aedat4_stream_description_is_a_format_error(tmp_path, old, new, problem):
+    path = tmp_path / "rec.aedat4"
+    aedat4.write(path, random_events(100, 346, 260, 1000), 346, 260)
+    data = path.read_bytes()
+    assert data.count(old) == 1 and len(old) == len(new)
+    path.write_bytes(data.replace(old, new))
+    assert_format_error(path, 18, f"bad header: .*{problem}")
+
+
+@pytest.mark.parametrize("codec", ["lz4", "zstd"])
+def test_bad_aedat4_packets_are_format_errors_at_their_offsets(tmp_path, codec):
+    path = tmp_path / "rec.aedat4"
+    written = np.zeros(20_000, dtype=faery.EVENTS_DTYPE)
+    written["t"] = np.arange(20_000)
+    stream = faery.events_stream_from_array(written, dimensions=(34, 34))
+    stream.to_file(path, compression=(codec, 1))
+    good = path.read_bytes()
+    first = 18 + int.from_bytes(good[14:18], "little")
+    second = first + 8 + int.from_bytes(good[first + 4 : first + 8], "little")
+    cases = {
+        "stream id 7 is not in the stream description": (first, b"\7", first),
+        "do not decompress|ends early": (first + 8, b"\xff" * 8, first),  # its frame's magic
+        "ends after .*: truncated": (second + 20, None, second),
+    }
+    for problem, (at, patch, offset) in cases.items():
+        data = good[:at] if patch is None else good[:at] + patch + good[at + len(patch) :]
+        path.write_bytes(data)
+        assert_format_error(path, offset, problem)
+
+
+@pytest.mark.parametrize(
     "header, shown",
     [
         (
@@ -415,8 +454,8 @@ def test_a_stated_sensor_size_must_be_one_uint16_coordinates_address(tmp_path, h
 
 
 def test_an_aedat4_header_that_would_crash_the_decoder_is_a_format_error(tmp_path):
-    """``aedat`` trusts the header's FlatBuffers offsets and the description's encoding: a bad
-    one aborted the process (found by fuzzing). They are checked first."""
+    """A bad FlatBuffers offset in the header or a description that is not UTF-8 is a
+    FormatError (found by fuzzing when the reader was ``aedat``, which aborted the process)."""
     path = tmp_path / "good.aedat4"
     aedat4.write(path, random_events(100, 34, 34, 1000), 34, 34)
     data = path.read_bytes()
@@ -561,4 +600,8 @@ def test_truncated_aedat4_from_a_fifo(tmp_path):
     done = run_fifo(source, tmp_path / "live.aedat4", keep=0.5)
     assert done.returncode != 0
     assert "FormatError" in done.stderr and "live.aedat4" in done.stderr
-    assert "unknown byte offset (live pipe)" in done.stderr
+    data = source.read_bytes()
+    cut, packet = len(data) // 2, 18 + int.from_bytes(data[14:18], "little")
+    while packet + 8 + int.from_bytes(data[packet + 4 : packet + 8], "little") <= cut:
+        packet += 8 + int.from_bytes(data[packet + 4 : packet + 8], "little")
+    assert f"truncated (at byte offset {packet})" in done.stderr  # the packet the pipe cuts
