@@ -15,7 +15,10 @@ contenders are interleaved and each figure is a median.
   paper's 8-bit fixed-point inner loop (``Quantizer(8)``: weights on a 1/128 grid, re-quantized
   after the step, as a session of the service adapts). ``head``: the output layer only
   (``fast_head.adapt_head``, ANIL), 8-bit.
-- ``classify``: one query example through the adapted network, without gradient.
+- ``classify``: one query example through the adapted network, without gradient, its weights
+  prepared in the call (channels-last copies; for 8-bit weights the grid check and oneDNN's int8
+  prepack), as a session's first Classify; ``classify_prepared``: with the weights prepared
+  beforehand, as the server keeps them for a session's later calls (``prepared_sessions``).
 - ``meta_task``: one second-order meta-training task, float32: adapt with ``create_graph=True``,
   the loss on 10 queries per class, and the backward through the inner step.
 - ``snntorch``: the same architecture written with snnTorch's layers (``nn.Conv2d``,
@@ -233,9 +236,11 @@ def bench_task(net: Network, task, repeats: int, meta_repeats: int) -> dict:
     fast = adapt(net.forward, params, support, labels)
     fast8 = adapt(net.forward, params, support, labels, quantizer=q8)
 
-    def classify(p):
+    def classify(p, prepared=None):
         with torch.no_grad():
-            net.forward(p, query[:1])
+            net.forward(p, query[:1], prepared)
+
+    prepared, prepared8 = net.prepare(fast), net.prepare(fast8)
 
     times = interleaved(
         {
@@ -246,6 +251,8 @@ def bench_task(net: Network, task, repeats: int, meta_repeats: int) -> dict:
             "norse": lambda: nrs.adapt(support, labels),
             "classify": lambda: classify(fast),
             "classify_8bit": lambda: classify(fast8),
+            "classify_prepared": lambda: classify(fast, prepared),
+            "classify_prepared_8bit": lambda: classify(fast8, prepared8),
         },
         repeats,
     )
@@ -358,10 +365,14 @@ def main(argv=None) -> dict:
         "head_8bit_ms_shipped_5w1s": shipped["head_8bit"],
         "classify_ms_shipped": shipped["classify"],
         "classify_ms_shipped_8bit": shipped["classify_8bit"],
+        "classify_prepared_ms_shipped": shipped["classify_prepared"],
+        "classify_prepared_ms_shipped_8bit": shipped["classify_prepared_8bit"],
         "adapt_ms_shipped_avg_5w1s": avg["adapt"],
         "adapt_ms_shipped_avg_5w1s_8bit": avg["adapt_8bit"],
         "classify_ms_shipped_avg": avg["classify"],
         "classify_ms_shipped_avg_8bit": avg["classify_8bit"],
+        "classify_prepared_ms_shipped_avg": avg["classify_prepared"],
+        "classify_prepared_ms_shipped_avg_8bit": avg["classify_prepared_8bit"],
     }
     report = {
         **headline,
