@@ -68,6 +68,13 @@ class _Header:
 class _Table:
     """A FlatBuffers table of ``buf`` at byte ``at``; a ValueError names what lies outside."""
 
+    @classmethod
+    def root(cls, buf: memoryview) -> _Table:
+        """The buffer's root table, which its first four bytes point to."""
+        if len(buf) < 4:
+            raise ValueError("its root offset points outside it")
+        return cls(buf, _U32.unpack_from(buf, 0)[0])
+
     def __init__(self, buf: memoryview, at: int):
         self.buf = buf
         back = self.int(_I32, at, "its root offset points outside it")
@@ -129,7 +136,7 @@ def _header(stream, path) -> tuple[_Header, int]:
     if len(buf) < size:
         raise FormatError(path, len(MAGIC), "the file ends inside its header: truncated")
     try:
-        table = _Table(memoryview(buf), _U32.unpack_from(buf, 0)[0] if size >= 4 else size)
+        table = _Table.root(memoryview(buf))
         codec = table.value(0, _I32, "compression", 0)
         if codec not in range(len(_CODECS)):
             raise ValueError(f"unknown compression {codec}")
@@ -221,7 +228,7 @@ def records(buf: bytes) -> np.ndarray:
     if buf[8:12] != b"EVTS":
         raise ValueError(f"its FlatBuffer is {bytes(buf[8:12])!r}, not an event packet (b'EVTS')")
     body = memoryview(buf)[4 : 4 + size]
-    table = _Table(body, _U32.unpack_from(body, 0)[0])
+    table = _Table.root(body)
     start, n = table.vector(0, "events", RECORD_DTYPE.itemsize)
     return np.frombuffer(body, RECORD_DTYPE, count=n, offset=start)
 
