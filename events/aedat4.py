@@ -23,6 +23,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 from xml.etree import ElementTree
 
 import lz4.frame
@@ -327,11 +328,14 @@ def is_pipe(path) -> bool:
     return stat.S_ISFIFO(os.stat(path).st_mode)
 
 
-def source(path, block_events: int = 1 << 20, native: bool = True) -> EventSource:
+def source(
+    path, block_events: int = 1 << 20, native: bool = True, stream: BinaryIO | None = None
+) -> EventSource:
     """Open an AEDAT4 file or FIFO: its event stream's size, the other streams, and the events in
     blocks of about ``block_events`` (from a FIFO, packet by packet as they arrive);
-    ``native=False`` decodes with numpy only."""
-    stream = open(path, "rb", buffering=1 << 20)
+    ``native=False`` decodes with numpy only. ``stream``: ``path`` already open at its first
+    byte, which the source takes over."""
+    stream = stream or open(path, "rb")
     try:
         header, position = _header(stream, path)
     except BaseException:

@@ -11,6 +11,7 @@ event size (8), then little-endian records of a 32-bit microsecond time (wraps a
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
 
@@ -87,10 +88,13 @@ def _blocks(stream, decoder: _Decoder, start: int, block_events: int) -> Iterato
             yield decoder.decode(offset, data)
 
 
-def source(path, block_events: int = 1 << 20, native: bool = True) -> EventSource:
+def source(
+    path, block_events: int = 1 << 20, native: bool = True, stream: BinaryIO | None = None
+) -> EventSource:
     """Open a DAT file: its header's sensor size and its events in blocks of at most
-    ``block_events``; ``native=False`` decodes with numpy only."""
-    stream = open(path, "rb")  # closed by the block generator
+    ``block_events``; ``native=False`` decodes with numpy only. ``stream``: ``path`` already
+    open at its first byte, which the source takes over."""
+    stream = stream or open(path, "rb")  # closed by the block generator
     try:
         header = read_header(stream)
         start = header.size

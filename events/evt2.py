@@ -11,6 +11,7 @@ CD events before the first TIME_HIGH have no time and are skipped, as Prophesee'
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
 
@@ -91,10 +92,13 @@ def _blocks(stream, decoder: _Decoder, start: int, block_events: int) -> Iterato
             yield decoder.decode(offset, data)
 
 
-def source(path, block_events: int = 1 << 20, native: bool = True) -> EventSource:
+def source(
+    path, block_events: int = 1 << 20, native: bool = True, stream: BinaryIO | None = None
+) -> EventSource:
     """Open an EVT 2.0 file: its header's sensor size and its events in blocks of at most
-    ``block_events``; ``native=False`` decodes with numpy only."""
-    stream, header, sensor = open_evt(path, "2.0")
+    ``block_events``; ``native=False`` decodes with numpy only. ``stream``: ``path`` already
+    open at its first byte, which the source takes over."""
+    stream, header, sensor = open_evt(path, "2.0", stream)
     blocks = _blocks(stream, _Decoder(path, sensor, native), header.size, block_events)
     return EventSource("evt2", blocks, sensor, header.camera_size())
 

@@ -16,6 +16,7 @@ Prophesee's decoder does.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
 
@@ -152,10 +153,13 @@ def _blocks(stream, decoder: _Decoder, start: int, block_events: int) -> Iterato
             yield decoder.decode(offset, data)
 
 
-def source(path, block_events: int = 1 << 20, native: bool = True) -> EventSource:
+def source(
+    path, block_events: int = 1 << 20, native: bool = True, stream: BinaryIO | None = None
+) -> EventSource:
     """Open an EVT 3.0 file: its header's sensor size and its events in blocks of
-    ``block_events`` words (at most 12 events each); ``native=False`` decodes with numpy only."""
-    stream, header, sensor = open_evt(path, "3.0")
+    ``block_events`` words (at most 12 events each); ``native=False`` decodes with numpy only.
+    ``stream``: ``path`` already open at its first byte, which the source takes over."""
+    stream, header, sensor = open_evt(path, "3.0", stream)
     blocks = _blocks(stream, _Decoder(path, sensor, native), header.size, block_events)
     return EventSource("evt3", blocks, sensor, header.camera_size())
 

@@ -32,6 +32,8 @@ from spikeshot.events.recording import (
     FormatError,
     Recording,
     check_chunk_events,
+    collect,
+    rechunk,
     sensor_size,
 )
 
@@ -56,37 +58,31 @@ def _check_format(format: str) -> str:
     return format
 
 
-def _prophesee_format(stream, path, suffix: str) -> str:
+def _prophesee_format(stream, path) -> str:
     version = read_header(stream).evt_version()
     if version in _EVT:
         return _EVT[version]
     if version is not None:
         raise FormatError(path, 0, f"EVT {version} files are not supported (EVT 2.0 and 3.0 are)")
-    if suffix == ".raw":
+    if os.path.splitext(os.fspath(path))[1].lower() == ".raw":
         raise FormatError(path, 0, "the header names no EVT version: pass format='evt2' or 'evt3'")
     return "dat"
 
 
-def detect_format(path) -> str:
-    """The format of ``path``, from its first bytes (AEDAT4's magic line, numpy's and zip's
-    magic numbers, the EVT version in a Prophesee ``%`` header, which otherwise means DAT), then
-    from its extension. A FIFO is judged by its extension alone."""
-    suffix = os.path.splitext(os.fspath(path))[1].lower()
-    by_extension = _EXTENSIONS.get(suffix)
-    if aedat4.is_pipe(path):
-        if by_extension is None:
-            raise FormatError(path, 0, "a pipe's format comes from its extension: pass format=")
-        return by_extension
-    with open(path, "rb") as stream:
-        head = stream.peek(len(aedat4.MAGIC))  # a regular file's buffer: no extra read
-        if head.startswith(aedat4.MAGIC):
-            return "aedat4"
-        if head.startswith(npyfile.NPY_MAGIC):
-            return "npy"
-        if head.startswith(npyfile.ZIP_MAGIC):
-            return "npz"
-        if head.startswith(b"% "):
-            return _prophesee_format(stream, path, suffix)
+def _detect(stream, path) -> str:
+    """The format of the regular file open as ``stream`` (left at its first byte)."""
+    head = stream.peek(len(aedat4.MAGIC))  # a regular file's buffer: no extra read
+    if head.startswith(aedat4.MAGIC):
+        return "aedat4"
+    if head.startswith(npyfile.NPY_MAGIC):
+        return "npy"
+    if head.startswith(npyfile.ZIP_MAGIC):
+        return "npz"
+    if head.startswith(b"% "):
+        format = _prophesee_format(stream, path)
+        stream.seek(0)  # within the buffer
+        return format
+    by_extension = _by_extension(path)
     if by_extension is None:
         raise FormatError(
             path, 0, f"unknown event file format (starts with {head[:8]!r}): pass format="
@@ -94,13 +90,46 @@ def detect_format(path) -> str:
     return by_extension
 
 
-def _source(path, format: str | None) -> EventSource:
-    return _READERS[_check_format(format or detect_format(path))].source(path)
+def _by_extension(path) -> str | None:
+    return _EXTENSIONS.get(os.path.splitext(os.fspath(path))[1].lower())
+
+
+def _pipe_format(path) -> str:
+    format = _by_extension(path)
+    if format is None:
+        raise FormatError(path, 0, "a pipe's format comes from its extension: pass format=")
+    return format
+
+
+def detect_format(path) -> str:
+    """The format of ``path``, from its first bytes (AEDAT4's magic line, numpy's and zip's
+    magic numbers, the EVT version in a Prophesee ``%`` header, which otherwise means DAT), then
+    from its extension. A FIFO is judged by its extension alone."""
+    if aedat4.is_pipe(path):
+        return _pipe_format(path)
+    with open(path, "rb") as stream:
+        return _detect(stream, path)
+
+
+def _source(path, format: str | None, block_events: int = 1 << 20) -> EventSource:
+    """The reader's source of ``path``; a regular file whose format is detected is opened once,
+    for detection and reading alike (what small files, such as N-CARS samples, mostly cost)."""
+    if format is not None:
+        return _READERS[_check_format(format)].source(path, block_events)
+    if aedat4.is_pipe(path):
+        return _READERS[_pipe_format(path)].source(path, block_events)
+    stream = open(path, "rb")  # the source's blocks close it
+    try:
+        reader = _READERS[_detect(stream, path)]
+    except BaseException:
+        stream.close()
+        raise
+    return reader.source(path, block_events, stream=stream)
 
 
 def read(path, format: str | None = None) -> Recording:
     """The whole recording at ``path`` (format detected unless given)."""
-    return _READERS[_check_format(format or detect_format(path))].read(path)
+    return collect(_source(path, format))
 
 
 def iter_chunks(
@@ -109,7 +138,7 @@ def iter_chunks(
     """The events of ``path`` in arrays of ``chunk_events`` (the last may be shorter), holding
     only about one chunk in memory at a time."""
     chunk_events = check_chunk_events(chunk_events)
-    return _READERS[_check_format(format or detect_format(path))].iter_chunks(path, chunk_events)
+    return rechunk(_source(path, format, chunk_events).blocks, chunk_events)
 
 
 def write(path, events: np.ndarray, width: int, height: int, format: str | None = None) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -81,17 +82,20 @@ class _Decoder:
         return events
 
 
-def _blocks(path, decoder: _Decoder, block_events: int) -> Iterator[np.ndarray]:
-    with open(path, "rb") as stream:
-        for offset, data in read_records(stream, path, 0, 5, block_events, "event"):
+def _blocks(stream, decoder: _Decoder, block_events: int) -> Iterator[np.ndarray]:
+    with stream:
+        for offset, data in read_records(stream, decoder.path, 0, 5, block_events, "event"):
             yield decoder.decode(offset, data)
 
 
-def source(path, block_events: int = 1 << 20, native: bool = True) -> EventSource:
+def source(
+    path, block_events: int = 1 << 20, native: bool = True, stream: BinaryIO | None = None
+) -> EventSource:
     """Open an N-MNIST file: its events in blocks of at most ``block_events``; ``native=False``
-    decodes with numpy only."""
-    Path(path).stat()  # a missing file fails here, not at the first block
-    blocks = _blocks(path, _Decoder(path, native), block_events)
+    decodes with numpy only. ``stream``: ``path`` already open at its first byte, which the
+    source takes over."""
+    stream = stream or open(path, "rb")  # closed by the block generator
+    blocks = _blocks(stream, _Decoder(path, native), block_events)
     return EventSource("nmnist", blocks, nominal=SIZE)
 
 

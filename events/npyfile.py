@@ -14,6 +14,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -152,11 +153,12 @@ def _stated_size(archive: zipfile.ZipFile, path) -> tuple[int, int] | None:
     return size[0], size[1]
 
 
-def source(path, block_events: int = 1 << 20) -> EventSource:
+def source(path, block_events: int = 1 << 20, stream: BinaryIO | None = None) -> EventSource:
     """Open a ``.npy`` or ``.npz`` file (told apart by their first bytes): its stated sensor size
     and its events in blocks of at most ``block_events``. In an archive, byte offsets in errors
-    count within the member's uncompressed data."""
-    stream = open(path, "rb")  # closed by the block generator
+    count within the member's uncompressed data. ``stream``: ``path`` already open at its first
+    byte, which the source takes over."""
+    stream = stream or open(path, "rb")  # closed by the block generator
     magic = stream.peek(6)[:6]
     sensor, where, fmt = None, "", "npy"
     if magic.startswith(ZIP_MAGIC):

@@ -30,18 +30,14 @@ _GENERATIONS = {"4": (1280, 720), "3": (640, 480)}
 
 @dataclass(frozen=True)
 class Header:
-    """The header's lines as (key, value) pairs, in order, and its length in bytes."""
+    """The value of the first line of each key (lowercased), and the header's length in bytes."""
 
-    entries: tuple[tuple[str, str], ...]
+    values: dict[str, str]
     size: int
 
     def get(self, key: str) -> str | None:
         """The value of the first line whose key is ``key`` (case-insensitive), else None."""
-        key = key.lower()
-        for name, value in self.entries:
-            if name.lower() == key:
-                return value
-        return None
+        return self.values.get(key.lower())
 
     def format_fields(self) -> dict[str, str]:
         """``% format EVT3;height=720;width=1280`` as {"": "EVT3", "height": "720", ...}."""
@@ -99,10 +95,13 @@ def _size(width: str, height: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def open_evt(path, version: str) -> tuple[BinaryIO, Header, tuple[int, int] | None]:
-    """Open an EVT file and read its header; check that it names EVT ``version`` (or none).
-    Return the stream at the first data byte, the header and the sensor size it states."""
-    stream = open(path, "rb")  # the caller's block generator closes it
+def open_evt(
+    path, version: str, stream: BinaryIO | None = None
+) -> tuple[BinaryIO, Header, tuple[int, int] | None]:
+    """Open an EVT file (unless ``stream`` is it, open at its first byte) and read its header;
+    check that it names EVT ``version`` (or none). Return the stream at the first data byte, the
+    header and the sensor size it states."""
+    stream = stream or open(path, "rb")  # the caller's block generator closes it
     try:
         header = read_header(stream)
         named = header.evt_version()
@@ -132,7 +131,7 @@ def sized(header: Header, path) -> tuple[int, int] | None:
 def read_header(stream: BinaryIO) -> Header:
     """Read the ``%`` lines at the start of ``stream`` (a buffered binary reader with ``peek``,
     which may be a pipe) and leave it at the first byte of data."""
-    entries = []
+    values: dict[str, str] = {}
     size = 0
     # A pipe may show one byte only; a lone "%" is then taken as the start of a header line.
     while stream.peek(2)[:2] in (b"% ", b"%\n", b"%\r", b"%"):
@@ -141,10 +140,10 @@ def read_header(stream: BinaryIO) -> Header:
         text = raw[1:].decode("latin-1").strip()
         key, _, value = text.partition(" ")
         if key:
-            entries.append((key, value.strip()))
+            values.setdefault(key.lower(), value.strip())
         if text == "end":
             break
-    return Header(tuple(entries), size)
+    return Header(values, size)
 
 
 def unwrap(raw: np.ndarray, previous: int, bits: int) -> np.ndarray:

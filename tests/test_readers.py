@@ -70,6 +70,27 @@ def test_real_file_reproduces_reference(realdata, reference, name):
     assert figures(recording.events) == expected
 
 
+@pytest.mark.parametrize("name", FILES)
+def test_a_detected_file_is_opened_once_and_read_as_named(realdata, monkeypatch, name):
+    read(realdata / name)  # kernels compiled or loaded from their cache beforehand
+    opened = []
+    real_open = open
+
+    def counting_open(path, *args, **kwargs):
+        opened.append(Path(path).name)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", counting_open)
+    detected = read(realdata / name)
+    assert opened == [name]
+    named = read(realdata / name, format=FILES[name])
+    np.testing.assert_array_equal(detected.events, named.events)
+    assert (detected.width, detected.height) == (named.width, named.height)
+    chunks = list(iter_chunks(realdata / name, chunk_events=1000))
+    np.testing.assert_array_equal(np.concatenate(chunks), named.events)
+    assert opened == [name, name, name]
+
+
 def test_aedat4_names_its_other_streams(realdata):
     assert read(realdata / "sample.aedat4").other_streams == ("imus", "triggers")
 
