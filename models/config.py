@@ -35,6 +35,10 @@ class ModelConfig:
     input_gain: float = 10.0
     reset: str = "soft"
     surrogate_slope: float = 10.0
+    # The readout's input traces (None: alpha and beta as above). Slower ones make the logits at
+    # the last step weigh the whole recording, not mostly its last bins.
+    readout_alpha: float | None = None
+    readout_beta: float | None = None
     # Event counts per bin are clipped to this before the network (None: no clipping).
     input_clip: float | None = None
     # Initialise the output layer to zero, so a first inner step moves each class toward its
@@ -63,9 +67,10 @@ class ModelConfig:
         div = self.pool ** len(self.channels)
         if h % div or w % div:
             problems.append(f"input_hw {self.input_hw} must be divisible by pool**layers = {div}")
-        for name in ("alpha", "beta", "alpha_rp"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                problems.append(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        for name in ("alpha", "beta", "alpha_rp", "readout_alpha", "readout_beta"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                problems.append(f"{name} must be in [0, 1), got {value}")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 

@@ -17,8 +17,9 @@ the graph; dt is one time bin, in seconds):
 ``v <- (1 - dt/tau) v + (dt/tau) (v_leak + r I)``: with the values above exactly ``v <- a v + (1-a)
 r I``. The spike reads R from before this step's update: a recurrent edge carries the previous
 step's value. The readout flattens the last layer's spikes (``readout_flatten``), filters them with
-the same two traces (``readout_q``, ``readout_p``) and maps them with ``readout`` (Affine); it
-neither fires nor resets, and the logits are its output at the last time bin.
+two traces (``readout_q``, ``readout_p``; the config's ``readout_beta`` and ``readout_alpha``, by
+default the hidden layers' constants) and maps them with ``readout`` (Affine); it neither fires
+nor resets, and the logits are its output at the last time bin.
 
 Outside NIR's primitives, and so recorded in the graph's metadata (``spikeshot``, a JSON document)
 as preprocessing: binning events into count frames (window, bins, sensor crop and downsampling, the
@@ -45,6 +46,7 @@ from spikeshot.events.binning import FrameGeometry
 from spikeshot.models.checkpoint import Checkpoint, fingerprint
 from spikeshot.models.config import ModelConfig
 from spikeshot.models.network import Network
+from spikeshot.models.snn import neuron
 
 FORMAT = "spikeshot-nir/1"
 UNEXPRESSIBLE = {  # model setting -> why its other values have no NIR form, and the fix
@@ -217,12 +219,13 @@ def _hidden_layer(i: int, shape, params: dict, cfg: ModelConfig, dt: float):
 def _readout(shape, params: dict, cfg: ModelConfig, dt: float, ways: int) -> dict:
     """Flatten, the two traces and the output layer's first ``ways`` units."""
     features = (int(np.prod(shape)),)
+    traces = neuron(cfg, None)
     return {
         "readout_flatten": nir.Flatten(
             input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1
         ),
-        "readout_q": _li(features, cfg.beta, 1.0, dt),
-        "readout_p": _li(features, cfg.alpha, 1.0, dt),
+        "readout_q": _li(features, traces.beta, 1.0, dt),
+        "readout_p": _li(features, traces.alpha, 1.0, dt),
         "readout": nir.Affine(
             weight=_array(params["out.weight"][:ways]), bias=_array(params["out.bias"][:ways])
         ),

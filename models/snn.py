@@ -58,11 +58,13 @@ def prepare_input(frames: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
 
 
 def neuron(cfg: ModelConfig, layer: int | None) -> Neuron:
-    """The neuron constants of hidden layer ``layer`` (None: the readout's input traces); only
-    the first layer scales its input by ``input_gain``."""
+    """The neuron constants of hidden layer ``layer`` (None: the readout's input traces, with
+    its own alpha and beta where the config sets them); only the first layer scales its input
+    by ``input_gain``."""
+    readout = layer is None
     return Neuron(
-        cfg.alpha,
-        cfg.beta,
+        cfg.readout_alpha if readout and cfg.readout_alpha is not None else cfg.alpha,
+        cfg.readout_beta if readout and cfg.readout_beta is not None else cfg.beta,
         cfg.input_gain if layer == 0 else 1.0,
         cfg.alpha_rp,
         cfg.w_rp,
@@ -255,14 +257,15 @@ def features_stepwise(params: dict, frames: torch.Tensor, cfg: ModelConfig) -> t
     x = prepare_input(frames, cfg)
     layers = [LIFState(TraceState(_zero(x), _zero(x)), _zero(x)) for _ in cfg.channels]
     out = TraceState(_zero(x), _zero(x))
+    readout = neuron(cfg, None)
     for t in range(x.shape[0]):
         with torch.no_grad() if t < cfg.burn_in else nullcontext():
             s = x[t]
             for i in range(len(cfg.channels)):
                 layer_drive = partial(drive, params, i, cfg=cfg)
                 s, layers[i] = lif_step(s, layers[i], layer_drive, neuron(cfg, i))
-            q = cfg.beta * out.q + (1 - cfg.beta) * s.flatten(1)
-            out = TraceState(q, cfg.alpha * out.p + (1 - cfg.alpha) * q)
+            q = readout.beta * out.q + (1 - readout.beta) * s.flatten(1)
+            out = TraceState(q, readout.alpha * out.p + (1 - readout.alpha) * q)
     return out.p
 
 

@@ -87,6 +87,8 @@ CFG = ModelConfig(
     w_rp=0.5,
     input_gain=2.0,
     input_clip=3.0,
+    readout_alpha=0.9,
+    readout_beta=0.7,
 )
 GEOM = FrameGeometry(
     sensor_width=34, sensor_height=34, crop=(1, 1, 32, 32), downsample=2, bins=BINS, window_us=8000
@@ -183,7 +185,8 @@ def test_li_forward_euler_is_the_trace_recursion():
         ("layer0_p", CFG.alpha, 1.0),
         ("layer1_q", CFG.beta, 1.0),
         ("layer2_reset", CFG.alpha_rp, -CFG.w_rp),
-        ("readout_p", CFG.alpha, 1.0),
+        ("readout_q", CFG.readout_beta, 1.0),
+        ("readout_p", CFG.readout_alpha, 1.0),
     ]:
         node = graph.nodes[name]
         assert np.all(node.tau == dt / (1 - a)) and np.all(node.r == r)

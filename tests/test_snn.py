@@ -36,6 +36,19 @@ def test_batched_path_matches_stepwise_oracle(reset, pool_kind):
         assert torch.allclose(a, b, atol=1e-12)
 
 
+def test_the_readout_traces_take_their_own_constants():
+    """With ``readout_alpha``/``readout_beta`` set, both paths filter the last layer's spikes
+    with them (and only there): the hidden spikes are unchanged, the features are not."""
+    cfg = ModelConfig(**TINY, zero_head=False)
+    slow_readout = ModelConfig(**TINY, zero_head=False, readout_alpha=0.95, readout_beta=0.3)
+    params, x = _params(cfg), _frames(3, cfg)
+    fast, slow = features(params, x, slow_readout), features_stepwise(params, x, slow_readout)
+    assert torch.allclose(fast, slow, atol=1e-12)
+    assert not torch.allclose(fast, features(params, x, cfg), atol=1e-3)
+    with pytest.raises(ValueError, match="readout_alpha must be in"):
+        ModelConfig(**TINY, readout_alpha=1.0)
+
+
 @pytest.mark.parametrize("pool", [2, 3])
 def test_folded_pooling_is_average_pooling_of_the_convolution(pool):
     g = torch.Generator().manual_seed(5)
