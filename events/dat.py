@@ -16,7 +16,7 @@ from typing import BinaryIO
 import numpy as np
 
 from spikeshot.events.array import EVENT_DTYPE, empty
-from spikeshot.events.prophesee import read_header, sized, unwrap
+from spikeshot.events.prophesee import Header, open_header, sized, unwrap
 from spikeshot.events.recording import (
     EventSource,
     FormatError,
@@ -89,14 +89,17 @@ def _blocks(stream, decoder: _Decoder, start: int, block_events: int) -> Iterato
 
 
 def source(
-    path, block_events: int = 1 << 20, native: bool = True, stream: BinaryIO | None = None
+    path,
+    block_events: int = 1 << 20,
+    native: bool = True,
+    stream: BinaryIO | None = None,
+    header: Header | None = None,
 ) -> EventSource:
     """Open a DAT file: its header's sensor size and its events in blocks of at most
     ``block_events``; ``native=False`` decodes with numpy only. ``stream``: ``path`` already
-    open at its first byte, which the source takes over."""
-    stream = stream or open(path, "rb")  # closed by the block generator
+    open (see ``prophesee.open_header``, with ``header``), which the source takes over."""
+    stream, header = open_header(path, stream, header)  # the block generator closes the stream
     try:
-        header = read_header(stream)
         start = header.size
         if header.size:  # files with a header have the two bytes, older ones neither
             kind_size = stream.read(2)

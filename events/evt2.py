@@ -16,7 +16,7 @@ from typing import BinaryIO
 import numpy as np
 
 from spikeshot.events.array import EVENT_DTYPE, empty
-from spikeshot.events.prophesee import carried, open_evt, unwrap
+from spikeshot.events.prophesee import Header, carried, open_evt, unwrap
 from spikeshot.events.recording import (
     EventSource,
     FormatError,
@@ -93,12 +93,16 @@ def _blocks(stream, decoder: _Decoder, start: int, block_events: int) -> Iterato
 
 
 def source(
-    path, block_events: int = 1 << 20, native: bool = True, stream: BinaryIO | None = None
+    path,
+    block_events: int = 1 << 20,
+    native: bool = True,
+    stream: BinaryIO | None = None,
+    header: Header | None = None,
 ) -> EventSource:
     """Open an EVT 2.0 file: its header's sensor size and its events in blocks of at most
     ``block_events``; ``native=False`` decodes with numpy only. ``stream``: ``path`` already
-    open at its first byte, which the source takes over."""
-    stream, header, sensor = open_evt(path, "2.0", stream)
+    open (see ``prophesee.open_header``, with ``header``), which the source takes over."""
+    stream, header, sensor = open_evt(path, "2.0", stream, header)
     blocks = _blocks(stream, _Decoder(path, sensor, native), header.size, block_events)
     return EventSource("evt2", blocks, sensor, header.camera_size())
 

@@ -26,7 +26,7 @@ from types import ModuleType
 import numpy as np
 
 from spikeshot.events import aedat4, dat, evt2, evt3, nmnist, npyfile
-from spikeshot.events.prophesee import read_header
+from spikeshot.events.prophesee import Header, read_header
 from spikeshot.events.recording import (
     EventSource,
     FormatError,
@@ -58,8 +58,8 @@ def _check_format(format: str) -> str:
     return format
 
 
-def _prophesee_format(stream, path) -> str:
-    version = read_header(stream).evt_version()
+def _prophesee_format(header: Header, path) -> str:
+    version = header.evt_version()
     if version in _EVT:
         return _EVT[version]
     if version is not None:
@@ -69,25 +69,25 @@ def _prophesee_format(stream, path) -> str:
     return "dat"
 
 
-def _detect(stream, path) -> str:
-    """The format of the regular file open as ``stream`` (left at its first byte)."""
+def _detect(stream, path) -> tuple[str, Header | None]:
+    """The format of the regular file open as ``stream``, and its Prophesee header if it has
+    one: the stream is then left past the header, else at its first byte."""
     head = stream.peek(len(aedat4.MAGIC))  # a regular file's buffer: no extra read
     if head.startswith(aedat4.MAGIC):
-        return "aedat4"
+        return "aedat4", None
     if head.startswith(npyfile.NPY_MAGIC):
-        return "npy"
+        return "npy", None
     if head.startswith(npyfile.ZIP_MAGIC):
-        return "npz"
+        return "npz", None
     if head.startswith(b"% "):
-        format = _prophesee_format(stream, path)
-        stream.seek(0)  # within the buffer
-        return format
+        header = read_header(stream)
+        return _prophesee_format(header, path), header
     by_extension = _by_extension(path)
     if by_extension is None:
         raise FormatError(
             path, 0, f"unknown event file format (starts with {head[:8]!r}): pass format="
         )
-    return by_extension
+    return by_extension, None
 
 
 def _by_extension(path) -> str | None:
@@ -108,7 +108,7 @@ def detect_format(path) -> str:
     if aedat4.is_pipe(path):
         return _pipe_format(path)
     with open(path, "rb") as stream:
-        return _detect(stream, path)
+        return _detect(stream, path)[0]
 
 
 def _source(path, format: str | None, block_events: int = 1 << 20) -> EventSource:
@@ -120,11 +120,12 @@ def _source(path, format: str | None, block_events: int = 1 << 20) -> EventSourc
         return _READERS[_pipe_format(path)].source(path, block_events)
     stream = open(path, "rb")  # the source's blocks close it
     try:
-        reader = _READERS[_detect(stream, path)]
+        format, header = _detect(stream, path)
     except BaseException:
         stream.close()
         raise
-    return reader.source(path, block_events, stream=stream)
+    read_so_far = {} if header is None else {"header": header}
+    return _READERS[format].source(path, block_events, stream=stream, **read_so_far)
 
 
 def read(path, format: str | None = None) -> Recording:

@@ -95,15 +95,28 @@ def _size(width: str, height: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def open_evt(
-    path, version: str, stream: BinaryIO | None = None
-) -> tuple[BinaryIO, Header, tuple[int, int] | None]:
-    """Open an EVT file (unless ``stream`` is it, open at its first byte) and read its header;
-    check that it names EVT ``version`` (or none). Return the stream at the first data byte, the
-    header and the sensor size it states."""
+def open_header(
+    path, stream: BinaryIO | None = None, header: Header | None = None
+) -> tuple[BinaryIO, Header]:
+    """``path`` open at its first data byte, and its header: ``stream`` as format detection
+    left it (at its first byte, or past ``header`` when it read that), else opened here."""
     stream = stream or open(path, "rb")  # the caller's block generator closes it
+    if header is None:
+        try:
+            header = read_header(stream)
+        except BaseException:
+            stream.close()
+            raise
+    return stream, header
+
+
+def open_evt(
+    path, version: str, stream: BinaryIO | None = None, header: Header | None = None
+) -> tuple[BinaryIO, Header, tuple[int, int] | None]:
+    """``open_header``, then check that the header names EVT ``version`` (or none). Return the
+    stream at the first data byte, the header and the sensor size it states."""
+    stream, header = open_header(path, stream, header)
     try:
-        header = read_header(stream)
         named = header.evt_version()
         if named not in (None, version):
             raise FormatError(path, 0, f"the header says EVT {named}, not EVT {version}")
@@ -128,22 +141,44 @@ def sized(header: Header, path) -> tuple[int, int] | None:
     return size
 
 
+_LINE_STARTS = (b"% ", b"%\n", b"%\r")
+
+
 def read_header(stream: BinaryIO) -> Header:
     """Read the ``%`` lines at the start of ``stream`` (a buffered binary reader with ``peek``,
     which may be a pipe) and leave it at the first byte of data."""
     values: dict[str, str] = {}
     size = 0
-    # A pipe may show one byte only; a lone "%" is then taken as the start of a header line.
-    while stream.peek(2)[:2] in (b"% ", b"%\n", b"%\r", b"%"):
+    while True:
+        held = stream.peek(2)  # a copy of all the stream holds: every whole line is taken from it
+        at = 0
+        while held[at : at + 2] in _LINE_STARTS and (end := held.find(b"\n", at) + 1):
+            ended, at = _entry(values, held[at:end]), end
+            if ended:
+                stream.read(at)
+                return Header(values, size + at)
+        if at:
+            stream.read(at)
+            size += at
+            continue
+        # A line that goes on past what the stream holds; a pipe may show one byte only, and a
+        # lone "%" is then taken as the start of a header line.
+        if held[:2] not in (*_LINE_STARTS, b"%"):
+            return Header(values, size)
         raw = stream.readline()
         size += len(raw)
-        text = raw[1:].decode("latin-1").strip()
-        key, _, value = text.partition(" ")
-        if key:
-            values.setdefault(key.lower(), value.strip())
-        if text == "end":
-            break
-    return Header(values, size)
+        if _entry(values, raw):
+            return Header(values, size)
+
+
+def _entry(values: dict[str, str], line: bytes) -> bool:
+    """Add a header line's key (lowercased) and value to ``values`` unless the key is there
+    already; True for ``% end``."""
+    text = line[1:].decode("latin-1").strip()
+    key, _, value = text.partition(" ")
+    if key:
+        values.setdefault(key.lower(), value.strip())
+    return text == "end"
 
 
 def unwrap(raw: np.ndarray, previous: int, bits: int) -> np.ndarray:

@@ -2,6 +2,7 @@
 through each writer and through an independent encoder (faery), wrap-around of every counter,
 chunked reading, truncated and corrupt files, and AEDAT4 from a live FIFO."""
 
+import io
 import json
 import subprocess
 import sys
@@ -89,6 +90,66 @@ def test_a_detected_file_is_opened_once_and_read_as_named(realdata, monkeypatch,
     chunks = list(iter_chunks(realdata / name, chunk_events=1000))
     np.testing.assert_array_equal(np.concatenate(chunks), named.events)
     assert opened == [name, name, name]
+
+
+class _Trickle(io.RawIOBase):
+    """A pipe's view of ``data``: each read returns 1 to 3 bytes."""
+
+    def __init__(self, data: bytes, seed: int):
+        self.data, self.at, self.rng = data, 0, np.random.default_rng(seed)
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        n = min(len(buffer), int(self.rng.integers(1, 4)), len(self.data) - self.at)
+        buffer[:n] = self.data[self.at : self.at + n]
+        self.at += n
+        return n
+
+
+def _header_line_by_line(data: bytes) -> tuple[dict, int]:
+    """The header's first value of each key and its length, one line at a time."""
+    values, size = {}, 0
+    for line in data.splitlines(keepends=True):
+        if not (line[:2] in (b"% ", b"%\n", b"%\r") or line == b"%"):
+            break
+        size += len(line)
+        text = line[1:].decode("latin-1").strip()
+        key, _, value = text.partition(" ")
+        if key:
+            values.setdefault(key.lower(), value.strip())
+        if text == "end":
+            break
+    return values, size
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_read_header_takes_the_lines_a_line_by_line_reading_does(seed):
+    """Random headers (long lines past the buffer, bare "%" lines, CRLF, repeated keys, data
+    that starts with "%" or a newline), from a file's buffer and from a pipe's trickle."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for _ in range(int(rng.integers(0, 12))):
+        kind = rng.integers(0, 5)
+        key = ["evt", "Width", "width", "format", "x" * int(rng.integers(1, 20))][kind]
+        value = "v" * int(rng.choice([0, 3, 200, 9000]))
+        lines.append(rng.choice([f"% {key} {value}", "%", f"% {key}"]) + rng.choice(["\n", "\r\n"]))
+    if rng.random() < 0.5:
+        lines.append("% end\n" + ("% after end\n" if rng.random() < 0.5 else ""))
+    # Data that starts with "%x" only from a file: a pipe that shows the "%" alone cannot tell.
+    head = "".join(lines).encode()
+    from_file = head + bytes(rng.choice([b"%x\n", b"\n%", b"\x00"]))
+    from_pipe = head + bytes(rng.choice([b"\n%", b"\x00"]))
+    for data, stream in (
+        (from_file, io.BytesIO(from_file)),
+        (from_pipe, _Trickle(from_pipe, seed)),
+    ):
+        stream = io.BufferedReader(stream)
+        values, size = _header_line_by_line(data)
+        header = read_header(stream)
+        assert (header.values, header.size) == (values, size)
+        assert stream.read() == data[size:]
 
 
 def test_aedat4_names_its_other_streams(realdata):
