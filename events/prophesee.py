@@ -141,44 +141,22 @@ def sized(header: Header, path) -> tuple[int, int] | None:
     return size
 
 
-_LINE_STARTS = (b"% ", b"%\n", b"%\r")
-
-
 def read_header(stream: BinaryIO) -> Header:
     """Read the ``%`` lines at the start of ``stream`` (a buffered binary reader with ``peek``,
     which may be a pipe) and leave it at the first byte of data."""
     values: dict[str, str] = {}
     size = 0
-    while True:
-        held = stream.peek(2)  # a copy of all the stream holds: every whole line is taken from it
-        at = 0
-        while held[at : at + 2] in _LINE_STARTS and (end := held.find(b"\n", at) + 1):
-            ended, at = _entry(values, held[at:end]), end
-            if ended:
-                stream.read(at)
-                return Header(values, size + at)
-        if at:
-            stream.read(at)
-            size += at
-            continue
-        # A line that goes on past what the stream holds; a pipe may show one byte only, and a
-        # lone "%" is then taken as the start of a header line.
-        if held[:2] not in (*_LINE_STARTS, b"%"):
-            return Header(values, size)
+    # A pipe may show one byte only; a lone "%" is then taken as the start of a header line.
+    while stream.peek(2)[:2] in (b"% ", b"%\n", b"%\r", b"%"):
         raw = stream.readline()
         size += len(raw)
-        if _entry(values, raw):
-            return Header(values, size)
-
-
-def _entry(values: dict[str, str], line: bytes) -> bool:
-    """Add a header line's key (lowercased) and value to ``values`` unless the key is there
-    already; True for ``% end``."""
-    text = line[1:].decode("latin-1").strip()
-    key, _, value = text.partition(" ")
-    if key:
-        values.setdefault(key.lower(), value.strip())
-    return text == "end"
+        text = raw[1:].decode("latin-1").strip()
+        key, _, value = text.partition(" ")
+        if key:
+            values.setdefault(key.lower(), value.strip())
+        if text == "end":
+            break
+    return Header(values, size)
 
 
 def unwrap(raw: np.ndarray, previous: int, bits: int) -> np.ndarray:
