@@ -4,7 +4,10 @@ mean query accuracy over many tasks with a 95% confidence interval (1.96 standar
 Within a task, support and query examples are distinct recordings (drawn without replacement), so
 a query is never a support example. Two protocols: tasks of classes mixed across the split's
 groups (scripts), and tasks whose classes all come from one group (``within_group``: look-alike
-characters of one script, the harder and more realistic case)."""
+characters of one script, the harder and more realistic case). Besides the inner loop, a
+``prototype`` head classifies each query by the nearest class mean of the meta-trained features
+(cosine; no inner step): what the features alone are worth, against which the adaptation's gain
+shows."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from spikeshot.events.atomic import write_atomic
 from spikeshot.models import checkpoint
@@ -28,6 +32,7 @@ from spikeshot.models.quantize import Quantizer
 # Rows measured under another protocol are never taken over: 1 drew support and queries with
 # replacement (a query could be a support recording); 2 draws them distinct.
 PROTOCOL = 2
+HEADS = ("adapt", "prototype")
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,7 @@ class Setting:
     split: str = "test"
     seed: int = 0
     within_group: bool = False
+    head: str = "adapt"  # or "prototype", with steps=0 and no bits
 
 
 def evaluate(ckpt: Checkpoint, dataset: MetaDataset, setting: Setting, progress=None) -> dict:
@@ -49,6 +55,10 @@ def evaluate(ckpt: Checkpoint, dataset: MetaDataset, setting: Setting, progress=
     s = setting
     if s.ways > ckpt.config.ways:
         raise ValueError(f"ways={s.ways} exceeds the network's {ckpt.config.ways} outputs")
+    if s.head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {s.head!r}")
+    if s.head == "prototype" and (s.steps or s.bits is not None):
+        raise ValueError("the prototype head takes no inner steps and no bits")
     net = ckpt.network
     quantizer = None if s.bits is None else Quantizer(s.bits, rounding=s.rounding)
     mask = torch.arange(ckpt.config.ways) < s.ways
@@ -62,19 +72,22 @@ def evaluate(ckpt: Checkpoint, dataset: MetaDataset, setting: Setting, progress=
         task = sampler[i]
         support, query = torch.from_numpy(task.support), torch.from_numpy(task.query)
         labels = torch.from_numpy(task.support_labels)
-        fast = adapt(
-            net.forward,
-            ckpt.params,
-            support,
-            labels,
-            steps=s.steps,
-            lr=lr,
-            quantizer=quantizer,
-            class_mask=mask,
-            generator=gen,
-        )
-        with torch.no_grad():
-            logits = net.forward(fast, query).masked_fill(~mask, float("-inf"))
+        if s.head == "prototype":
+            logits = _prototype_logits(net, ckpt.params, support, labels, query, s.ways)
+        else:
+            fast = adapt(
+                net.forward,
+                ckpt.params,
+                support,
+                labels,
+                steps=s.steps,
+                lr=lr,
+                quantizer=quantizer,
+                class_mask=mask,
+                generator=gen,
+            )
+            with torch.no_grad():
+                logits = net.forward(fast, query).masked_fill(~mask, float("-inf"))
         accs.append(accuracy(logits, torch.from_numpy(task.query_labels)))
         if progress is not None:
             progress(i)
@@ -88,6 +101,16 @@ def evaluate(ckpt: Checkpoint, dataset: MetaDataset, setting: Setting, progress=
     }
 
 
+def _prototype_logits(net, params, support, labels, query, ways: int) -> torch.Tensor:
+    """Cosine similarity of each query's features to each class's mean unit-length support
+    features, [queries, ways]."""
+    with torch.no_grad():
+        fs = F.normalize(net.features(params, support), dim=1)
+        fq = F.normalize(net.features(params, query), dim=1)
+    prototypes = fs.new_zeros(ways, fs.shape[1]).index_add_(0, labels, fs)
+    return fq @ F.normalize(prototypes, dim=1).T
+
+
 def result_key(fingerprint: str, setting: Setting) -> tuple:
     """What identifies a result: the weights (``checkpoint.fingerprint``) and the whole setting."""
     return (fingerprint, *astuple(setting))
@@ -97,7 +120,8 @@ def row_key(row: dict) -> tuple | None:
     """``result_key`` of a result row; None for a row of another protocol or without weights."""
     if row.get("protocol") != PROTOCOL or "fingerprint" not in row:
         return None
-    return result_key(row["fingerprint"], Setting(**{f.name: row[f.name] for f in fields(Setting)}))
+    setting = Setting(**{f.name: row.get(f.name, f.default) for f in fields(Setting)})
+    return result_key(row["fingerprint"], setting)
 
 
 def load_results(path: Path) -> dict[tuple, dict]:
@@ -150,9 +174,10 @@ def markdown_table(rows: list[dict]) -> str:
         bits = "float32" if r["bits"] is None else f"{r['bits']}-bit"
         acc = f"{100 * r['accuracy_mean']:.1f}% ± {100 * r['accuracy_ci95']:.1f}"
         classes = "one group" if r["within_group"] else "mixed"
+        steps = "prototypes" if r.get("head") == "prototype" else r["steps"]
         lines.append(
             f"| {r['arch'].upper()} | {classes} | {bits} | {r['ways']} | {r['shots']} "
-            f"| {r['steps']} | {acc} | {r['tasks']} |"
+            f"| {steps} | {acc} | {r['tasks']} |"
         )
     return "\n".join(lines)
 

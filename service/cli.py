@@ -114,20 +114,23 @@ def cmd_evaluate(args) -> int:
     single = (
         args.within_group
         or args.split != "test"
+        or args.head != "adapt"
         or any(v is not None for v in (args.ways, args.shots, args.steps, args.bits))
     )
+    steps = args.steps if args.steps is not None else int(args.head == "adapt")
     settings = (
         [
             Setting(
                 ways=args.ways or 5,
                 shots=args.shots or 1,
-                steps=args.steps or 1,
+                steps=steps,
                 bits=args.bits,
                 queries=args.queries,
                 tasks=args.tasks,
                 split=args.split,
                 seed=args.seed,
                 within_group=args.within_group,
+                head=args.head,
             )
         ]
         if single
@@ -169,7 +172,8 @@ def _evaluate_one(ck, dataset, setting, quiet: bool) -> dict:
     from spikeshot.models.evaluate import evaluate
 
     bits = "float32" if setting.bits is None else f"{setting.bits}-bit"
-    desc = f"{ck.config.arch.upper()} {bits} {setting.shots}-shot {setting.steps}-step"
+    steps = "prototypes" if setting.head == "prototype" else f"{setting.steps}-step"
+    desc = f"{ck.config.arch.upper()} {bits} {setting.shots}-shot {steps}"
     desc += ", one group" if setting.within_group else ""
     with tqdm(total=setting.tasks, desc=desc, unit="task", disable=quiet, leave=False) as bar:
         return evaluate(ck, dataset, setting, progress=lambda _i: bar.update())
@@ -339,6 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="each task's classes all from one group of the split (one script for Glyphs); "
         "the grid (no --ways/--shots/--steps/--bits) has both protocols where the split has groups",
+    )
+    p.add_argument(
+        "--head",
+        choices=("adapt", "prototype"),
+        default="adapt",
+        help="adapt: the inner loop (default); prototype: each query takes the class of the "
+        "nearest mean support features (cosine), no inner step: the features' worth alone",
     )
     p.add_argument("--queries", type=int, default=10, help="query examples per class and task")
     p.add_argument(

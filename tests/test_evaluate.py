@@ -4,14 +4,16 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from spikeshot.events import make_events
 from spikeshot.events.binning import FrameGeometry
 from spikeshot.events.npyfile import write
 from spikeshot.models import ModelConfig, Network
 from spikeshot.models.checkpoint import Checkpoint, save
+from spikeshot.models.datasets.episodes import TaskSampler
 from spikeshot.models.datasets.folder import FolderDataset
-from spikeshot.models.evaluate import Setting, evaluate
+from spikeshot.models.evaluate import Setting, evaluate, row_key
 from spikeshot.service.cli import main
 
 CFG = ModelConfig(
@@ -164,3 +166,41 @@ def test_out_keeps_each_result_and_a_rerun_resumes_from_it(folder, tmp_path, cap
     other = run("other")  # other weights: measured afresh
     assert other[0]["fingerprint"] != first[0]["fingerprint"]
     assert other[0]["accuracy_mean"] != 0.123
+
+
+def test_the_prototype_head_takes_the_nearest_class_mean_of_the_features(folder):
+    dataset = FolderDataset(folder, fractions=(0.4, 0.3, 0.3))
+    ckpt = _ckpt()
+    setting = Setting(ways=3, shots=2, steps=0, tasks=20, queries=4, head="prototype")
+    r = evaluate(ckpt, dataset, setting)
+    sampler = TaskSampler(dataset.split("test"), 3, 2, 4, GEOM, 0)
+    accs = []
+    for i in range(20):
+        task = sampler[i]
+        f = [
+            ckpt.network.features(ckpt.params, torch.from_numpy(x)).detach().numpy()
+            for x in (task.support, task.query)
+        ]
+        unit = [v / np.linalg.norm(v, axis=1, keepdims=True) for v in f]
+        means = np.stack([unit[0][task.support_labels == c].mean(0) for c in range(3)])
+        nearest = np.argmax(unit[1] @ (means / np.linalg.norm(means, axis=1, keepdims=True)).T, 1)
+        accs.append(np.mean(nearest == task.query_labels))
+    assert r["accuracy_mean"] == pytest.approx(np.mean(accs), abs=1e-6)
+    assert r["accuracy_mean"] > 1 / 3 + 2 * r["accuracy_ci95"], r  # random features still tell
+    with pytest.raises(ValueError, match="no inner steps and no bits"):
+        evaluate(ckpt, dataset, Setting(ways=3, steps=1, tasks=1, head="prototype"))
+    with pytest.raises(ValueError, match="head must be one of"):
+        evaluate(ckpt, dataset, Setting(ways=3, tasks=1, head="nearest"))
+
+
+def test_command_evaluates_the_prototype_head_and_old_rows_keep_their_key(folder, tmp_path, capsys):
+    save(_ckpt(), tmp_path / "tiny")
+    args = ["evaluate", str(tmp_path / "tiny"), "--dataset", f"folder:{folder}", "--head"]
+    args += ["prototype", "--ways", "2", "--queries", "3", "--tasks", "3", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["head"] == "prototype" and out["steps"] == 0 and out["bits"] is None
+    assert main(args[:-1]) == 0
+    assert "| prototypes |" in capsys.readouterr().out
+    old = {k: v for k, v in out.items() if k != "head"}  # a row written before heads existed
+    assert row_key({**old, "head": "adapt"}) == row_key(old) != row_key(out)
