@@ -4,10 +4,11 @@ mean query accuracy over many tasks with a 95% confidence interval (1.96 standar
 Within a task, support and query examples are distinct recordings (drawn without replacement), so
 a query is never a support example. Two protocols: tasks of classes mixed across the split's
 groups (scripts), and tasks whose classes all come from one group (``within_group``: look-alike
-characters of one script, the harder and more realistic case). Besides the inner loop, a
-``prototype`` head classifies each query by the nearest class mean of the meta-trained features
-(cosine; no inner step): what the features alone are worth, against which the adaptation's gain
-shows."""
+characters of one script, the harder and more realistic case). The inner loop starts from the
+meta-trained readout (``head="meta"``) or from one set to the support set's class means
+(``head="prototype"``, Proto-MAML's start: W_c = 2 m_c, b_c = -|m_c|^2, whose logits rank the
+classes by the Euclidean distance of the features to each mean); with no step, that is a
+nearest-class-mean classifier, what the meta-trained features alone are worth."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from spikeshot.events.atomic import write_atomic
 from spikeshot.models import checkpoint
@@ -32,7 +32,7 @@ from spikeshot.models.quantize import Quantizer
 # Rows measured under another protocol are never taken over: 1 drew support and queries with
 # replacement (a query could be a support recording); 2 draws them distinct.
 PROTOCOL = 2
-HEADS = ("adapt", "prototype")
+HEADS = ("meta", "prototype")
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Setting:
     split: str = "test"
     seed: int = 0
     within_group: bool = False
-    head: str = "adapt"  # or "prototype", with steps=0 and no bits
+    head: str = "meta"
 
 
 def evaluate(ckpt: Checkpoint, dataset: MetaDataset, setting: Setting, progress=None) -> dict:
@@ -57,8 +57,6 @@ def evaluate(ckpt: Checkpoint, dataset: MetaDataset, setting: Setting, progress=
         raise ValueError(f"ways={s.ways} exceeds the network's {ckpt.config.ways} outputs")
     if s.head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {s.head!r}")
-    if s.head == "prototype" and (s.steps or s.bits is not None):
-        raise ValueError("the prototype head takes no inner steps and no bits")
     net = ckpt.network
     quantizer = None if s.bits is None else Quantizer(s.bits, rounding=s.rounding)
     mask = torch.arange(ckpt.config.ways) < s.ways
@@ -72,22 +70,22 @@ def evaluate(ckpt: Checkpoint, dataset: MetaDataset, setting: Setting, progress=
         task = sampler[i]
         support, query = torch.from_numpy(task.support), torch.from_numpy(task.query)
         labels = torch.from_numpy(task.support_labels)
+        start = ckpt.params
         if s.head == "prototype":
-            logits = _prototype_logits(net, ckpt.params, support, labels, query, s.ways)
-        else:
-            fast = adapt(
-                net.forward,
-                ckpt.params,
-                support,
-                labels,
-                steps=s.steps,
-                lr=lr,
-                quantizer=quantizer,
-                class_mask=mask,
-                generator=gen,
-            )
-            with torch.no_grad():
-                logits = net.forward(fast, query).masked_fill(~mask, float("-inf"))
+            start = prototype_head(net, ckpt.params, support, labels, s.ways)
+        fast = adapt(
+            net.forward,
+            start,
+            support,
+            labels,
+            steps=s.steps,
+            lr=lr,
+            quantizer=quantizer,
+            class_mask=mask,
+            generator=gen,
+        )
+        with torch.no_grad():
+            logits = net.forward(fast, query).masked_fill(~mask, float("-inf"))
         accs.append(accuracy(logits, torch.from_numpy(task.query_labels)))
         if progress is not None:
             progress(i)
@@ -101,14 +99,16 @@ def evaluate(ckpt: Checkpoint, dataset: MetaDataset, setting: Setting, progress=
     }
 
 
-def _prototype_logits(net, params, support, labels, query, ways: int) -> torch.Tensor:
-    """Cosine similarity of each query's features to each class's mean unit-length support
-    features, [queries, ways]."""
+def prototype_head(net, params: dict, support, labels, ways: int) -> dict:
+    """``params`` with the readout set from the support set's class means m_c of the features:
+    W_c = 2 m_c, b_c = -|m_c|^2 for the ``ways`` classes, zero for the outputs beyond them."""
     with torch.no_grad():
-        fs = F.normalize(net.features(params, support), dim=1)
-        fq = F.normalize(net.features(params, query), dim=1)
-    prototypes = fs.new_zeros(ways, fs.shape[1]).index_add_(0, labels, fs)
-    return fq @ F.normalize(prototypes, dim=1).T
+        features = net.features(params, support)
+    counts = torch.bincount(labels, minlength=ways).clamp(min=1).unsqueeze(1)
+    means = features.new_zeros(ways, features.shape[1]).index_add_(0, labels, features) / counts
+    weight, bias = torch.zeros_like(params["out.weight"]), torch.zeros_like(params["out.bias"])
+    weight[:ways], bias[:ways] = 2 * means, -(means * means).sum(1)
+    return {**params, "out.weight": weight, "out.bias": bias}
 
 
 def result_key(fingerprint: str, setting: Setting) -> tuple:
@@ -174,10 +174,10 @@ def markdown_table(rows: list[dict]) -> str:
         bits = "float32" if r["bits"] is None else f"{r['bits']}-bit"
         acc = f"{100 * r['accuracy_mean']:.1f}% ± {100 * r['accuracy_ci95']:.1f}"
         classes = "one group" if r["within_group"] else "mixed"
-        steps = "prototypes" if r.get("head") == "prototype" else r["steps"]
+        head = ", prototype head" if r.get("head") == "prototype" else ""
         lines.append(
-            f"| {r['arch'].upper()} | {classes} | {bits} | {r['ways']} | {r['shots']} "
-            f"| {steps} | {acc} | {r['tasks']} |"
+            f"| {r['arch'].upper()}{head} | {classes} | {bits} | {r['ways']} | {r['shots']} "
+            f"| {r['steps']} | {acc} | {r['tasks']} |"
         )
     return "\n".join(lines)
 

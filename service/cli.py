@@ -114,16 +114,15 @@ def cmd_evaluate(args) -> int:
     single = (
         args.within_group
         or args.split != "test"
-        or args.head != "adapt"
+        or args.head != "meta"
         or any(v is not None for v in (args.ways, args.shots, args.steps, args.bits))
     )
-    steps = args.steps if args.steps is not None else int(args.head == "adapt")
     settings = (
         [
             Setting(
                 ways=args.ways or 5,
                 shots=args.shots or 1,
-                steps=steps,
+                steps=1 if args.steps is None else args.steps,
                 bits=args.bits,
                 queries=args.queries,
                 tasks=args.tasks,
@@ -172,8 +171,8 @@ def _evaluate_one(ck, dataset, setting, quiet: bool) -> dict:
     from spikeshot.models.evaluate import evaluate
 
     bits = "float32" if setting.bits is None else f"{setting.bits}-bit"
-    steps = "prototypes" if setting.head == "prototype" else f"{setting.steps}-step"
-    desc = f"{ck.config.arch.upper()} {bits} {setting.shots}-shot {steps}"
+    desc = f"{ck.config.arch.upper()} {bits} {setting.shots}-shot {setting.steps}-step"
+    desc += ", prototype head" if setting.head == "prototype" else ""
     desc += ", one group" if setting.within_group else ""
     with tqdm(total=setting.tasks, desc=desc, unit="task", disable=quiet, leave=False) as bar:
         return evaluate(ck, dataset, setting, progress=lambda _i: bar.update())
@@ -346,10 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--head",
-        choices=("adapt", "prototype"),
-        default="adapt",
-        help="adapt: the inner loop (default); prototype: each query takes the class of the "
-        "nearest mean support features (cosine), no inner step: the features' worth alone",
+        choices=("meta", "prototype"),
+        default="meta",
+        help="where the inner loop starts: the meta-trained readout (default), or one set to "
+        "the support set's class means (Proto-MAML; with --steps 0 a nearest-mean classifier)",
     )
     p.add_argument("--queries", type=int, default=10, help="query examples per class and task")
     p.add_argument(

@@ -13,7 +13,7 @@ from spikeshot.models import ModelConfig, Network
 from spikeshot.models.checkpoint import Checkpoint, save
 from spikeshot.models.datasets.episodes import TaskSampler
 from spikeshot.models.datasets.folder import FolderDataset
-from spikeshot.models.evaluate import Setting, evaluate, row_key
+from spikeshot.models.evaluate import Setting, evaluate, prototype_head, row_key
 from spikeshot.service.cli import main
 
 CFG = ModelConfig(
@@ -168,7 +168,7 @@ def test_out_keeps_each_result_and_a_rerun_resumes_from_it(folder, tmp_path, cap
     assert other[0]["accuracy_mean"] != 0.123
 
 
-def test_the_prototype_head_takes_the_nearest_class_mean_of_the_features(folder):
+def test_the_prototype_head_without_a_step_is_the_nearest_class_mean(folder):
     dataset = FolderDataset(folder, fractions=(0.4, 0.3, 0.3))
     ckpt = _ckpt()
     setting = Setting(ways=3, shots=2, steps=0, tasks=20, queries=4, head="prototype")
@@ -177,18 +177,17 @@ def test_the_prototype_head_takes_the_nearest_class_mean_of_the_features(folder)
     accs = []
     for i in range(20):
         task = sampler[i]
-        f = [
+        support, query = (
             ckpt.network.features(ckpt.params, torch.from_numpy(x)).detach().numpy()
             for x in (task.support, task.query)
-        ]
-        unit = [v / np.linalg.norm(v, axis=1, keepdims=True) for v in f]
-        means = np.stack([unit[0][task.support_labels == c].mean(0) for c in range(3)])
-        nearest = np.argmax(unit[1] @ (means / np.linalg.norm(means, axis=1, keepdims=True)).T, 1)
-        accs.append(np.mean(nearest == task.query_labels))
+        )
+        means = np.stack([support[task.support_labels == c].mean(0) for c in range(3)])
+        distances = ((query[:, None, :] - means[None]) ** 2).sum(-1)
+        accs.append(np.mean(distances.argmin(1) == task.query_labels))
     assert r["accuracy_mean"] == pytest.approx(np.mean(accs), abs=1e-6)
     assert r["accuracy_mean"] > 1 / 3 + 2 * r["accuracy_ci95"], r  # random features still tell
-    with pytest.raises(ValueError, match="no inner steps and no bits"):
-        evaluate(ckpt, dataset, Setting(ways=3, steps=1, tasks=1, head="prototype"))
+    stepped = evaluate(ckpt, dataset, Setting(**{**setting.__dict__, "steps": 2, "bits": 8}))
+    assert stepped["accuracy_mean"] > 1 / 3 + 2 * stepped["accuracy_ci95"], stepped
     with pytest.raises(ValueError, match="head must be one of"):
         evaluate(ckpt, dataset, Setting(ways=3, tasks=1, head="nearest"))
 
@@ -196,11 +195,27 @@ def test_the_prototype_head_takes_the_nearest_class_mean_of_the_features(folder)
 def test_command_evaluates_the_prototype_head_and_old_rows_keep_their_key(folder, tmp_path, capsys):
     save(_ckpt(), tmp_path / "tiny")
     args = ["evaluate", str(tmp_path / "tiny"), "--dataset", f"folder:{folder}", "--head"]
-    args += ["prototype", "--ways", "2", "--queries", "3", "--tasks", "3", "--json"]
-    assert main(args) == 0
+    args += ["prototype", "--steps", "0", "--ways", "2", "--queries", "3", "--tasks", "3"]
+    assert main(args + ["--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["head"] == "prototype" and out["steps"] == 0 and out["bits"] is None
-    assert main(args[:-1]) == 0
-    assert "| prototypes |" in capsys.readouterr().out
+    assert out["head"] == "prototype" and out["steps"] == 0
+    assert main(args) == 0
+    assert "| SNN, prototype head | mixed | float32 | 2 | 1 | 0 |" in capsys.readouterr().out
     old = {k: v for k, v in out.items() if k != "head"}  # a row written before heads existed
-    assert row_key({**old, "head": "adapt"}) == row_key(old) != row_key(out)
+    assert row_key({**old, "head": "meta"}) == row_key(old) != row_key(out)
+
+
+def test_a_prototype_head_ranks_classes_by_the_distance_to_their_means():
+    net = Network(CFG)
+    params = net.init(0)
+    g = torch.Generator().manual_seed(3)
+    support = (torch.rand(4, CFG.bins, 2, *CFG.input_hw, generator=g) < 0.3).float() * 2
+    labels = torch.tensor([0, 1, 1, 0])
+    head = prototype_head(net, params, support, labels, ways=2)
+    features = net.features(params, support).detach()
+    means = torch.stack([features[labels == c].mean(0) for c in (0, 1)])
+    logits = net.forward(head, support).detach()
+    distance = torch.cdist(features, means) ** 2
+    assert torch.allclose(logits[:, :2], (features**2).sum(1, keepdim=True) - distance, atol=1e-4)
+    assert (head["out.weight"][2:] == 0).all() and (head["out.bias"][2:] == 0).all()
+    assert all(torch.equal(head[k], v) for k, v in params.items() if not k.startswith("out."))
