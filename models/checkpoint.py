@@ -56,6 +56,11 @@ class Checkpoint:
     def network(self) -> Network:
         return Network(self.config)
 
+    @property
+    def head(self) -> str:
+        """Where its inner loop starts (``network.HEADS``), as it was meta-trained."""
+        return self.training.get("recipe", {}).get("head", "meta")
+
     def card(self) -> dict:
         return {
             "format": CARD_FORMAT,

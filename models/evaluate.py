@@ -27,12 +27,12 @@ from spikeshot.models.checkpoint import Checkpoint
 from spikeshot.models.datasets.base import MetaDataset
 from spikeshot.models.datasets.episodes import TaskSampler
 from spikeshot.models.maml import accuracy, adapt
+from spikeshot.models.network import HEADS
 from spikeshot.models.quantize import Quantizer
 
 # Rows measured under another protocol are never taken over: 1 drew support and queries with
 # replacement (a query could be a support recording); 2 draws them distinct.
 PROTOCOL = 2
-HEADS = ("meta", "prototype")
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,8 @@ def evaluate(ckpt: Checkpoint, dataset: MetaDataset, setting: Setting, progress=
         labels = torch.from_numpy(task.support_labels)
         start = ckpt.params
         if s.head == "prototype":
-            start = prototype_head(net, ckpt.params, support, labels, s.ways)
+            with torch.no_grad():
+                start = net.prototype_head(ckpt.params, support, labels, s.ways)
         fast = adapt(
             net.forward,
             start,
@@ -97,18 +98,6 @@ def evaluate(ckpt: Checkpoint, dataset: MetaDataset, setting: Setting, progress=
         "accuracy_mean": float(a.mean()),
         "accuracy_ci95": float(1.96 * a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else 0.0,
     }
-
-
-def prototype_head(net, params: dict, support, labels, ways: int) -> dict:
-    """``params`` with the readout set from the support set's class means m_c of the features:
-    W_c = 2 m_c, b_c = -|m_c|^2 for the ``ways`` classes, zero for the outputs beyond them."""
-    with torch.no_grad():
-        features = net.features(params, support)
-    counts = torch.bincount(labels, minlength=ways).clamp(min=1).unsqueeze(1)
-    means = features.new_zeros(ways, features.shape[1]).index_add_(0, labels, features) / counts
-    weight, bias = torch.zeros_like(params["out.weight"]), torch.zeros_like(params["out.bias"])
-    weight[:ways], bias[:ways] = 2 * means, -(means * means).sum(1)
-    return {**params, "out.weight": weight, "out.bias": bias}
 
 
 def result_key(fingerprint: str, setting: Setting) -> tuple:
@@ -152,12 +141,20 @@ def record_evaluation(path: str | Path, rows: list[dict]) -> None:
     write_atomic(cpath, json.dumps(card, indent=2) + "\n")
 
 
-def grid(tasks: int, queries: int = 10, within_group: bool = False) -> list[Setting]:
+def grid(
+    tasks: int, queries: int = 10, within_group: bool = False, head: str = "meta"
+) -> list[Setting]:
     """The settings of the full report: float, 8-bit and 4-bit inner loops; 1 and 5 shots; 1 and
     5 inner steps; tasks of mixed classes, and with ``within_group`` also of one group's."""
     return [
         Setting(
-            shots=shots, steps=steps, bits=bits, queries=queries, tasks=tasks, within_group=within
+            shots=shots,
+            steps=steps,
+            bits=bits,
+            queries=queries,
+            tasks=tasks,
+            within_group=within,
+            head=head,
         )
         for within, bits, shots, steps in itertools.product(
             (False, True) if within_group else (False,), (None, 8, 4), (1, 5), (1, 5)

@@ -35,7 +35,7 @@ from spikeshot.models.datasets import MetaDataset, open_dataset
 from spikeshot.models.datasets.episodes import TaskSampler
 from spikeshot.models.init import firing_rates, lsuv_init
 from spikeshot.models.maml import accuracy, adapt, masked_loss
-from spikeshot.models.network import Network
+from spikeshot.models.network import HEADS, Network
 from spikeshot.models.quantize import Quantizer, rounding_seed
 
 
@@ -64,6 +64,9 @@ class TrainConfig:
     # Iterations before this one are first-order (a warm-up before second-order MAML, as MAML++'s
     # derivative-order annealing); 0: none.
     first_order_until: int = 0
+    # Where each task's inner loop starts: the meta-trained readout ("meta"), or one set to the
+    # support set's class means ("prototype", Proto-MAML; ``Network.prototype_head``).
+    head: str = "meta"
     bits: int | None = None
     rounding: str = "nearest"
     # The grid the card names for sessions' inner loops (None: float32); the recipe's ``bits``
@@ -85,6 +88,8 @@ class TrainConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown training fields: {sorted(unknown)}")
+        if d.get("head", "meta") not in HEADS:
+            raise ValueError(f"training.head must be one of {HEADS}, got {d['head']!r}")
         return cls(**d)
 
 
@@ -272,8 +277,11 @@ class MetaTrainer:
         """The outputs a task of ``ways`` classes uses (None: all of them)."""
         return None if ways == self.cfg.model.ways else torch.arange(self.cfg.model.ways) < ways
 
-    def _adapt(self, params, support, labels, mask, create_graph, generator=None):
+    def _adapt(self, params, support, labels, ways, create_graph, generator=None):
         t = self.cfg.training
+        mask = self._mask(ways)
+        if t.head == "prototype":
+            params = self.net.prototype_head(params, support, labels, ways)
         return adapt(
             self.net.forward,
             params,
@@ -301,7 +309,9 @@ class MetaTrainer:
             s, sl, q, ql = task_tensors(task)
             mask = self._mask(task.ways)
             second_order = not t.first_order and it >= t.first_order_until
-            fast = self._adapt(self.params, s, sl, mask, create_graph=second_order, generator=gen)
+            fast = self._adapt(
+                self.params, s, sl, task.ways, create_graph=second_order, generator=gen
+            )
             logits = self.net.forward(fast, q)
             if mask is not None:
                 logits = logits.masked_fill(~mask, float("-inf"))
@@ -326,7 +336,7 @@ class MetaTrainer:
         mask = self._mask(t.ways)
         for i in range(t.val_tasks):
             s, sl, q, ql = task_tensors(self.val_tasks[i])
-            fast = self._adapt(params, s, sl, mask, create_graph=False)
+            fast = self._adapt(params, s, sl, t.ways, create_graph=False)
             with torch.no_grad():
                 logits = self.net.forward(fast, q)
             if mask is not None:

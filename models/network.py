@@ -8,11 +8,14 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from spikeshot.models import ann, snn
 from spikeshot.models.config import ModelConfig
 
 HEAD = ("out.weight", "out.bias")
+# Where an inner loop starts: the meta-trained readout, or ``Network.prototype_head``.
+HEADS = ("meta", "prototype")
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,19 @@ class Network:
         return readout(params, self.features(params, frames, prepared))
 
     __call__ = forward
+
+    def prototype_head(self, params: dict, support: torch.Tensor, labels: torch.Tensor, ways: int):
+        """``params`` with the readout set from the class means m_c of the support features
+        (Proto-MAML's start): W_c = 2 m_c, b_c = -|m_c|^2 for the ``ways`` classes, whose logits
+        rank them by the Euclidean distance to each mean, and zero for the outputs beyond them.
+        Differentiable in ``params`` through the features."""
+        features = self.features(params, support)
+        counts = torch.bincount(labels, minlength=ways)[:ways].clamp(min=1).unsqueeze(1)
+        means = features.new_zeros(ways, features.shape[1]).index_add(0, labels, features) / counts
+        pad = self.config.ways - ways
+        weight = F.pad(2 * means, (0, 0, 0, pad))
+        bias = F.pad(-(means * means).sum(1), (0, pad))
+        return {**params, "out.weight": weight, "out.bias": bias}
 
     def forward_grouped(self, sessions: list[tuple[dict, object]], frames: torch.Tensor):
         """Logits [G, B, ways] of G networks, each a ``(params, prepare(params))``, each on its own

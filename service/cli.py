@@ -114,9 +114,10 @@ def cmd_evaluate(args) -> int:
     single = (
         args.within_group
         or args.split != "test"
-        or args.head != "meta"
+        or args.head is not None
         or any(v is not None for v in (args.ways, args.shots, args.steps, args.bits))
     )
+    head = args.head or ckpts[0].head
     settings = (
         [
             Setting(
@@ -129,11 +130,11 @@ def cmd_evaluate(args) -> int:
                 split=args.split,
                 seed=args.seed,
                 within_group=args.within_group,
-                head=args.head,
+                head=head,
             )
         ]
         if single
-        else grid(args.tasks, args.queries, within_group=dataset.split("test").groups is not None)
+        else grid(args.tasks, args.queries, dataset.split("test").groups is not None, head)
     )
     out = Path(args.out) if args.out else None
     results = None if out is None else out / "evaluation.json"
@@ -346,9 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--head",
         choices=("meta", "prototype"),
-        default="meta",
-        help="where the inner loop starts: the meta-trained readout (default), or one set to "
-        "the support set's class means (Proto-MAML; with --steps 0 a nearest-mean classifier)",
+        help="where the inner loop starts: the meta-trained readout, or one set to the support "
+        "set's class means (Proto-MAML; with --steps 0 a nearest-mean classifier); default: "
+        "as the model was meta-trained",
     )
     p.add_argument("--queries", type=int, default=10, help="query examples per class and task")
     p.add_argument(

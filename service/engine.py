@@ -140,6 +140,12 @@ class Engine:
                 raise ValueError("every model needs a name (Checkpoint.name)")
             if ckpt.name in self._models:
                 raise ValueError(f"two models are named {ckpt.name!r}")
+            if ckpt.head != "meta":
+                raise ValueError(
+                    f"model {ckpt.name!r} was meta-trained to start its inner loop from the "
+                    f"{ckpt.head} head, which sessions do not implement: evaluate it with "
+                    "spikeshot evaluate"
+                )
             params = {k: v.detach().float().contiguous() for k, v in ckpt.params.items()}
             self._models[ckpt.name] = _Model(
                 ckpt.name, ckpt, ckpt.network, params, fingerprint(ckpt)

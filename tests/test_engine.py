@@ -645,6 +645,10 @@ def test_list_models_and_loading_checkpoints(tmp_path):
         checkpoint.find([tmp_path / "empty"])
     with pytest.raises(ValueError, match="default_model 'big'"):
         Engine(found, ServerConfig(default_model="big"))
+    proto = tiny(name="proto")
+    proto.training = {"recipe": {"head": "prototype"}}
+    with pytest.raises(ValueError, match="'proto' was meta-trained to start .* prototype head"):
+        Engine([proto], ServerConfig(workers=1))
 
 
 def test_errors_carry_grpc_status_code_names():

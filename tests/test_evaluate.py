@@ -13,7 +13,7 @@ from spikeshot.models import ModelConfig, Network
 from spikeshot.models.checkpoint import Checkpoint, save
 from spikeshot.models.datasets.episodes import TaskSampler
 from spikeshot.models.datasets.folder import FolderDataset
-from spikeshot.models.evaluate import Setting, evaluate, prototype_head, row_key
+from spikeshot.models.evaluate import Setting, evaluate, row_key
 from spikeshot.service.cli import main
 
 CFG = ModelConfig(
@@ -201,6 +201,12 @@ def test_command_evaluates_the_prototype_head_and_old_rows_keep_their_key(folder
     assert out["head"] == "prototype" and out["steps"] == 0
     assert main(args) == 0
     assert "| SNN, prototype head | mixed | float32 | 2 | 1 | 0 |" in capsys.readouterr().out
+    proto = _ckpt()
+    proto.training = {**proto.training, "recipe": {"head": "prototype"}}
+    save(proto, tmp_path / "proto")
+    args = ["evaluate", str(tmp_path / "proto"), "--dataset", f"folder:{folder}", "--ways", "2"]
+    assert main(args + ["--queries", "3", "--tasks", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["head"] == "prototype"  # as it was meta-trained
     old = {k: v for k, v in out.items() if k != "head"}  # a row written before heads existed
     assert row_key({**old, "head": "meta"}) == row_key(old) != row_key(out)
 
@@ -211,7 +217,7 @@ def test_a_prototype_head_ranks_classes_by_the_distance_to_their_means():
     g = torch.Generator().manual_seed(3)
     support = (torch.rand(4, CFG.bins, 2, *CFG.input_hw, generator=g) < 0.3).float() * 2
     labels = torch.tensor([0, 1, 1, 0])
-    head = prototype_head(net, params, support, labels, ways=2)
+    head = net.prototype_head(params, support, labels, ways=2)
     features = net.features(params, support).detach()
     means = torch.stack([features[labels == c].mean(0) for c in (0, 1)])
     logits = net.forward(head, support).detach()

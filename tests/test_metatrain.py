@@ -276,3 +276,19 @@ def test_a_run_starts_from_an_exported_nir_graph(tmp_path, tiny_digits):
     with pytest.raises(NIRImportError, match="node 'layer0_q': tau differs"):
         _trainer(other, tmp_path / "c", tiny_digits)
     assert nir.read(graph).nodes["readout"].weight.shape == (MODEL.ways, model.features)
+
+
+def test_a_prototype_head_run_trains_the_features_and_never_the_readout(tmp_path, tiny_digits):
+    """``training.head = "prototype"``: every task's inner loop starts from the support set's
+    class means, so the outer loop moves the convolutions (through the means, second order)
+    and leaves the meta-trained readout where it started; the card records the head."""
+    cfg = _cfg(ways=2, max_ways=3, iterations=3, head="prototype")
+    trainer = _trainer(cfg, tmp_path / "run", tiny_digits)
+    start = {k: v.detach().clone() for k, v in trainer.params.items()}
+    trainer.run()
+    moved = {k for k in start if not torch.equal(start[k], trainer.params[k])}
+    assert moved == {k for k in start if k.startswith("conv")}
+    card = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert card["training"]["recipe"]["head"] == "prototype"
+    with pytest.raises(ValueError, match="training.head must be one of"):
+        TrainConfig.from_dict({"head": "nearest"})
