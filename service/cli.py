@@ -114,7 +114,6 @@ def cmd_evaluate(args) -> int:
     single = (
         args.within_group
         or args.split != "test"
-        or args.head is not None
         or any(v is not None for v in (args.ways, args.shots, args.steps, args.bits))
     )
     head = args.head or ckpts[0].head
@@ -346,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--head",
-        choices=("meta", "prototype"),
+        choices=("meta", "prototype"),  # models.network.HEADS, named here without importing torch
         help="where the inner loop starts: the meta-trained readout, or one set to the support "
         "set's class means (Proto-MAML; with --steps 0 a nearest-mean classifier); default: "
         "as the model was meta-trained",
