@@ -1,5 +1,6 @@
 """Evaluation: the chance-level control, the confidence interval, and the command's JSON."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -186,7 +187,7 @@ def test_the_prototype_head_without_a_step_is_the_nearest_class_mean(folder):
         accs.append(np.mean(distances.argmin(1) == task.query_labels))
     assert r["accuracy_mean"] == pytest.approx(np.mean(accs), abs=1e-6)
     assert r["accuracy_mean"] > 1 / 3 + 2 * r["accuracy_ci95"], r  # random features still tell
-    stepped = evaluate(ckpt, dataset, Setting(**{**setting.__dict__, "steps": 2, "bits": 8}))
+    stepped = evaluate(ckpt, dataset, dataclasses.replace(setting, steps=2, bits=8))
     assert stepped["accuracy_mean"] > 1 / 3 + 2 * stepped["accuracy_ci95"], stepped
     with pytest.raises(ValueError, match="head must be one of"):
         evaluate(ckpt, dataset, Setting(ways=3, tasks=1, head="nearest"))

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from spikeshot.models import ModelConfig, Network
 from spikeshot.models.init import firing_rates, lsuv_init
-from spikeshot.models.snn import features, features_stepwise, fold_pool
+from spikeshot.models.snn import features, features_stepwise, fold_pool, hidden_spikes
 
 TINY = dict(ways=3, input_hw=(8, 8), bins=6, burn_in=2, channels=(4, 6), kernel=3)
 
@@ -45,6 +45,10 @@ def test_the_readout_traces_take_their_own_constants():
     fast, slow = features(params, x, slow_readout), features_stepwise(params, x, slow_readout)
     assert torch.allclose(fast, slow, atol=1e-12)
     assert not torch.allclose(fast, features(params, x, cfg), atol=1e-3)
+    for a, b in zip(
+        hidden_spikes(params, x, slow_readout), hidden_spikes(params, x, cfg), strict=True
+    ):
+        assert torch.equal(a, b)
     with pytest.raises(ValueError, match="readout_alpha must be in"):
         ModelConfig(**TINY, readout_alpha=1.0)
 
