@@ -269,11 +269,12 @@ class AsyncClient:
         rounding: str = "",
         grid: str = "",
         seed: int = 0,
+        head: str = "",
         timeout: float | None = ...,
     ) -> AsyncSession:
         """A new session (settings as for ``Client.create_session``)."""
         settings = settings_message(
-            model, ways, inner_steps, step_size, weight_bits, rounding, grid, seed
+            model, ways, inner_steps, step_size, weight_bits, rounding, grid, seed, head
         )
         response = await self._unary(
             "CreateSession", pb.CreateSessionRequest(settings=settings), timeout

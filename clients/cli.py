@@ -27,7 +27,7 @@ from spikeshot.clients import formatting
 from spikeshot.clients.client import Client
 from spikeshot.clients.connection import DEFAULT_TARGET, MAX_ATTEMPTS, Connection
 from spikeshot.clients.errors import ServerError, ServerUnavailable
-from spikeshot.clients.results import EXPORT_FORMATS, GRIDS, ROUNDINGS
+from spikeshot.clients.results import EXPORT_FORMATS, GRIDS, HEADS, ROUNDINGS
 from spikeshot.clients.sources import open_source
 from spikeshot.events.array import EventError
 from spikeshot.events.formats import FORMATS, info
@@ -201,6 +201,7 @@ def _run_session_create(args: argparse.Namespace) -> int:
             rounding=args.rounding,
             grid=args.grid,
             seed=args.seed,
+            head=args.head,
         )
     _print_session(args, session.info)
     return EXIT_OK
@@ -254,6 +255,13 @@ def _add_session(subparsers) -> None:
     create.add_argument("--rounding", choices=ROUNDINGS, default="")
     create.add_argument("--grid", choices=GRIDS, default="")
     create.add_argument("--seed", type=int, default=0, help="seed of stochastic rounding")
+    create.add_argument(
+        "--head",
+        choices=HEADS,
+        default="",
+        help="where each adapt starts: the meta-trained readout, or the class means "
+        "(default: the model's)",
+    )
     create.set_defaults(run=_run_session_create)
     listing = actions.add_parser("list", parents=[options], help="list this caller's sessions")
     listing.set_defaults(run=_run_session_list)

@@ -288,13 +288,16 @@ class Client:
         rounding: str = "",
         grid: str = "",
         seed: int = 0,
+        head: str = "",
         timeout: float | None = ...,
     ) -> Session:
         """A new session; empty or zero settings take the model card's (``step_size`` None: the
         card's, ``weight_bits`` None: the card's quantization, 0: float32 weights). ``rounding``
-        is ``nearest`` or ``stochastic``, ``grid`` ``global`` or ``per_tensor``."""
+        is ``nearest`` or ``stochastic``, ``grid`` ``global`` or ``per_tensor``, ``head``
+        ``meta`` (the meta-trained readout) or ``prototype`` (one set from the class means,
+        with no inner step unless ``inner_steps`` asks for some)."""
         settings = settings_message(
-            model, ways, inner_steps, step_size, weight_bits, rounding, grid, seed
+            model, ways, inner_steps, step_size, weight_bits, rounding, grid, seed, head
         )
         response = self._unary("CreateSession", pb.CreateSessionRequest(settings=settings), timeout)
         return Session(self, SessionInfo.from_proto(response))

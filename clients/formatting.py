@@ -81,6 +81,7 @@ def session(info: SessionInfo) -> str:
             ("session", info.session_id),
             ("model", s.model),
             ("ways", s.ways),
+            ("starts from", "class means" if s.head == "prototype" else "meta-trained readout"),
             ("inner steps", s.inner_steps),
             ("step size", "learned" if s.step_size is None else f"{s.step_size:g}"),
             ("weights", weights),

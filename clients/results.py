@@ -20,6 +20,7 @@ from spikeshot.v1 import spikeshot_pb2 as pb
 
 ROUNDINGS = ("nearest", "stochastic")
 GRIDS = ("global", "per_tensor")
+HEADS = ("meta", "prototype")  # the Head enum's HEAD_META, HEAD_PROTOTYPE
 EXPORT_FORMATS = ("session", "nir")  # ExportFormat's EXPORT_FORMAT_SESSION, EXPORT_FORMAT_NIR
 
 
@@ -181,6 +182,7 @@ class Settings(_Result):
     rounding: str
     grid: str
     seed: int
+    head: str
 
     @classmethod
     def from_proto(cls, m: pb.SessionSettings) -> Settings:
@@ -190,6 +192,7 @@ class Settings(_Result):
             step_size=m.step_size or None,
             rounding=_enum_name(pb.Rounding, m.rounding, "ROUNDING_"),
             grid=_enum_name(pb.WeightGrid, m.grid, "WEIGHT_GRID_"),
+            head=_enum_name(pb.Head, m.head, "HEAD_"),
         )
 
     def to_proto(self) -> pb.SessionSettings:
@@ -199,6 +202,7 @@ class Settings(_Result):
             step_size=self.step_size or 0.0,
             rounding=_enum_value(pb.Rounding, self.rounding, "ROUNDING_"),
             grid=_enum_value(pb.WeightGrid, self.grid, "WEIGHT_GRID_"),
+            head=_enum_value(pb.Head, self.head, "HEAD_"),
         )
 
 
@@ -303,6 +307,7 @@ def settings_message(
     rounding: str = "",
     grid: str = "",
     seed: int = 0,
+    head: str = "",
 ) -> pb.SessionSettings:
     """The ``SessionSettings`` of a new session; empty or zero values (and a None
     ``step_size``) take the model card's."""
@@ -310,6 +315,8 @@ def settings_message(
         raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
     if grid and grid not in GRIDS:
         raise ValueError(f"grid must be one of {GRIDS}, got {grid!r}")
+    if head and head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     message = pb.SessionSettings(
         model=model,
         ways=ways,
@@ -318,6 +325,7 @@ def settings_message(
         seed=seed,
         rounding=_enum_value(pb.Rounding, rounding, "ROUNDING_"),
         grid=_enum_value(pb.WeightGrid, grid, "WEIGHT_GRID_"),
+        head=_enum_value(pb.Head, head, "HEAD_"),
     )
     if weight_bits is not None:
         message.weight_bits = weight_bits

@@ -71,6 +71,7 @@ class Checkpoint:
                 "steps": self.inner_steps,
                 "step_size": self.inner_step_size,
                 "learned_step_sizes": sorted(self.inner_lr),
+                "head": self.head,
             },
             "quantization": None if self.quantizer is None else self.quantizer.to_dict(),
             "training": self.training,

@@ -6,9 +6,10 @@ a query is never a support example. Two protocols: tasks of classes mixed across
 groups (scripts), and tasks whose classes all come from one group (``within_group``: look-alike
 characters of one script, the harder and more realistic case). The inner loop starts from the
 meta-trained readout (``head="meta"``) or from one set to the support set's class means
-(``head="prototype"``, Proto-MAML's start: W_c = 2 m_c, b_c = -|m_c|^2, whose logits rank the
+(``head="prototype"``, Proto-MAML's start, ``Network.prototype_head``, whose logits rank the
 classes by the Euclidean distance of the features to each mean); with no step, that is a
-nearest-class-mean classifier, what the meta-trained features alone are worth."""
+nearest-class-mean classifier, what the meta-trained features alone are worth. Quantized, that
+readout has its own per-tensor grid, as a session's has (``fit.prototype_start``)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from spikeshot.events.atomic import write_atomic
-from spikeshot.models import checkpoint
+from spikeshot.models import checkpoint, fit
 from spikeshot.models.checkpoint import Checkpoint
 from spikeshot.models.datasets.base import MetaDataset
 from spikeshot.models.datasets.episodes import TaskSampler
@@ -70,10 +71,12 @@ def evaluate(ckpt: Checkpoint, dataset: MetaDataset, setting: Setting, progress=
         task = sampler[i]
         support, query = torch.from_numpy(task.support), torch.from_numpy(task.query)
         labels = torch.from_numpy(task.support_labels)
-        start = ckpt.params
+        start, scales = ckpt.params, None
         if s.head == "prototype":
-            with torch.no_grad():
-                start = net.prototype_head(ckpt.params, support, labels, s.ways)
+            grid = None if quantizer is None else quantizer.scales(start)
+            start, scales = fit.prototype_start(
+                net, start, support, labels, s.ways, quantizer, grid, gen
+            )
         fast = adapt(
             net.forward,
             start,
@@ -83,6 +86,7 @@ def evaluate(ckpt: Checkpoint, dataset: MetaDataset, setting: Setting, progress=
             lr=lr,
             quantizer=quantizer,
             class_mask=mask,
+            scales=scales,
             generator=gen,
         )
         with torch.no_grad():

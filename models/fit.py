@@ -1,12 +1,15 @@
 """The inner loop a session's settings call for, run once over a support set: what an Adapt
 computes, without the service around it.
 
-The settings (``FitSettings``: steps, step size, weight bits, grid, rounding) choose the
-parameters that adapt (``inner_names``: those with learned step sizes when the step size is None,
-else all), the ``Quantizer`` of their grid (``quantizer``: the model card's frac_bits when the
-session keeps the card's global grid) and each one's grid step (``scales``, fixed from the
-meta-trained initialisation so that every step lands on the same grid). ``fit`` runs
-``maml.InnerLoop`` from the initialisation, one step at a time, and measures the support loss
+The settings (``FitSettings``: head, steps, step size, weight bits, grid, rounding) choose
+where the inner loop starts (the meta-trained initialisation, or with the prototype head its
+readout set from the support set's class means, ``prototype_start``), the parameters that adapt
+(``inner_names``: those with learned step sizes when the step size is None, else all; and the
+readout under the prototype head, which its start sets), the ``Quantizer`` of their grid
+(``quantizer``: the model card's frac_bits when the session keeps the card's global grid) and
+each one's grid step (``scales``, fixed from the initialisation so that every step lands on the
+same grid; a readout of class means has a per-tensor grid of its own, ``readout_scales``).
+``fit`` runs ``maml.InnerLoop`` from its start, one step at a time, and measures the support loss
 before and after and the support accuracy. Labels map to output units in the order of
 ``classes``; the other outputs are masked.
 """
@@ -23,13 +26,15 @@ import torch
 
 from spikeshot.models.checkpoint import Checkpoint
 from spikeshot.models.maml import InnerLoop, accuracy, masked_loss
+from spikeshot.models.network import HEAD, Network
 from spikeshot.models.quantize import Quantizer
 
 
 class FitSettings(Protocol):
-    """What a fit reads of a session's settings (``step_size`` None: the model's learned step
-    sizes; ``weight_bits`` 0: float32 weights)."""
+    """What a fit reads of a session's settings (``head``: ``network.HEADS``; ``step_size``
+    None: the model's learned step sizes; ``weight_bits`` 0: float32 weights)."""
 
+    head: str
     inner_steps: int
     step_size: float | None
     weight_bits: int
@@ -51,10 +56,43 @@ class Fit:
 
 
 def inner_names(checkpoint: Checkpoint, settings: FitSettings) -> tuple[str, ...]:
-    """The parameters the inner loop adapts: those with learned step sizes, or all."""
-    if settings.step_size is None:
-        return tuple(checkpoint.inner_lr)
-    return tuple(checkpoint.params)
+    """The parameters the inner loop adapts: those with learned step sizes, or all; and under the
+    prototype head the readout, which its start sets."""
+    names = tuple(checkpoint.inner_lr if settings.step_size is None else checkpoint.params)
+    if settings.head == "prototype":
+        names += tuple(k for k in HEAD if k not in names)
+    return names
+
+
+def prototype_start(
+    network: Network,
+    params: dict[str, torch.Tensor],
+    frames: torch.Tensor,
+    labels: torch.Tensor,
+    ways: int,
+    quantizer: Quantizer | None = None,
+    grid: dict[str, float] | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, float] | None]:
+    """The prototype head's start and grid: ``params`` (those of ``grid`` put on it when
+    quantized) with the readout set from the class means of the support ``frames``' features
+    under those weights, the ones it classifies with (``Network.prototype_head``; ``ways``
+    classes, ``labels`` 0..ways-1); and ``grid`` with the readout's own (``readout_scales``)."""
+    if quantizer is not None:
+        on_grid = {k: params[k] for k in grid if k not in HEAD}
+        params = {**params, **quantizer.fake_all(on_grid, grid, generator)}
+    with torch.no_grad():
+        params = network.prototype_head(params, frames, labels, ways)
+    if quantizer is None:
+        return params, None
+    return params, {**grid, **readout_scales(quantizer.bits, params)}
+
+
+def readout_scales(bits: int, params: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """The grid of a readout set from class means: a symmetric per-tensor grid of ``bits`` from
+    the means' own range, whatever the session's grid (on the global grid the differences of
+    squared feature norms in the biases would clamp)."""
+    return Quantizer(bits, "per_tensor").scales({k: params[k] for k in HEAD})
 
 
 def quantizer(checkpoint: Checkpoint, settings: FitSettings) -> Quantizer | None:
@@ -72,13 +110,15 @@ def scales(
     settings: FitSettings,
     params: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, float] | None:
-    """The grid step of each adapted parameter, from the initialisation ``params`` (default the
-    checkpoint's); None for float32 weights."""
+    """The grid step of each adapted parameter, fixed from the initialisation ``params``
+    (default the checkpoint's), but for a readout the prototype head sets, whose grid is its own
+    (``prototype_start``); None for float32 weights."""
     q = quantizer(checkpoint, settings)
     if q is None:
         return None
     params = checkpoint.params if params is None else params
-    return q.scales({k: params[k] for k in inner_names(checkpoint, settings)})
+    own = HEAD if settings.head == "prototype" else ()
+    return q.scales({k: params[k] for k in inner_names(checkpoint, settings) if k not in own})
 
 
 def fit(
@@ -94,7 +134,8 @@ def fit(
     """Adapt ``checkpoint`` to ``support`` ((label, frames [bins, 2, height, width]) pairs, each
     label one of ``classes``) with ``settings.inner_steps`` steps of the settings' inner loop.
     ``seed`` seeds stochastic rounding; ``params`` is the initialisation (default the
-    checkpoint's, as float32); ``before_step()`` runs before each step and may raise to stop."""
+    checkpoint's, as float32; the prototype head's ``prototype_start`` starts from it);
+    ``before_step()`` runs before each step and may raise to stop."""
     if params is None:
         params = {k: v.detach().float().contiguous() for k, v in checkpoint.params.items()}
     index = {label: i for i, label in enumerate(classes)}
@@ -103,7 +144,12 @@ def fit(
     mask = torch.arange(checkpoint.config.ways) < len(classes)
     names = inner_names(checkpoint, settings)
     lr = checkpoint.inner_lr if settings.step_size is None else settings.step_size
-    grid = scales(checkpoint, settings, params)
+    q, grid = quantizer(checkpoint, settings), scales(checkpoint, settings, params)
+    generator = torch.Generator().manual_seed(seed)
+    if settings.head == "prototype":
+        params, grid = prototype_start(
+            checkpoint.network, params, frames, labels, len(classes), q, grid, generator
+        )
     forward = checkpoint.network.forward
     with torch.no_grad():
         loop = InnerLoop(
@@ -112,11 +158,11 @@ def fit(
             frames,
             labels,
             lr,
-            quantizer(checkpoint, settings),
+            q,
             names=names,
             class_mask=mask,
             scales=grid,
-            generator=torch.Generator().manual_seed(seed),
+            generator=generator,
         )
         losses = []  # the support loss before each step: [0] is "before"
         for _ in range(settings.inner_steps):

@@ -42,15 +42,18 @@ class Network:
 
     def prototype_head(self, params: dict, support: torch.Tensor, labels: torch.Tensor, ways: int):
         """``params`` with the readout set from the class means m_c of the support features
-        (Proto-MAML's start): W_c = 2 m_c, b_c = -|m_c|^2 for the ``ways`` classes, whose logits
-        rank them by the Euclidean distance to each mean, and zero for the outputs beyond them.
-        Differentiable in ``params`` through the features."""
+        (Proto-MAML's start), centred on the mean of the ``ways`` means: W_c = 2 (m_c - m),
+        b_c = -(|m_c|^2 - mean |m|^2), whose logits rank the classes by the Euclidean distance to
+        each mean (-|f - m_c|^2 up to a shift shared by the classes, so softmax and gradients are
+        those of W_c = 2 m_c, b_c = -|m_c|^2, on a smaller range), and zero for the outputs beyond
+        them. Differentiable in ``params`` through the features."""
         features = self.features(params, support)
         counts = torch.bincount(labels, minlength=ways)[:ways].clamp(min=1).unsqueeze(1)
         means = features.new_zeros(ways, features.shape[1]).index_add(0, labels, features) / counts
+        sq = (means * means).sum(1)
         pad = self.config.ways - ways
-        weight = F.pad(2 * means, (0, 0, 0, pad))
-        bias = F.pad(-(means * means).sum(1), (0, pad))
+        weight = F.pad(2 * (means - means.mean(0)), (0, 0, 0, pad))
+        bias = F.pad(sq.mean() - sq, (0, pad))
         return {**params, "out.weight": weight, "out.bias": bias}
 
     def forward_grouped(self, sessions: list[tuple[dict, object]], frames: torch.Tensor):

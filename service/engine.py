@@ -8,9 +8,10 @@ thread-safe. ``owner`` is the caller's identity (sessions of one owner are invis
 The answers are ``spikeshot.clients.results``' dataclasses, the ones the servicer sends and the
 clients read back.
 
-Adapt: the inner loop (``models.fit``) runs from the model's meta-trained initialisation over the
-session's whole support set (earlier examples kept unless ``replace_support``), with the session's
-steps, step size, weight bits, grid and rounding. Labels map to output units in first-seen order;
+Adapt: the inner loop (``models.fit``) runs from the model's meta-trained initialisation (with the
+prototype head, its readout set to the support set's class means) over the session's whole support
+set (earlier examples kept unless ``replace_support``), with the session's steps, step size, weight
+bits, grid and rounding. Labels map to output units in first-seen order;
 unused outputs are masked. The new support set and weights are built aside and committed only when
 everything succeeded, so a failed, cancelled or broken Adapt leaves the session exactly as it was.
 Adapts of one session in one engine run one after the other; when the session store is shared with
@@ -53,7 +54,7 @@ from spikeshot.events.binning import FrameGeometry
 from spikeshot.models import checkpoint, fit, nir_export
 from spikeshot.models.checkpoint import Checkpoint, fingerprint
 from spikeshot.models.maml import adapt
-from spikeshot.models.network import Network
+from spikeshot.models.network import HEAD, Network
 from spikeshot.models.quantize import rounding_seed
 from spikeshot.service import inputs, sessions, windows
 from spikeshot.service.batching import Batcher
@@ -140,12 +141,6 @@ class Engine:
                 raise ValueError("every model needs a name (Checkpoint.name)")
             if ckpt.name in self._models:
                 raise ValueError(f"two models are named {ckpt.name!r}")
-            if ckpt.head != "meta":
-                raise ValueError(
-                    f"model {ckpt.name!r} was meta-trained to start its inner loop from the "
-                    f"{ckpt.head} head, which sessions do not implement: evaluate it with "
-                    "spikeshot evaluate"
-                )
             params = {k: v.detach().float().contiguous() for k, v in ckpt.params.items()}
             self._models[ckpt.name] = _Model(
                 ckpt.name, ckpt, ckpt.network, params, fingerprint(ckpt)
@@ -237,21 +232,27 @@ class Engine:
         rounding: str | None = None,
         grid: str | None = None,
         seed: int = 0,
+        head: str | None = None,
     ) -> SessionInfo:
         """A new session; None (or 0 for ``ways``/``inner_steps``/``step_size``) takes the model
-        card's default. ``weight_bits`` 0 means float32 weights."""
+        card's default. ``weight_bits`` 0 means float32 weights. ``head`` defaults to the one the
+        model was meta-trained with; the prototype head on a model meta-trained with its own
+        readout takes no step by default (the class means alone measured best)."""
         m = self._model(model or self.default_model)
         ck = m.checkpoint
         q = ck.quantizer
+        head = head or ck.head
+        card_steps = 0 if (head, ck.head) == ("prototype", "meta") else ck.inner_steps
         settings = Settings(
             model=m.name,
             ways=ways or ck.config.ways,
-            inner_steps=inner_steps or ck.inner_steps,
+            inner_steps=inner_steps or card_steps,
             step_size=step_size or (None if ck.inner_lr else ck.inner_step_size),
             weight_bits=(q.bits if q else 0) if weight_bits is None else weight_bits,
             rounding=rounding or (q.rounding if q else "nearest"),
             grid=grid or (q.mode if q else "global"),
             seed=seed,
+            head=head,
         )
         self._check_settings(settings, m)
         return self._info(self.sessions.create(owner, settings, m.fingerprint))
@@ -272,6 +273,14 @@ class Engine:
         if settings.step_size is None and not m.checkpoint.inner_lr:
             raise InvalidArgument(
                 f"model {m.name!r} has no learned step sizes: give step_size", "step_size"
+            )
+        unlearned = [k for k in HEAD if k not in m.checkpoint.inner_lr]
+        stepped_readout = settings.head == "prototype" and settings.inner_steps > 0
+        if settings.step_size is None and stepped_readout and unlearned:
+            raise InvalidArgument(
+                f"model {m.name!r} has no learned step size for {unlearned}, which steps after "
+                "the class means adapt: give step_size",
+                "step_size",
             )
 
     def _info(self, session: Session) -> SessionInfo:
@@ -379,7 +388,8 @@ class Engine:
 
     def _check_weights(self, settings: Settings, m: _Model, weights: Weights) -> None:
         """That stored weights are those of the parameters the session adapts, of the model's
-        shapes, and (when quantized) each scale the step of the session's grid."""
+        shapes, and (when quantized) each scale the step of the session's grid (a readout of class
+        means has a grid of its own, from the means)."""
         names, shapes = fit.inner_names(m.checkpoint, settings), m.network.shapes()
         if set(weights.tensors) != set(names):
             raise InvalidArgument(
@@ -394,10 +404,10 @@ class Engine:
                     f"{list(shapes[k])}",
                     "data",
                 )
-        grid = fit.scales(m.checkpoint, settings, m.params)
+        grid = fit.scales(m.checkpoint, settings, m.params)  # all but a readout of its own
         if grid is not None:
             for k, scale in weights.scales.items():
-                if scale != grid[k]:
+                if k in grid and scale != grid[k]:
                     raise InvalidArgument(
                         f"data: scale {scale} of weight {k!r} is not {grid[k]}, the step of the "
                         f"session's {settings.weight_bits}-bit {settings.grid} grid",

@@ -42,10 +42,12 @@ log = logging.getLogger(__name__)
 
 ROUNDINGS = {pb.ROUNDING_NEAREST: "nearest", pb.ROUNDING_STOCHASTIC: "stochastic"}
 GRIDS = {pb.WEIGHT_GRID_GLOBAL: "global", pb.WEIGHT_GRID_PER_TENSOR: "per_tensor"}
+HEADS = {pb.HEAD_META: "meta", pb.HEAD_PROTOTYPE: "prototype"}
 FRAME_TYPE_NAMES = " or ".join(pb.FrameType.Name(v) for v in FRAME_DTYPES)
 EXPORT_FORMATS = {pb.EXPORT_FORMAT_SESSION: "session", pb.EXPORT_FORMAT_NIR: "nir"}
 ROUNDING_VALUES = {v: k for k, v in ROUNDINGS.items()}
 GRID_VALUES = {v: k for k, v in GRIDS.items()}
+HEAD_VALUES = {v: k for k, v in HEADS.items()}
 SERVICE = pb.DESCRIPTOR.services_by_name["SpikeShot"]
 MAX_DETAILS_BYTES = 2048
 CALLS_PER_IO_THREAD = 2  # calls in progress or waiting for an io thread, per io thread
@@ -180,6 +182,7 @@ def model_card(m: ModelInfo) -> pb.ModelCard:
             steps=inner.get("steps", m.inner_steps),
             step_size=inner.get("step_size", 0.0),
             learned_step_sizes=inner.get("learned_step_sizes", []),
+            head=HEAD_VALUES[inner.get("head", "meta")],
         ),
         quantization=quantization,
         parameters=m.parameters,
@@ -334,6 +337,7 @@ class SpikeShotServicer(pb_grpc.SpikeShotServicer):
                 rounding=_choice(ROUNDINGS, s.rounding, "rounding"),
                 grid=_choice(GRIDS, s.grid, "grid"),
                 seed=s.seed,
+                head=_choice(HEADS, s.head, "head"),
             )
             return info.to_proto()
 

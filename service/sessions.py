@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
+from spikeshot.models.network import HEADS
 from spikeshot.models.quantize import ROUNDINGS, Quantizer
 from spikeshot.service import pages
 from spikeshot.service.errors import MAX_TEXT_CHARS, InvalidArgument, echo
@@ -59,7 +60,9 @@ def _is_positive(value: object) -> bool:
 @dataclass(frozen=True)
 class Settings:
     """A session's inner loop, fixed at creation. ``step_size`` None: the model's learned
-    per-parameter step sizes; ``weight_bits`` 0: float32 weights."""
+    per-parameter step sizes; ``weight_bits`` 0: float32 weights; ``head``: where each Adapt's
+    inner loop starts (``network.HEADS``: the meta-trained readout, or one set to the support
+    set's class means, after which no step is needed)."""
 
     model: str
     ways: int
@@ -69,15 +72,18 @@ class Settings:
     rounding: str = "nearest"
     grid: str = "global"
     seed: int = 0
+    head: str = "meta"
 
     def __post_init__(self):
+        fewest_steps = 0 if self.head == "prototype" else 1  # the meta readout needs a step
         checks = (
             ("model", isinstance(self.model, str), "must be a string"),
             ("ways", _is_int(self.ways) and self.ways >= 2, "must be an integer >= 2"),
+            ("head", self.head in HEADS, f"must be one of {HEADS}"),
             (
                 "inner_steps",
-                _is_int(self.inner_steps) and self.inner_steps >= 1,
-                "must be an integer >= 1",
+                _is_int(self.inner_steps) and self.inner_steps >= fewest_steps,
+                f"must be an integer >= {fewest_steps} with the {self.head} head",
             ),
             (
                 "step_size",

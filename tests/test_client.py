@@ -54,6 +54,21 @@ def adapted(client, labels=("a", "b"), shots=2):
     return session
 
 
+def test_a_session_that_starts_from_the_class_means(client):
+    (model,) = client.models()
+    assert model.card["inner_loop"]["head"] == "meta"
+    session = client.create_session(head="prototype", weight_bits=0)
+    assert (session.info.settings.head, session.info.settings.inner_steps) == ("prototype", 0)
+    for seed, (label, quadrant) in enumerate((("a", 0), ("b", 1), ("a", 0), ("b", 1))):
+        session.add_support(label, events(quadrant, 10 + seed), sensor=SENSOR)
+    result = session.adapt()
+    assert result.steps == 0 and result.support_accuracy == 1.0
+    assert [session.classify(events(q, 90 + q), sensor=SENSOR).label for q in (0, 1)] == ["a", "b"]
+    assert session.refresh().settings.head == "prototype"
+    with pytest.raises(ValueError, match="head must be one of"):
+        client.create_session(head="nearest")
+
+
 def test_sessions_adapt_classify_stream_export_and_import(client, tmp_path):
     (model,) = client.models()
     assert (model.name, model.ways, model.window_us, model.is_default) == ("tiny", 4, 4000, True)

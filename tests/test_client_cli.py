@@ -113,9 +113,15 @@ def test_session_create_list_show_delete(server, capsys):
     sid = table["session"]
     assert table["ways"] == "2" and table["weights"] == "6-bit (global grid, stochastic rounding)"
     assert table["adapted"] == "not yet" and table["classes"] == "none yet"
+    assert table["starts from"] == "meta-trained readout" and table["inner steps"] == "2"
+    code, out, _ = run(capsys, "session", "create", *target, "--head", "prototype")
+    assert code == 0 and rows(out)["starts from"] == "class means"
+    assert rows(out)["inner steps"] == "0"
+    assert run(capsys, "session", "delete", *target, rows(out)["session"])[0] == 0
     code, out, _ = run(capsys, "session", "create", *target, "--json")
     second = json.loads(out)
     assert code == 0 and second["settings"]["model"] == "tiny" and second["classes"] == []
+    assert second["settings"]["head"] == "meta"
     code, out, _ = run(capsys, "session", "list", *target)
     assert code == 0 and sid in out and second["session_id"] in out
     code, out, _ = run(capsys, "session", "list", *target, "--json")

@@ -99,7 +99,7 @@ def adapted(engine, *labels, **kw):
 
 def test_adapt_then_classify(engine):
     info = engine.create_session()
-    assert info.settings == results.Settings("tiny", 4, 2, 5.0, 8, "nearest", "global", 0)
+    assert info.settings == results.Settings("tiny", 4, 2, 5.0, 8, "nearest", "global", 0, "meta")
     assert info.weights_version == 0 and info.classes == () and info.expires_at > info.created_at
     chunks = shot("cup", 0, 1, parts=3) + shot("ball", 1, 2) + shot("cup", 0, 3)
     chunks += shot("ball", 1, 4)
@@ -603,6 +603,77 @@ def test_classify_stream(engine):
         list(stream)
 
 
+def _nearest_mean_probabilities(session, queries, bits):
+    """The probabilities of a prototype session without a step, computed here: the card's
+    convolutions (on the global grid of ``bits``), the centred class means of the support features
+    as the readout (on its own per-tensor grid), a softmax over the session's classes."""
+    params = {k: v.clone() for k, v in tiny().params.items()}
+    if bits:
+        step, top = 2.0 ** -(bits - 1), 2 ** (bits - 1) - 1
+        for k in params:
+            params[k] = (params[k] / step).round().clamp(-top - 1, top) * step
+    net = Network(CFG)
+    support = session.state.support
+    with torch.no_grad():
+        feats = net.features(params, torch.from_numpy(np.stack([s.frames for s in support])))
+        labels = np.array([session.state.classes.index(s.label) for s in support])
+        means = torch.stack([feats[labels == c].mean(0) for c in range(len(session.state.classes))])
+        sq = (means**2).sum(1)
+        weight, bias = 2 * (means - means.mean(0)), sq.mean() - sq
+        if bits:
+            for t in (weight, bias):
+                scale = float(t.abs().max()) / top
+                t.copy_((t / scale).round() * scale)
+        logits = net.features(params, queries) @ weight.T + bias
+    return logits.softmax(1).numpy()
+
+
+@pytest.mark.parametrize("bits", [0, 8])
+def test_a_prototype_session_classifies_by_the_nearest_class_mean(engine, bits):
+    info = engine.create_session(head="prototype", weight_bits=bits)
+    assert (info.settings.head, info.settings.inner_steps) == ("prototype", 0)
+    sid = info.session_id
+    r = engine.adapt(sid, support("a", "b", "c", shots=2))
+    assert r.steps == 0 and r.loss_before == r.loss_after and r.support_accuracy == 1.0
+    session = engine.sessions.get("", sid)
+    weights = session.state.weights
+    assert set(weights.tensors) == set(tiny().params)
+    if bits:
+        for k in ("out.weight", "out.bias"):  # the readout's own grid spans its values
+            assert int(weights.tensors[k].abs().max()) == 127 and weights.scales[k] != 1 / 128
+        assert weights.scales["conv0.weight"] == 1 / 128
+    drawn = [(c, 70 + i) for i, c in enumerate((0, 1, 2, 0, 1, 2))]
+    queries = [query(c, seed) for c, seed in drawn]
+    frames = np.stack([bin_events(events(c, seed), GEOM) for c, seed in drawn])
+    frames = torch.from_numpy(frames.astype(np.float32))
+    expected = _nearest_mean_probabilities(session, frames, bits)
+    for q, want in zip(queries, expected, strict=True):
+        p = engine.classify(sid, q)
+        assert list(p.probabilities.values()) == pytest.approx(list(want), abs=1e-4)
+        assert p.label == "abc"[int(np.argmax(want))]
+    assert [engine.classify(sid, q).label for q in queries[:3]] == ["a", "b", "c"]
+    data = engine.export_session(sid)  # the readout's own scales are accepted back
+    assert engine.classify(engine.import_session(data).session_id, queries[0]).probabilities == (
+        engine.classify(sid, queries[0]).probabilities
+    )
+
+
+def test_prototype_sessions_may_step_after_the_means(engine):
+    sid = engine.create_session(head="prototype", inner_steps=2).session_id
+    r = engine.adapt(sid, support("a", "b"))
+    assert r.steps == 2 and r.loss_after < r.loss_before
+    assert engine.classify(sid, query(1)).label == "b"
+    lr = {"conv0.weight": torch.tensor(1.0)}  # no learned step size for the readout
+    other = Engine([tiny(inner_lr=lr)], ServerConfig(workers=1))
+    with pytest.raises(InvalidArgument, match="no learned step size for .*out.weight") as err:
+        other.create_session(head="prototype", inner_steps=1)
+    assert err.value.field == "step_size"
+    assert other.create_session(head="prototype").settings.inner_steps == 0
+    with pytest.raises(InvalidArgument, match="head must be one of") as err:
+        engine.create_session(head="nearest")
+    assert err.value.field == "head"
+
+
 def test_learned_step_sizes_adapt_only_their_parameters():
     lr = {"out.weight": torch.full((4, CFG.features), 2.0), "out.bias": torch.tensor(2.0)}
     engine = Engine([tiny(inner_lr=lr)], ServerConfig(workers=1))
@@ -646,9 +717,10 @@ def test_list_models_and_loading_checkpoints(tmp_path):
     with pytest.raises(ValueError, match="default_model 'big'"):
         Engine(found, ServerConfig(default_model="big"))
     proto = tiny(name="proto")
-    proto.training = {"recipe": {"head": "prototype"}}
-    with pytest.raises(ValueError, match="'proto' was meta-trained to start .* prototype head"):
-        Engine([proto], ServerConfig(workers=1))
+    proto.training = {"recipe": {"head": "prototype"}}  # meta-trained as Proto-MAML
+    settings = Engine([proto], ServerConfig(workers=1)).create_session().settings
+    assert (settings.head, settings.inner_steps) == ("prototype", 2)  # the card's steps
+    assert first.card["inner_loop"]["head"] == "meta"
 
 
 def test_errors_carry_grpc_status_code_names():

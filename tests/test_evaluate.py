@@ -223,6 +223,10 @@ def test_a_prototype_head_ranks_classes_by_the_distance_to_their_means():
     means = torch.stack([features[labels == c].mean(0) for c in (0, 1)])
     logits = net.forward(head, support).detach()
     distance = torch.cdist(features, means) ** 2
-    assert torch.allclose(logits[:, :2], (features**2).sum(1, keepdim=True) - distance, atol=1e-4)
+    shift = logits[:, :2] + distance  # the same for both classes of a row
+    assert torch.allclose(shift, shift[:, :1].expand(-1, 2), atol=1e-4)
+    assert torch.allclose(logits[:, :2].softmax(1), (-distance).softmax(1), atol=1e-5)
+    centred = head["out.weight"][:2].sum(0), head["out.bias"][:2].sum()
+    assert all(torch.allclose(v, torch.zeros_like(v), atol=1e-5) for v in centred)
     assert (head["out.weight"][2:] == 0).all() and (head["out.bias"][2:] == 0).all()
     assert all(torch.equal(head[k], v) for k, v in params.items() if not k.startswith("out."))

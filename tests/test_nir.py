@@ -254,6 +254,39 @@ def test_quantized_weights_are_exported_exactly(exported):
         assert np.array_equal(back, np.round(back)) and -128 <= back.min() <= back.max() <= 127
 
 
+def test_a_session_of_class_means_exports_its_readout_on_its_own_grid():
+    """An 8-bit session started from the class means (no step) exports its readout exactly, on
+    the per-tensor grid of its means, and the graph classifies as our forward pass does."""
+    ckpt = tiny()
+    engine = Engine([ckpt], ServerConfig(workers=1))
+    try:
+        sid = engine.create_session(head="prototype").session_id
+        shots = np.arange(8) % 4
+        support = [
+            Chunk(f"quadrant{c}", FrameInput(f.numpy()))
+            for c, f in zip(shots, frames(shots, seed=5), strict=True)
+        ]
+        engine.adapt(sid, support)
+        graph = nir.read(io.BytesIO(engine.export_session(sid, format="nir")))
+        state = engine.sessions.get("", sid).state
+    finally:
+        engine.close()
+    scales = json.loads(graph.metadata["spikeshot"])["quantization"]["scales"]
+    assert scales == state.weights.scales and scales["conv0.weight"] == 2**-7
+    for name, field in (("out.weight", "weight"), ("out.bias", "bias")):
+        levels = state.weights.tensors[name].numpy().astype(np.float32)
+        assert np.abs(levels).max() == 127 and scales[name] != 2**-7  # its own grid
+        expected = levels[: len(state.classes)] * np.float32(scales[name])
+        assert np.array_equal(getattr(graph.nodes["readout"], field), expected)
+    x, truth = queries()
+    clip = json.loads(graph.metadata["spikeshot"])["preprocessing"]["input_clip"]
+    logits, _, _ = run_numpy(graph, x.clamp(max=clip).double().numpy())
+    with torch.no_grad():
+        ours = Network(CFG).forward({**ckpt.params, **state.weights.values()}, x)[:, :4].numpy()
+    assert (ours.argmax(1) == truth).mean() >= 0.9
+    assert (logits.argmax(1) == ours.argmax(1)).mean() >= 0.99
+
+
 def norse_from_nir(graph: nir.NIRGraph) -> torch.nn.Module:
     """``norse.torch.from_nir(graph, dt = one bin)`` with the four mappings of the module notes."""
     original = norse_import._import_norse_module

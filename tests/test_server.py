@@ -250,6 +250,10 @@ def test_every_error_code(stub, server, caplog):
         stub.CreateSession, pb.CreateSessionRequest(settings=pb.SessionSettings(rounding=7))
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "rounding" in details
+    code, details = status_of(
+        stub.CreateSession, pb.CreateSessionRequest(settings=pb.SessionSettings(head=7))
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details == "head: unknown value 7"
 
     code, details = status_of(stub.ExportSession, pb.ExportSessionRequest(session_id=sid, format=7))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details == "format: unknown value 7"

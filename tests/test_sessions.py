@@ -60,6 +60,8 @@ def adapted_state(bits=8, version=1) -> State:
         ({"rounding": "up"}, "rounding"),
         ({"grid": "layer"}, "grid"),
         ({"seed": -1}, "seed"),
+        ({"head": "nearest"}, "head"),
+        ({"head": "meta", "inner_steps": 0}, "inner_steps"),
     ],
 )
 def test_settings_name_the_bad_field(change, field):
@@ -117,6 +119,19 @@ def _tamper(data: bytes, **changes) -> bytes:
     raw = json.dumps(header).encode()
     raw += b" " * (-len(raw) % 8)
     return len(raw).to_bytes(8, "little") + raw + data[8 + size :]
+
+
+def test_the_prototype_head_may_take_no_step_and_files_without_a_head_are_meta():
+    means_alone = {**SETTINGS.to_dict(), "head": "prototype", "inner_steps": 0}
+    assert Settings(**means_alone).inner_steps == 0
+    with pytest.raises(InvalidArgument, match="inner_steps must be an integer >= 1 with the meta"):
+        Settings(**{**SETTINGS.to_dict(), "inner_steps": 0})
+    store = MemoryStore(60, 10, 10)
+    data = dump(store.create("", SETTINGS, "f", adapted_state()))
+    old = {k: v for k, v in SETTINGS.to_dict().items() if k != "head"}  # written before heads
+    assert load(_tamper(data, settings=old))[1].head == "meta"
+    with pytest.raises(ValueError, match="settings: head must be one of"):
+        load(_tamper(data, settings={**SETTINGS.to_dict(), "head": "nearest"}))
 
 
 def test_load_rejects_what_is_not_a_consistent_session():

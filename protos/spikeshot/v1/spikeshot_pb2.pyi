@@ -19,6 +19,12 @@ class WeightGrid(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WEIGHT_GRID_GLOBAL: _ClassVar[WeightGrid]
     WEIGHT_GRID_PER_TENSOR: _ClassVar[WeightGrid]
 
+class Head(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    HEAD_UNSPECIFIED: _ClassVar[Head]
+    HEAD_META: _ClassVar[Head]
+    HEAD_PROTOTYPE: _ClassVar[Head]
+
 class ExportFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     EXPORT_FORMAT_SESSION: _ClassVar[ExportFormat]
@@ -41,6 +47,9 @@ ROUNDING_STOCHASTIC: Rounding
 WEIGHT_GRID_UNSPECIFIED: WeightGrid
 WEIGHT_GRID_GLOBAL: WeightGrid
 WEIGHT_GRID_PER_TENSOR: WeightGrid
+HEAD_UNSPECIFIED: Head
+HEAD_META: Head
+HEAD_PROTOTYPE: Head
 EXPORT_FORMAT_SESSION: ExportFormat
 EXPORT_FORMAT_NIR: ExportFormat
 FRAME_TYPE_UNSPECIFIED: FrameType
@@ -103,7 +112,7 @@ class Timings(_message.Message):
     def __init__(self, decode_ms: _Optional[float] = ..., bin_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., adapt_ms: _Optional[float] = ..., forward_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
 
 class SessionSettings(_message.Message):
-    __slots__ = ("model", "ways", "inner_steps", "step_size", "weight_bits", "rounding", "grid", "seed")
+    __slots__ = ("model", "ways", "inner_steps", "step_size", "weight_bits", "rounding", "grid", "seed", "head")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     WAYS_FIELD_NUMBER: _ClassVar[int]
     INNER_STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +121,7 @@ class SessionSettings(_message.Message):
     ROUNDING_FIELD_NUMBER: _ClassVar[int]
     GRID_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
     model: str
     ways: int
     inner_steps: int
@@ -120,7 +130,8 @@ class SessionSettings(_message.Message):
     rounding: Rounding
     grid: WeightGrid
     seed: int
-    def __init__(self, model: _Optional[str] = ..., ways: _Optional[int] = ..., inner_steps: _Optional[int] = ..., step_size: _Optional[float] = ..., weight_bits: _Optional[int] = ..., rounding: _Optional[_Union[Rounding, str]] = ..., grid: _Optional[_Union[WeightGrid, str]] = ..., seed: _Optional[int] = ...) -> None: ...
+    head: Head
+    def __init__(self, model: _Optional[str] = ..., ways: _Optional[int] = ..., inner_steps: _Optional[int] = ..., step_size: _Optional[float] = ..., weight_bits: _Optional[int] = ..., rounding: _Optional[_Union[Rounding, str]] = ..., grid: _Optional[_Union[WeightGrid, str]] = ..., seed: _Optional[int] = ..., head: _Optional[_Union[Head, str]] = ...) -> None: ...
 
 class Session(_message.Message):
     __slots__ = ("session_id", "settings", "classes", "examples", "weights_version", "created_at", "last_used_at", "expires_at")
@@ -465,14 +476,16 @@ class Crop(_message.Message):
     def __init__(self, x0: _Optional[int] = ..., y0: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class InnerLoop(_message.Message):
-    __slots__ = ("steps", "step_size", "learned_step_sizes")
+    __slots__ = ("steps", "step_size", "learned_step_sizes", "head")
     STEPS_FIELD_NUMBER: _ClassVar[int]
     STEP_SIZE_FIELD_NUMBER: _ClassVar[int]
     LEARNED_STEP_SIZES_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
     steps: int
     step_size: float
     learned_step_sizes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, steps: _Optional[int] = ..., step_size: _Optional[float] = ..., learned_step_sizes: _Optional[_Iterable[str]] = ...) -> None: ...
+    head: Head
+    def __init__(self, steps: _Optional[int] = ..., step_size: _Optional[float] = ..., learned_step_sizes: _Optional[_Iterable[str]] = ..., head: _Optional[_Union[Head, str]] = ...) -> None: ...
 
 class Quantization(_message.Message):
     __slots__ = ("bits", "grid", "rounding", "frac_bits")
