@@ -116,9 +116,11 @@ def cmd_evaluate(args) -> int:
         or args.split != "test"
         or any(v is not None for v in (args.ways, args.shots, args.steps, args.bits))
     )
-    head = args.head or ckpts[0].head
-    settings = (
-        [
+
+    def settings(head: str) -> list[Setting]:
+        if not single:
+            return grid(args.tasks, args.queries, dataset.split("test").groups is not None, head)
+        return [
             Setting(
                 ways=args.ways or 5,
                 shots=args.shots or 1,
@@ -132,16 +134,14 @@ def cmd_evaluate(args) -> int:
                 head=head,
             )
         ]
-        if single
-        else grid(args.tasks, args.queries, dataset.split("test").groups is not None, head)
-    )
+
     out = Path(args.out) if args.out else None
     results = None if out is None else out / "evaluation.json"
     done = {} if results is None else load_results(results)
     rows = []
-    for ck in ckpts:
+    for ck in ckpts:  # each from the head it was meta-trained with, unless --head says
         weights = checkpoint.fingerprint(ck)
-        for st in settings:
+        for st in settings(args.head or ck.head):
             row = done.get(result_key(weights, st))
             row = row or _evaluate_one(ck, dataset, st, quiet=args.json)
             rows.append({**row, "fingerprint": weights})
@@ -348,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("meta", "prototype"),  # models.network.HEADS, named here without importing torch
         help="where the inner loop starts: the meta-trained readout, or one set to the support "
         "set's class means (Proto-MAML; with --steps 0 a nearest-mean classifier); default: "
-        "as the model was meta-trained",
+        "as each model was meta-trained",
     )
     p.add_argument("--queries", type=int, default=10, help="query examples per class and task")
     p.add_argument(
