@@ -208,13 +208,8 @@ def test_command_evaluates_the_prototype_head_and_old_rows_keep_their_key(folder
     args = ["evaluate", str(tmp_path / "proto"), "--dataset", f"folder:{folder}", "--ways", "2"]
     assert main(args + ["--queries", "3", "--tasks", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["head"] == "prototype"  # as it was meta-trained
-    assert (
-        main(
-            [*args, "--baseline", str(tmp_path / "tiny"), "--queries", "3", "--tasks", "2"]
-            + ["--json"]
-        )
-        == 0
-    )
+    both = [*args, "--baseline", str(tmp_path / "tiny"), "--queries", "3", "--tasks", "2"]
+    assert main([*both, "--json"]) == 0
     heads = [r["head"] for r in json.loads(capsys.readouterr().out)]
     assert heads == ["prototype", "meta"]  # each model from its own head
     old = {k: v for k, v in out.items() if k != "head"}  # a row written before heads existed
