@@ -11,9 +11,9 @@ clients read back.
 Adapt: the inner loop (``models.fit``) runs from the model's meta-trained initialisation (with the
 prototype head, its readout set to the support set's class means) over the session's whole support
 set (earlier examples kept unless ``replace_support``), with the session's steps, step size, weight
-bits, grid and rounding. Labels map to output units in first-seen order;
-unused outputs are masked. The new support set and weights are built aside and committed only when
-everything succeeded, so a failed, cancelled or broken Adapt leaves the session exactly as it was.
+bits, grid and rounding. Labels map to output units in first-seen order; unused outputs are
+masked. The new support set and weights are built aside and committed only when everything
+succeeded, so a failed, cancelled or broken Adapt leaves the session exactly as it was.
 Adapts of one session in one engine run one after the other; when the session store is shared with
 other replicas and one of them committed an Adapt of the same session first, the Adapt starts again
 from that version (``ADAPT_ATTEMPTS`` times in all, then ABORTED), so no example is lost. Classify
