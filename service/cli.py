@@ -1,4 +1,5 @@
-"""The ``spikeshot`` command: demo, serve, models, meta-train, evaluate, export-nir."""
+"""The ``spikeshot`` command: demo, serve, models, meta-train, evaluate, compare-runs,
+export-nir."""
 
 from __future__ import annotations
 
@@ -190,6 +191,25 @@ def server_config(args) -> ServerConfig:
         overrides["models"] = (args.model,)
     config = ServerConfig.load(args.config, overrides=overrides)
     return dataclasses.replace(config, models=tuple(map(checkpoint.resolve, config.models)))
+
+
+def cmd_compare_runs(args) -> int:
+    from spikeshot.models.runs import compare
+
+    c = compare(Path(args.run), Path(args.reference), args.start)
+    if args.json:
+        print(json.dumps(c.to_dict(), indent=2))
+        return 0
+    print(f"| iteration | {args.run} | {args.reference} | difference |")
+    print("|---|---|---|---|")
+    for it, a, b in zip(c.iterations, c.run, c.reference, strict=True):
+        print(f"| {it:,} | {100 * a:.1f}% | {100 * b:.1f}% | {100 * (a - b):+.1f} |")
+    se = "" if c.se is None else f" ± {100 * c.se:.1f}"
+    print(
+        f"\nmean paired difference {100 * c.mean:+.1f}{se} points (standard error), "
+        f"{len(c.iterations)} validations, iterations {c.iterations[0]:,}-{c.iterations[-1]:,}"
+    )
+    return 0
 
 
 def cmd_serve(args) -> int:
@@ -385,6 +405,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_flags(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "compare-runs",
+        help="two meta-training runs' in-run validations, paired at their common iterations",
+    )
+    p.add_argument("run", help="a run directory (its log.csv)")
+    p.add_argument("reference", help="the run directory it is compared against")
+    p.add_argument("--start", type=int, default=0, help="only iterations from this one on")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_compare_runs)
 
     p = sub.add_parser("models", help="list the models a server would hold (default: the zoo)")
     p.add_argument("--config", help="TOML file with a [server] table")
