@@ -65,7 +65,9 @@ class TrainConfig:
     # derivative-order annealing); 0: none.
     first_order_until: int = 0
     # Where each task's inner loop starts: the meta-trained readout ("meta"), or one set to the
-    # support set's class means ("prototype", Proto-MAML; ``Network.prototype_head``).
+    # support set's class means ("prototype", Proto-MAML; ``Network.prototype_head``), which may
+    # take no inner step (inner_steps = 0: the queries' loss through the means alone, as
+    # prototypical networks train).
     head: str = "meta"
     bits: int | None = None
     rounding: str = "nearest"
@@ -90,6 +92,8 @@ class TrainConfig:
             raise ValueError(f"unknown training fields: {sorted(unknown)}")
         if d.get("head", "meta") not in HEADS:
             raise ValueError(f"training.head must be one of {HEADS}, got {d['head']!r}")
+        if d.get("head", "meta") == "meta" and d.get("inner_steps", 1) < 1:
+            raise ValueError("training.inner_steps must be >= 1 with the meta head")
         return cls(**d)
 
 

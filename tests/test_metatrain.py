@@ -278,11 +278,15 @@ def test_a_run_starts_from_an_exported_nir_graph(tmp_path, tiny_digits):
     assert nir.read(graph).nodes["readout"].weight.shape == (MODEL.ways, model.features)
 
 
-def test_a_prototype_head_run_trains_the_features_and_never_the_readout(tmp_path, tiny_digits):
+@pytest.mark.parametrize("steps", [1, 0])
+def test_a_prototype_head_run_trains_the_features_and_never_the_readout(
+    tmp_path, tiny_digits, steps
+):
     """``training.head = "prototype"``: every task's inner loop starts from the support set's
-    class means, so the outer loop moves the convolutions (through the means, second order)
-    and leaves the meta-trained readout where it started; the card records the head."""
-    cfg = _cfg(ways=2, max_ways=3, iterations=3, head="prototype")
+    class means, so the outer loop moves the convolutions (through the means, second order, or
+    with no step at all, as prototypical networks train) and leaves the meta-trained readout where
+    it started; the card records the head."""
+    cfg = _cfg(ways=2, max_ways=3, iterations=3, head="prototype", inner_steps=steps)
     trainer = _trainer(cfg, tmp_path / "run", tiny_digits)
     start = {k: v.detach().clone() for k, v in trainer.params.items()}
     trainer.run()
@@ -292,3 +296,6 @@ def test_a_prototype_head_run_trains_the_features_and_never_the_readout(tmp_path
     assert card["training"]["recipe"]["head"] == "prototype"
     with pytest.raises(ValueError, match="training.head must be one of"):
         TrainConfig.from_dict({"head": "nearest"})
+    with pytest.raises(ValueError, match="inner_steps must be >= 1 with the meta head"):
+        TrainConfig.from_dict({"inner_steps": 0})
+    assert TrainConfig.from_dict({"inner_steps": 0, "head": "prototype"}).inner_steps == 0
