@@ -139,9 +139,10 @@ def test_quantized_weights_are_stored_as_integers_plus_scale(engine):
     assert scales["conv0.weight"] == pytest.approx(float(init["conv0.weight"].abs().max()) / 7)
 
 
-def test_stochastic_rounding_is_reproducible_from_the_seed(engine):
+@pytest.mark.parametrize("head", ["meta", "prototype"])
+def test_stochastic_rounding_is_reproducible_from_the_seed(engine, head):
     def weights(seed):
-        sid = adapted(engine, "a", "b", rounding="stochastic", seed=seed, weight_bits=4)
+        sid = adapted(engine, "a", "b", rounding="stochastic", seed=seed, weight_bits=4, head=head)
         return engine.sessions.get("", sid).state.weights.tensors
 
     a, b, c = weights(1), weights(1), weights(2)
