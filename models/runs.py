@@ -6,6 +6,7 @@ the runs' ``log.csv``; no torch."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import statistics
 from dataclasses import dataclass
@@ -31,17 +32,11 @@ class Comparison:
     iterations: list[int]
     run: list[float]
     reference: list[float]
-    mean: float
-    se: float | None
+    mean_difference: float
+    standard_error: float | None
 
     def to_dict(self) -> dict:
-        return {
-            "iterations": self.iterations,
-            "run": self.run,
-            "reference": self.reference,
-            "mean_difference": self.mean,
-            "standard_error": self.se,
-        }
+        return dataclasses.asdict(self)
 
 
 def compare(run_dir: Path, reference_dir: Path, start: int = 0) -> Comparison:

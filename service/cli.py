@@ -10,6 +10,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+from spikeshot.clients.results import HEADS
 from spikeshot.service.config import ServerConfig, add_flags, flag_overrides
 from spikeshot.service.demo import add_demo_parser
 
@@ -204,9 +205,9 @@ def cmd_compare_runs(args) -> int:
     print("|---|---|---|---|")
     for it, a, b in zip(c.iterations, c.run, c.reference, strict=True):
         print(f"| {it:,} | {100 * a:.1f}% | {100 * b:.1f}% | {100 * (a - b):+.1f} |")
-    se = "" if c.se is None else f" ± {100 * c.se:.1f}"
+    se = "" if c.standard_error is None else f" ± {100 * c.standard_error:.1f}"
     print(
-        f"\nmean paired difference {100 * c.mean:+.1f}{se} points (standard error), "
+        f"\nmean paired difference {100 * c.mean_difference:+.1f}{se} points (standard error), "
         f"{len(c.iterations)} validations, iterations {c.iterations[0]:,}-{c.iterations[-1]:,}"
     )
     return 0
@@ -365,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--head",
-        choices=("meta", "prototype"),  # models.network.HEADS, named here without importing torch
+        choices=HEADS,
         help="where the inner loop starts: the meta-trained readout, or one set to the support "
         "set's class means (Proto-MAML; with --steps 0 a nearest-mean classifier); default: "
         "as each model was meta-trained",

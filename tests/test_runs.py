@@ -24,12 +24,12 @@ def test_paired_differences_at_common_iterations(tmp_path, capsys):
     ref = _run(tmp_path / "ref", {250: 0.45, 500: 0.50, 1000: 0.66}, last=1200)
     c = compare(run, ref)
     assert c.iterations == [250, 500, 1000]  # 750: the reference did not validate there
-    assert c.mean == pytest.approx((0.05 + 0.10 + 0.06) / 3)
+    assert c.mean_difference == pytest.approx((0.05 + 0.10 + 0.06) / 3)
     diffs = [0.05, 0.10, 0.06]
-    spread = (sum((d - c.mean) ** 2 for d in diffs) / 2) ** 0.5
-    assert c.se == pytest.approx(spread / 3**0.5)
+    spread = (sum((d - c.mean_difference) ** 2 for d in diffs) / 2) ** 0.5
+    assert c.standard_error == pytest.approx(spread / 3**0.5)
     assert compare(run, ref, start=500).iterations == [500, 1000]
-    assert compare(run, ref, start=1000).se is None  # one pair has no spread
+    assert compare(run, ref, start=1000).standard_error is None  # one pair has no spread
     assert main(["compare-runs", str(run), str(ref)]) == 0
     out = capsys.readouterr().out
     assert "| 500 | 60.0% | 50.0% | +10.0 |" in out
