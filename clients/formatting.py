@@ -39,7 +39,17 @@ def _bits(bits: int) -> str:
     return f"{bits}-bit" if bits else "float32"
 
 
-MODEL_COLUMNS = ("arch", "ways", "input", "sensor", "window", "steps", "weights", "parameters")
+MODEL_COLUMNS = (
+    "arch",
+    "ways",
+    "input",
+    "sensor",
+    "window",
+    "head",
+    "steps",
+    "weights",
+    "parameters",
+)
 
 
 def models(
@@ -62,6 +72,7 @@ def models(
             f"{m.bins}x2x{m.height}x{m.width}",
             f"{m.sensor_width}x{m.sensor_height}",
             f"{m.window_us / 1000:g} ms",
+            m.card.get("inner_loop", {}).get("head", "meta"),
             m.inner_steps,
             _bits(m.weight_bits),
             f"{m.parameters:,}",

@@ -3,6 +3,7 @@ environment and flags, and a graceful stop on SIGTERM that lets an in-flight Ada
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -41,6 +42,21 @@ def test_models_lists_the_checkpoints(zoo, capsys):
     models = json.loads(capsys.readouterr().out)
     assert [(m["name"], m["is_default"], m["weight_bits"]) for m in models] == [("alpha", True, 8)]
     assert models[0]["card"]["name"] == "alpha" and len(models[0]["fingerprint"]) == 64
+
+
+def test_models_say_where_sessions_start(tmp_path, capsys):
+    """The ``head`` column: a Proto-MAML model's sessions start from the class means."""
+    proto = dataclasses.replace(tiny(1, "proto"), training={"recipe": {"head": "prototype"}})
+    save(tiny(0, "meta"), tmp_path / "zoo" / "meta")
+    save(proto, tmp_path / "zoo" / "proto")
+    assert main(["models", "--models", str(tmp_path / "zoo")]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()[:3]
+    at = header.index(" head ") + 1
+    assert header[at:].split()[:2] == ["head", "steps"]
+    assert {row.split()[0]: row[at:].split()[0] for row in rows} == {
+        "meta": "meta",
+        "proto": "prototype",
+    }
 
 
 def test_zoo_names_resolve_and_the_zoo_is_the_default(zoo, monkeypatch, capsys):
