@@ -146,10 +146,15 @@ def record_evaluation(path: str | Path, rows: list[dict]) -> None:
 
 
 def grid(
-    tasks: int, queries: int = 10, within_group: bool = False, head: str = "meta"
+    tasks: int,
+    queries: int = 10,
+    within_group: bool = False,
+    head: str = "meta",
+    model_steps: int = 1,
 ) -> list[Setting]:
     """The settings of the full report: float, 8-bit and 4-bit inner loops; 1 and 5 shots; 1 and
-    5 inner steps; tasks of mixed classes, and with ``within_group`` also of one group's."""
+    5 inner steps, and the model's own (``model_steps``, e.g. 0 for a prototypical network);
+    tasks of mixed classes, and with ``within_group`` also of one group's."""
     return [
         Setting(
             shots=shots,
@@ -161,7 +166,10 @@ def grid(
             head=head,
         )
         for within, bits, shots, steps in itertools.product(
-            (False, True) if within_group else (False,), (None, 8, 4), (1, 5), (1, 5)
+            (False, True) if within_group else (False,),
+            (None, 8, 4),
+            (1, 5),
+            sorted({model_steps, 1, 5}),
         )
     ]
 

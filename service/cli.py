@@ -119,14 +119,18 @@ def cmd_evaluate(args) -> int:
         or any(v is not None for v in (args.ways, args.shots, args.steps, args.bits))
     )
 
-    def settings(head: str) -> list[Setting]:
+    def settings(ck) -> list[Setting]:
+        """``ck``'s settings: from the head it was meta-trained with, unless --head says, and by
+        default its card's inner steps."""
+        head = args.head or ck.head
         if not single:
-            return grid(args.tasks, args.queries, dataset.split("test").groups is not None, head)
+            groups = dataset.split("test").groups is not None
+            return grid(args.tasks, args.queries, groups, head, ck.inner_steps)
         return [
             Setting(
                 ways=args.ways or 5,
                 shots=args.shots or 1,
-                steps=1 if args.steps is None else args.steps,
+                steps=ck.inner_steps if args.steps is None else args.steps,
                 bits=args.bits,
                 queries=args.queries,
                 tasks=args.tasks,
@@ -141,9 +145,9 @@ def cmd_evaluate(args) -> int:
     results = None if out is None else out / "evaluation.json"
     done = {} if results is None else load_results(results)
     rows = []
-    for ck in ckpts:  # each from the head it was meta-trained with, unless --head says
+    for ck in ckpts:
         weights = checkpoint.fingerprint(ck)
-        for st in settings(args.head or ck.head):
+        for st in settings(ck):
             row = done.get(result_key(weights, st))
             row = row or _evaluate_one(ck, dataset, st, quiet=args.json)
             rows.append({**row, "fingerprint": weights})
@@ -356,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="meta-dataset spec (default: the one on the model card)")
     p.add_argument("--ways", type=int)
     p.add_argument("--shots", type=int)
-    p.add_argument("--steps", type=int)
+    p.add_argument("--steps", type=int, help="inner-loop steps (default: the model card's)")
     p.add_argument("--bits", type=int, help="inner-loop weight bits (default: float)")
     p.add_argument(
         "--within-group",

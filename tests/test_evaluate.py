@@ -14,7 +14,7 @@ from spikeshot.models import ModelConfig, Network
 from spikeshot.models.checkpoint import Checkpoint, save
 from spikeshot.models.datasets.episodes import TaskSampler
 from spikeshot.models.datasets.folder import FolderDataset
-from spikeshot.models.evaluate import Setting, evaluate, row_key
+from spikeshot.models.evaluate import Setting, evaluate, grid, row_key
 from spikeshot.service.cli import main
 
 CFG = ModelConfig(
@@ -214,6 +214,22 @@ def test_command_evaluates_the_prototype_head_and_old_rows_keep_their_key(folder
     assert heads == ["prototype", "meta"]  # each model from its own head
     old = {k: v for k, v in out.items() if k != "head"}  # a row written before heads existed
     assert row_key({**old, "head": "meta"}) == row_key(old) != row_key(out)
+
+
+def test_a_prototypical_network_is_evaluated_at_its_own_steps_too(folder, tmp_path, capsys):
+    """A card of 0 inner steps: its grid adds 0 steps to 1 and 5, and one setting defaults to 0."""
+    assert {s.steps for s in grid(3)} == {1, 5} and len(grid(3)) == 12
+    assert {s.steps for s in grid(3, model_steps=0)} == {0, 1, 5} and len(
+        grid(3, model_steps=0)
+    ) == 18
+    proto = _ckpt()
+    proto.inner_steps = 0
+    proto.training = {**proto.training, "recipe": {"head": "prototype"}}
+    save(proto, tmp_path / "protonet")
+    args = ["evaluate", str(tmp_path / "protonet"), "--dataset", f"folder:{folder}", "--ways", "2"]
+    assert main(args + ["--queries", "3", "--tasks", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["head"], out["steps"]) == ("prototype", 0)
 
 
 def test_a_prototype_head_ranks_classes_by_the_distance_to_their_means():
