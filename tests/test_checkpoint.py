@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import pickle
 
@@ -110,3 +111,16 @@ def test_shipped_models_adapt_on_the_8_bit_grid_by_default(name):
     default = engine.create_session().settings
     assert (default.weight_bits, default.grid, default.rounding) == (8, "global", "nearest")
     assert engine.create_session(weight_bits=0).settings.weight_bits == 0  # float32 on request
+
+
+@pytest.mark.parametrize("recipe", sorted(checkpoint.ZOO.glob("*.toml")), ids=lambda p: p.stem)
+def test_zoo_recipes_load_and_are_what_their_cards_record(recipe):
+    """Each ``NAME.toml`` is a valid meta-training config; where ``NAME.json`` exists, its card's
+    recipe is the toml's (keys the card predates excepted)."""
+    from spikeshot.service.cli import load_run_config
+
+    training = dataclasses.asdict(load_run_config(recipe, []).training)
+    card = recipe.with_suffix(".json")
+    if card.exists():
+        recorded = json.loads(card.read_text())["training"]["recipe"]
+        assert {k: training[k] for k in recorded} == recorded
