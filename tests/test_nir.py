@@ -464,7 +464,9 @@ def test_simulators_agree_with_our_forward_pass(exported, simulator):
     assert np.median(np.abs(logits - ours)) < 1e-5
 
 
-@pytest.mark.parametrize("name", ["double_digits_avg", "glyphs_broad", "glyphs_broad_proto"])
+@pytest.mark.parametrize(
+    "name", ["double_digits_avg", "glyphs_broad", "glyphs_broad_proto", "glyphs_broad_protonet"]
+)
 def test_the_shipped_average_pooling_models_run_the_same_in_norse(tmp_path, name):
     """The zoo's exportable models export from their zoo names; in Norse their labels and hidden
     spike counts on random count frames are ours (tolerance: module notes; their weights are
