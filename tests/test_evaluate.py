@@ -218,10 +218,9 @@ def test_command_evaluates_the_prototype_head_and_old_rows_keep_their_key(folder
 
 def test_a_prototypical_network_is_evaluated_at_its_own_steps_too(folder, tmp_path, capsys):
     """A card of 0 inner steps: its grid adds 0 steps to 1 and 5, and one setting defaults to 0."""
-    assert {s.steps for s in grid(3)} == {1, 5} and len(grid(3)) == 12
-    assert {s.steps for s in grid(3, model_steps=0)} == {0, 1, 5} and len(
-        grid(3, model_steps=0)
-    ) == 18
+    plain, protonet = grid(3), grid(3, model_steps=0)
+    assert {s.steps for s in plain} == {1, 5} and len(plain) == 12
+    assert {s.steps for s in protonet} == {0, 1, 5} and len(protonet) == 18
     proto = _ckpt()
     proto.inner_steps = 0
     proto.training = {**proto.training, "recipe": {"head": "prototype"}}
