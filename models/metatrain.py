@@ -69,6 +69,10 @@ class TrainConfig:
     # take no inner step (inner_steps = 0: the queries' loss through the means alone, as
     # prototypical networks train).
     head: str = "meta"
+    # The query logits' factor in the outer loss (metric scaling, Oreshkin et al. 2018): the
+    # class means' distances over spiking features are bounded, so their softmax may be too soft
+    # to train on. Accuracy, which takes the arg max, does not depend on it.
+    logit_scale: float = 1.0
     bits: int | None = None
     rounding: str = "nearest"
     # The grid the card names for sessions' inner loops (None: float32); the recipe's ``bits``
@@ -94,6 +98,8 @@ class TrainConfig:
             raise ValueError(f"training.head must be one of {HEADS}, got {d['head']!r}")
         if d.get("head", "meta") == "meta" and d.get("inner_steps", 1) < 1:
             raise ValueError("training.inner_steps must be >= 1 with the meta head")
+        if not d.get("logit_scale", 1.0) > 0:
+            raise ValueError(f"training.logit_scale must be > 0, got {d['logit_scale']!r}")
         return cls(**d)
 
 
@@ -319,7 +325,7 @@ class MetaTrainer:
             logits = self.net.forward(fast, q)
             if mask is not None:
                 logits = logits.masked_fill(~mask, float("-inf"))
-            loss = masked_loss(logits, ql)
+            loss = masked_loss(logits * t.logit_scale, ql)
             (loss / t.meta_batch).backward()
             losses.append(float(loss.detach()))
             accs.append(accuracy(logits.detach(), ql))

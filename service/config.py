@@ -43,7 +43,8 @@ class ServerConfig:
         "none: the shipped zoo",
     )
     default_model: str = _setting(
-        "", "model of sessions that name none (empty: glyphs if loaded, else the first loaded)"
+        "",
+        "model of sessions that name none (empty: the zoo's default if loaded, else the first)",
     )
     session_ttl_s: float = _setting(3600.0, "seconds an idle session lives")
     max_sessions: int = _setting(1000, "sessions held in total")

@@ -137,6 +137,8 @@ def demo(
         "accuracy": correct / len(query),
         "chance": 1 / ways,
         "support_accuracy": adapted.support_accuracy,
+        "head": session.info.settings.head,
+        "inner_steps": session.info.settings.inner_steps,
         "weight_bits": session.info.settings.weight_bits,
         "grid": session.info.settings.grid,
         "rounding": session.info.settings.rounding,
@@ -152,10 +154,16 @@ def demo(
 
 
 def _inner_loop(r: dict) -> str:
-    """Which weights the session adapted: float32, or the fixed-point grid."""
-    if not r["weight_bits"]:
-        return "float32 weights"
-    return f"{r['weight_bits']}-bit weights, {r['grid']} grid, {r['rounding']} rounding"
+    """Where the session's inner loop started, its steps, and which weights it adapted: float32,
+    or the fixed-point grid."""
+    start = "class means" if r["head"] == "prototype" else "meta-trained readout"
+    steps = r["inner_steps"]
+    weights = (
+        f"{r['weight_bits']}-bit weights, {r['grid']} grid, {r['rounding']} rounding"
+        if r["weight_bits"]
+        else "float32 weights"
+    )
+    return f"from the {start}, {steps} step{'' if steps == 1 else 's'}; {weights}"
 
 
 def format_results(r: dict) -> str:
@@ -207,10 +215,11 @@ def run_demo(
     missing = [p.name for p in (json_path, weights_path) if not p.is_file()]
     if missing:
         what = "the default model is not installed" if model is None else "no checkpoint"
+        name = checkpoint.ZOO_DEFAULT
         hint = (
-            " Meta-train it with `spikeshot meta-train --config models/zoo/glyphs.toml "
-            "--run-dir runs/glyphs` and copy runs/glyphs/best.json and best.safetensors there "
-            "as glyphs.json and glyphs.safetensors, or pass --model."
+            f" Meta-train it with `spikeshot meta-train --config models/zoo/{name}.toml "
+            f"--run-dir runs/{name}` and copy runs/{name}/best.json and best.safetensors there "
+            f"as {name}.json and {name}.safetensors, or pass --model."
             if model is None
             else ""
         )

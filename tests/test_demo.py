@@ -91,7 +91,9 @@ def test_a_missing_model_is_named_and_exits_non_zero(tmp_path, monkeypatch, caps
     assert demo.run_demo(True) == demo.EXIT_NO_MODEL
     out, err = capsys.readouterr()
     assert out == "" and "the default model is not installed" in err
-    assert "glyphs.json and glyphs.safetensors are missing" in err and "meta-train" in err
+    name = checkpoint.ZOO_DEFAULT
+    assert f"{name}.json and {name}.safetensors are missing" in err
+    assert f"--config models/zoo/{name}.toml" in err
 
 
 def test_bad_sizes_are_refused(tiny_model):
@@ -113,4 +115,6 @@ def test_the_shipped_model_adapts_on_its_8_bit_grid_and_learns_the_task(capsys):
         "global",
         "nearest",
     )
+    shipped = checkpoint.load(checkpoint.ZOO / checkpoint.ZOO_DEFAULT)
+    assert (results["head"], results["inner_steps"]) == (shipped.head, shipped.inner_steps)
     assert results["accuracy"] >= 0.6

@@ -24,7 +24,7 @@ from spikeshot.models.datasets.base import (
     distinct,
 )
 from spikeshot.models.datasets.double_digits import DoubleDigits
-from spikeshot.models.metatrain import MetaTrainer, RunConfig, TrainConfig
+from spikeshot.models.metatrain import MetaTrainer, RunConfig, TrainConfig, task_tensors
 
 MODEL = ModelConfig(
     ways=3,
@@ -299,3 +299,20 @@ def test_a_prototype_head_run_trains_the_features_and_never_the_readout(
     with pytest.raises(ValueError, match="inner_steps must be >= 1 with the meta head"):
         TrainConfig.from_dict({"inner_steps": 0})
     assert TrainConfig.from_dict({"inner_steps": 0, "head": "prototype"}).inner_steps == 0
+
+
+def test_the_logit_scale_multiplies_the_query_logits_in_the_outer_loss(tmp_path, tiny_digits):
+    """Metric scaling: the first step's loss is the cross-entropy of the scaled logits of its
+    tasks' queries, which the same trainer's logits give, scaled here by hand."""
+    cfg = _cfg(head="prototype", inner_steps=0, logit_scale=4.0, meta_batch=1)
+    trainer = _trainer(cfg, tmp_path / "run", tiny_digits)
+    s, sl, q, ql = task_tensors(trainer.train_tasks[0])
+    with torch.no_grad():
+        fast = trainer.net.prototype_head(trainer.params, s, sl, 3)
+        expected = torch.nn.functional.cross_entropy(4.0 * trainer.net.forward(fast, q), ql)
+        unscaled = torch.nn.functional.cross_entropy(trainer.net.forward(fast, q), ql)
+    loss = trainer.step()["loss"]
+    assert loss == pytest.approx(float(expected), rel=1e-5)
+    assert abs(float(expected) - float(unscaled)) > 1e-3  # the scale is visible in the loss
+    with pytest.raises(ValueError, match="training.logit_scale must be > 0, got 0"):
+        TrainConfig.from_dict({"logit_scale": 0})
