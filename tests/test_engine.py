@@ -5,8 +5,12 @@ restart, sensors of any size, live streams; and the server configuration it read
 import argparse
 import itertools
 import logging
+import os
+import subprocess
+import sys
 import threading
 from dataclasses import replace
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -777,3 +781,26 @@ def test_config_errors_name_the_setting(tmp_path, toml, env, message):
     path.write_text(toml)
     with pytest.raises(ValueError, match=message):
         ServerConfig.load(path, env)
+
+
+def test_warm_up_loads_the_event_kernel_for_both_wire_layouts():
+    """In a fresh process, ``warm_up`` leaves the fused event kernel loaded for column and packed
+    chunks, so that the first request does not pay for loading it."""
+    code = (
+        "from service_fixtures import tiny\n"
+        "from spikeshot.events import native\n"
+        "from spikeshot.service.config import ServerConfig\n"
+        "from spikeshot.service.engine import Engine\n"
+        "print(len(native.ingest.signatures))\n"
+        "engine = Engine([tiny()], ServerConfig(workers=1))\n"
+        "engine.warm_up()\n"
+        "print(len(native.ingest.signatures))\n"
+        "engine.close()\n"
+    )
+    here = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": str(here)}
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=here, env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["0", "2"]
