@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,6 +196,23 @@ def resolve(spec: str) -> str:
         f"no checkpoint {spec!r}: neither a file or folder nor a zoo model (the zoo "
         f"has {', '.join(names) or 'none'})"
     )
+
+
+def add_to_zoo(
+    source: str | Path, name: str, zoo: str | Path = ZOO, replace: bool = False
+) -> tuple[Path, Path]:
+    """Copy a checkpoint (of a run directory: its best) into ``zoo`` as ``NAME.safetensors`` and
+    ``NAME.json``, its card named ``name``; a model of that name stays unless ``replace``."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+        raise ValueError(f"a zoo name is letters, digits, '_' and '-', got {name!r}")
+    source = Path(source)
+    ckpt = load(source / "best" if source.is_dir() else source)
+    target = Path(zoo) / name
+    there = [p.name for p in paths(target) if p.exists()]
+    if there and not replace:
+        raise ValueError(f"{' and '.join(there)} already in {zoo} (--replace overwrites them)")
+    ckpt.name = name
+    return save(ckpt, target)
 
 
 def fingerprint(ckpt: Checkpoint) -> str:

@@ -1,5 +1,5 @@
 """The ``spikeshot`` command: demo, serve, models, meta-train, evaluate, compare-runs,
-export-nir."""
+add-to-zoo, export-nir."""
 
 from __future__ import annotations
 
@@ -251,6 +251,15 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_add_to_zoo(args) -> int:
+    from spikeshot.models import checkpoint
+
+    zoo = Path(args.zoo) if args.zoo else checkpoint.ZOO
+    weights, card = checkpoint.add_to_zoo(args.source, args.name, zoo, args.replace)
+    print(f"wrote {card} and {weights}")
+    return 0
+
+
 def cmd_export_nir(args) -> int:
     _need_server_extra()
     import time
@@ -429,6 +438,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--default-model", help="the default model's name")
     p.add_argument("--json", action="store_true", help="print JSON (with the model cards)")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser(
+        "add-to-zoo", help="copy a run's best checkpoint into the zoo under a name of its own"
+    )
+    p.add_argument("source", help="a run directory (its best checkpoint) or a checkpoint")
+    p.add_argument("name", help="the zoo name: NAME.json and NAME.safetensors, the card's name")
+    p.add_argument("--zoo", help="the zoo folder (default: the shipped zoo, models/zoo)")
+    p.add_argument("--replace", action="store_true", help="overwrite a model of that name")
+    p.set_defaults(func=cmd_add_to_zoo)
 
     p = sub.add_parser(
         "export-nir",

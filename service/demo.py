@@ -218,8 +218,8 @@ def run_demo(
         name = checkpoint.ZOO_DEFAULT
         hint = (
             f" Meta-train it with `spikeshot meta-train --config models/zoo/{name}.toml "
-            f"--run-dir runs/{name}` and copy runs/{name}/best.json and best.safetensors there "
-            f"as {name}.json and {name}.safetensors, or pass --model."
+            f"--run-dir runs/{name}` and add it with `spikeshot add-to-zoo runs/{name} {name}`, "
+            "or pass --model."
             if model is None
             else ""
         )

@@ -8,6 +8,7 @@ import torch
 from spikeshot.events.binning import FrameGeometry
 from spikeshot.models import ModelConfig, Network, Quantizer, checkpoint
 from spikeshot.models.checkpoint import Checkpoint, CheckpointError, load, save
+from spikeshot.service import cli
 
 CFG = ModelConfig(ways=3, input_hw=(8, 8), bins=4, burn_in=1, channels=(4, 6), kernel=3)
 GEOM = FrameGeometry(sensor_width=16, sensor_height=16, downsample=2, bins=4, window_us=4000)
@@ -39,6 +40,29 @@ def test_round_trip(tmp_path):
         assert back.config == CFG and back.geometry == GEOM and back.quantizer == Quantizer(8)
         assert all(torch.equal(back.params[k], ck.params[k]) for k in ck.params)
         assert torch.equal(back.inner_lr["out.bias"], torch.tensor(0.5))
+
+
+def test_add_to_zoo_copies_a_runs_best_under_its_zoo_name(tmp_path, capsys):
+    save(_ckpt(), tmp_path / "run" / "best")
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    assert cli.main(["add-to-zoo", str(tmp_path / "run"), "mine", "--zoo", str(zoo)]) == 0
+    assert "mine.json" in capsys.readouterr().out
+    back = load(zoo / "mine")
+    card, original = back.card(), _ckpt().card()
+    assert card.pop("name") == "mine" and original.pop("name") == "tiny"
+    assert card == original
+    assert all(torch.equal(back.params[k], _ckpt().params[k]) for k in back.params)
+    assert checkpoint.find([zoo])[0].name == "mine"
+    before = (zoo / "mine.json").read_bytes()
+    assert cli.main(["add-to-zoo", str(tmp_path / "run" / "best.json"), "mine", "--zoo", str(zoo)])
+    assert "mine.safetensors and mine.json already in" in capsys.readouterr().err
+    assert (zoo / "mine.json").read_bytes() == before
+    args = ["add-to-zoo", str(tmp_path / "run"), "mine", "--zoo", str(zoo), "--replace"]
+    assert cli.main(args) == 0
+    assert cli.main(["add-to-zoo", str(tmp_path / "run"), "../up", "--zoo", str(zoo)])
+    assert "a zoo name is letters, digits" in capsys.readouterr().err
+    assert sorted(p.name for p in zoo.iterdir()) == ["mine.json", "mine.safetensors"]
 
 
 def test_tensors_that_do_not_match_the_card(tmp_path):
