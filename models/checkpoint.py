@@ -33,9 +33,8 @@ from spikeshot.models.quantize import Quantizer
 CARD_FORMAT = "spikeshot-model/1"
 LR_PREFIX = "inner_lr."
 ZOO = Path(__file__).resolve().parent / "zoo"  # the shipped initialisations
-ZOO_DEFAULT = (
-    "glyphs_broad_protonet"  # the zoo's default: the initialisation a robot team starts from
-)
+# The zoo's default model: the initialisation a robot team starts from.
+ZOO_DEFAULT = "glyphs_broad_protonet"
 
 
 class CheckpointError(ValueError):
