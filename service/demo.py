@@ -1,6 +1,6 @@
 """``spikeshot demo``: the whole service on one machine, with no arguments and no network.
 
-It starts a server in this process on loopback with the shipped Glyphs model, records support and
+It starts a server in this process on loopback with the zoo's default model, records support and
 query examples of Glyphs meta-test characters (scripts the model never saw in meta-training) with
 the DVS simulator and writes them as AEDAT4 files, then, as any robot would, over gRPC: creates a
 session, adapts it on the support files, classifies each query file, and prints accuracy, adapt

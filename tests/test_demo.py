@@ -1,6 +1,6 @@
 """``spikeshot demo``: the whole loop on a tiny checkpoint (recordings of meta-test characters as
 AEDAT4 files, a server in-process, adapt and classify over gRPC, the table and the JSON), the
-message and exit code when the model is missing, and the shipped Glyphs model within two minutes
+message and exit code when the model is missing, and the zoo's default model within two minutes
 when it is installed."""
 
 from __future__ import annotations
