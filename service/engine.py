@@ -175,17 +175,18 @@ class Engine:
 
     def warm_up(self) -> None:
         """One inner step and one forward pass per model on empty frames, so that the first
-        request does not pay torch's one-time set-up of ``torch.func`` (about a second), and two
-        events through each model's event path in both wire layouts, so that it does not pay the
-        loading of the fused numba kernel (about 10 ms)."""
+        request does not pay torch's one-time set-up of ``torch.func`` (about a second); then
+        two events through the event path in both wire layouts, once (the fused numba kernel is
+        the process's, loaded on first use: about 10 ms)."""
         for m in self._models.values():
             frames = torch.zeros(1, *m.geometry.shape)
             with torch.no_grad():
                 adapt(m.network.forward, m.params, frames, torch.zeros(1, dtype=torch.long))
-            width, height = m.geometry.sensor_width, m.geometry.sensor_height
-            events = make_events([0, 1], [width // 2] * 2, [height // 2] * 2, [0, 1])
-            for data in (encode(events), PackedEvents(*pack(events))):
-                inputs.query([EventInput(data, width, height)], m.geometry, 2)
+        geometry = next(iter(self._models.values())).geometry
+        width, height = geometry.sensor_width, geometry.sensor_height
+        events = make_events([0, 1], [width // 2] * 2, [height // 2] * 2, [0, 1])
+        for data in (encode(events), PackedEvents(*pack(events))):
+            inputs.query([EventInput(data, width, height)], geometry, 2)
 
     def close(self) -> None:
         """Stop accepting model work, wait for the running jobs and close the session store."""
