@@ -73,6 +73,11 @@ class ServerConfig:
         64, "model jobs that may wait for a worker before new requests get RESOURCE_EXHAUSTED"
     )
     torch_threads: int = _setting(0, "torch intra-op threads (0: usable cores / workers, >= 1)")
+    malloc_arenas: int = _setting(
+        0,
+        "glibc malloc arenas of `spikeshot serve`'s process, which keep its memory flat "
+        "(0: one per usable core; MALLOC_ARENA_MAX, where set, wins)",
+    )
     prepared_sessions: int = _setting(
         32,
         "sessions whose weights Classify keeps prepared for forward passes, about 2 MB each "
@@ -111,7 +116,13 @@ class ServerConfig:
         ):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("workers", "queue_limit", "torch_threads", "prepared_sessions"):
+        for name in (
+            "workers",
+            "queue_limit",
+            "torch_threads",
+            "malloc_arenas",
+            "prepared_sessions",
+        ):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.shutdown_grace_s < 0:
@@ -149,6 +160,11 @@ class ServerConfig:
     def torch_thread_count(self) -> int:
         """``torch_threads``, or the usable cores shared among the workers when 0."""
         return self.torch_threads or max(1, usable_cores() // self.worker_count)
+
+    @property
+    def malloc_arena_count(self) -> int:
+        """``malloc_arenas``, or the usable cores when 0."""
+        return self.malloc_arenas or usable_cores()
 
     @classmethod
     def load(

@@ -35,7 +35,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_reflection.v1alpha import reflection_pb2 as reflection_v1alpha_pb2
 
-from spikeshot.service import metrics
+from spikeshot.service import allocator, metrics
 from spikeshot.service.auth import BEHAVIORS, EXEMPT_PREFIXES, Authenticator, server_credentials
 from spikeshot.service.config import ServerConfig
 from spikeshot.service.engine import Engine
@@ -337,7 +337,13 @@ def start(config: ServerConfig, engine: Engine | None = None) -> RunningServer:
 
 def serve(config: ServerConfig) -> None:
     """Serve until SIGTERM or SIGINT, then stop gracefully within ``config.shutdown_grace_s``
-    seconds (main thread only: signal handlers are installed here)."""
+    seconds (main thread only: signal handlers are installed here). The process is the
+    server's own, so its malloc arenas are capped first (``config.malloc_arenas``)."""
+    arenas = config.malloc_arena_count
+    if allocator.cap_arenas(arenas):
+        log.info("malloc arenas capped at %d", arenas)
+    else:
+        log.info("malloc arenas not capped (%s set, or not glibc)", allocator.ENV)
     running = start(config)
 
     def on_signal(signum, _frame):

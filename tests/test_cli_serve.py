@@ -85,6 +85,8 @@ def test_serve_takes_settings_from_toml_environment_and_flags_and_drains_on_sigt
         f"[server]\nmetrics_port = {metrics_port}\nport = 1\nworkers = 1\n"
     )
     env = {**os.environ, "SPIKESHOT_MAX_SESSIONS_PER_OWNER": "1", "SPIKESHOT_PORT": "2"}
+    env["SPIKESHOT_MALLOC_ARENAS"] = "3"
+    env.pop("MALLOC_ARENA_MAX", None)
     command = [
         sys.executable,
         "-c",
@@ -140,3 +142,4 @@ def test_serve_takes_settings_from_toml_environment_and_flags_and_drains_on_sigt
             server.wait()
     log = server.stderr.read()
     assert "SIGTERM: draining for up to 20 s" in log and f"127.0.0.1:{port}" in log
+    assert "malloc arenas capped at 3" in log
