@@ -1,10 +1,10 @@
-"""Capping glibc's malloc arenas, so that a long-running server's memory stays flat.
+"""Capping glibc's malloc arenas of a long-running server.
 
 glibc gives each new thread that allocates an arena of its own, up to eight per core, and each
-arena keeps the memory freed into it. A server whose many threads allocate tensors grows for
-minutes before it levels off (``bench/soak.py`` measured 1.09-1.15x its first minute's resident
-memory, uncapped, and 0.97x with two arenas on two cores). The cap has to be set before most
-threads have allocated: glibc fixes its limit once the ninth arena is made.
+arena keeps the memory freed into it. ``bench/soak.py`` measured 1.09-1.15x the first minute's
+resident memory uncapped, 0.97x with ``MALLOC_ARENA_MAX=2``, and 1.05x with this cap at two (a
+higher plateau, at more calls a minute: not settled, see the README). The cap has to be set
+before most threads have allocated: glibc fixes its limit once more than eight arenas exist.
 """
 
 from __future__ import annotations

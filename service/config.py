@@ -75,7 +75,7 @@ class ServerConfig:
     torch_threads: int = _setting(0, "torch intra-op threads (0: usable cores / workers, >= 1)")
     malloc_arenas: int = _setting(
         0,
-        "glibc malloc arenas of `spikeshot serve`'s process, which keep its memory flat "
+        "glibc malloc arenas `spikeshot serve`'s process may use "
         "(0: one per usable core; MALLOC_ARENA_MAX, where set, wins)",
     )
     prepared_sessions: int = _setting(
