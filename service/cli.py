@@ -144,27 +144,30 @@ def cmd_evaluate(args) -> int:
     out = Path(args.out) if args.out else None
     results = None if out is None else out / "evaluation.json"
     done = {} if results is None else load_results(results)
+    # the folder's other results for these weights stay (a single setting adds to a grid);
+    # results of other weights are dropped
+    fingerprints = [checkpoint.fingerprint(ck) for ck in ckpts]
+    stored = {k: r for k, r in done.items() if r["fingerprint"] in fingerprints}
     rows = []
-    for ck in ckpts:
-        weights = checkpoint.fingerprint(ck)
+    for ck, weights in zip(ckpts, fingerprints, strict=True):
         for st in settings(ck):
-            row = done.get(result_key(weights, st))
-            row = row or _evaluate_one(ck, dataset, st, quiet=args.json)
+            key = result_key(weights, st)
+            row = done.get(key) or _evaluate_one(ck, dataset, st, quiet=args.json)
             rows.append({**row, "fingerprint": weights})
+            stored.pop(key, None)
             if not args.json:
                 print(markdown_table(rows[-1:]).splitlines()[-1], file=sys.stderr)
             if results is not None:  # kept after each setting: a rerun resumes from here
-                save_results(results, rows)
+                save_results(results, [*stored.values(), *rows])
     if args.json:
         print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
     else:
         print(markdown_table(rows))
     if args.record:
-        for path, ck in zip([args.checkpoint, args.baseline], ckpts, strict=False):
-            weights = checkpoint.fingerprint(ck)
+        for path, weights in zip([args.checkpoint, args.baseline], fingerprints, strict=False):
             record_evaluation(path, [r for r in rows if r["fingerprint"] == weights])
     if out is not None:
-        (out / "evaluation.md").write_text(markdown_table(rows) + "\n")
+        (out / "evaluation.md").write_text(markdown_table([*stored.values(), *rows]) + "\n")
         if not single:
             plot_bits(rows, out / "accuracy_vs_bits.png")
     return 0
@@ -395,7 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
-        "--out", help="also write evaluation.json/.md and the accuracy-vs-bits plot here"
+        "--out",
+        help="also write evaluation.json/.md and the accuracy-vs-bits plot here; the folder's "
+        "results of the same weights in other settings are kept, those of other weights dropped",
     )
     p.add_argument(
         "--record",

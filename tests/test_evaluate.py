@@ -149,8 +149,8 @@ def test_out_keeps_each_result_and_a_rerun_resumes_from_it(folder, tmp_path, cap
     save(_ckpt(seed=1), tmp_path / "other")
     out = tmp_path / "results"
 
-    def run(name):
-        args = ["evaluate", str(tmp_path / name), "--dataset", f"folder:{folder}"]
+    def run(name, *more):
+        args = ["evaluate", str(tmp_path / name), "--dataset", f"folder:{folder}", *more]
         args += ["--ways", "2", "--queries", "3", "--tasks", "3", "--out", str(out)]
         assert main(args) == 0
         capsys.readouterr()
@@ -164,8 +164,13 @@ def test_out_keeps_each_result_and_a_rerun_resumes_from_it(folder, tmp_path, cap
     assert run("tiny")[0]["accuracy_mean"] == 0.123
     (out / "evaluation.json").write_text(json.dumps([{**first[0], "protocol": 1}]))
     assert run("tiny")[0]["accuracy_mean"] != 0.123  # another protocol's row: measured again
-    other = run("other")  # other weights: measured afresh
-    assert other[0]["fingerprint"] != first[0]["fingerprint"]
+    five = run("tiny", "--shots", "2")  # another setting of the same weights: added
+    assert [(r["shots"], r["accuracy_mean"] == 0.123) for r in five] == [(1, False), (2, False)]
+    again = run("tiny")  # a rerun of the first setting keeps the second
+    assert sorted(again, key=lambda r: r["shots"]) == five
+    assert (out / "evaluation.md").read_text().count("| SNN |") == 2
+    other = run("other")  # other weights: measured afresh, the old weights' rows dropped
+    assert len(other) == 1 and other[0]["fingerprint"] != first[0]["fingerprint"]
     assert other[0]["accuracy_mean"] != 0.123
 
 
