@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as tensor_bytes
@@ -73,6 +74,13 @@ class TrainConfig:
     # class means' distances over spiking features are bounded, so their softmax may be too soft
     # to train on. Accuracy, which takes the arg max, does not depend on it.
     logit_scale: float = 1.0
+    # Knowledge distillation (Hinton et al. 2015): a trained checkpoint of the same input geometry
+    # (a path or a zoo name, e.g. the ANN baseline), whose query logits on each task, from its own
+    # inner loop, the outer loss also matches: (1 - w) CE + w T^2 KL(teacher_T || student_T) over
+    # the task's classes, w = distill_weight, T = distill_temperature.
+    teacher: str = ""
+    distill_weight: float = 0.5
+    distill_temperature: float = 4.0
     bits: int | None = None
     rounding: str = "nearest"
     # The grid the card names for sessions' inner loops (None: float32); the recipe's ``bits``
@@ -100,6 +108,14 @@ class TrainConfig:
             raise ValueError("training.inner_steps must be >= 1 with the meta head")
         if not d.get("logit_scale", 1.0) > 0:
             raise ValueError(f"training.logit_scale must be > 0, got {d['logit_scale']!r}")
+        if not 0 <= d.get("distill_weight", 0.5) <= 1:
+            raise ValueError(
+                f"training.distill_weight must be in [0, 1], got {d['distill_weight']!r}"
+            )
+        if not d.get("distill_temperature", 4.0) > 0:
+            raise ValueError(
+                f"training.distill_temperature must be > 0, got {d['distill_temperature']!r}"
+            )
         return cls(**d)
 
 
@@ -182,6 +198,7 @@ class MetaTrainer:
             within_group=t.val_within_group,
         )
         self.quantizer = None if t.bits is None else Quantizer(t.bits, rounding=t.rounding)
+        self.teacher = _teacher(t.teacher, cfg.geometry, most) if t.teacher else None
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world = dist.get_world_size() if dist.is_initialized() else 1
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -326,6 +343,11 @@ class MetaTrainer:
             if mask is not None:
                 logits = logits.masked_fill(~mask, float("-inf"))
             loss = masked_loss(logits * t.logit_scale, ql)
+            if self.teacher is not None:
+                taught = self.teacher(s, sl, q, task.ways)
+                loss = (1 - t.distill_weight) * loss + t.distill_weight * distillation_loss(
+                    logits[:, : task.ways], taught, t.distill_temperature
+                )
             (loss / t.meta_batch).backward()
             losses.append(float(loss.detach()))
             accs.append(accuracy(logits.detach(), ql))
@@ -430,6 +452,57 @@ class MetaTrainer:
                     )
         if bar is not None:
             bar.close()
+
+
+class Teacher:
+    """A trained checkpoint's query logits on a task, from its own inner loop (its head, steps and
+    step sizes, float32), without gradient."""
+
+    def __init__(self, ckpt: ckpt_io.Checkpoint):
+        self.ckpt, self.net = ckpt, ckpt.network
+
+    def __call__(self, support, labels, query, ways: int) -> torch.Tensor:
+        """Logits [queries, ways] of a ``ways``-way task."""
+        ck = self.ckpt
+        with torch.no_grad():
+            params = ck.params
+            if ck.head == "prototype":
+                params = self.net.prototype_head(params, support, labels, ways)
+            fast = adapt(
+                self.net.forward,
+                params,
+                support,
+                labels,
+                steps=ck.inner_steps,
+                lr=ck.inner_lr or ck.inner_step_size,
+                class_mask=torch.arange(ck.config.ways) < ways,
+            )
+            return self.net.forward(fast, query)[:, :ways]
+
+
+def _teacher(spec: str, geometry: FrameGeometry, ways: int) -> Teacher:
+    """The ``training.teacher`` checkpoint, checked against the run: the same input frames and at
+    least the tasks' ways."""
+    ck = ckpt_io.load(ckpt_io.resolve(spec))
+    if ck.geometry != geometry:
+        raise ValueError(
+            f"training.teacher {spec!r} reads other frames ({ck.geometry}) than this run "
+            f"({geometry}): distillation needs the same [geometry]"
+        )
+    if ck.config.ways < ways:
+        raise ValueError(
+            f"training.teacher {spec!r} has {ck.config.ways} outputs, fewer than the tasks' {ways}"
+        )
+    return Teacher(ck)
+
+
+def distillation_loss(logits: torch.Tensor, teacher: torch.Tensor, temperature: float):
+    """T^2 KL(softmax(teacher / T) || softmax(logits / T)), averaged over the queries (Hinton et
+    al. 2015: the T^2 keeps its gradients on the scale of the cross-entropy's)."""
+    target = F.log_softmax(teacher / temperature, -1)
+    student = F.log_softmax(logits / temperature, -1)
+    kl = F.kl_div(student, target, reduction="batchmean", log_target=True)
+    return temperature**2 * kl
 
 
 def plot_curve(log_path: Path, path: Path, smooth: int = 100) -> None:

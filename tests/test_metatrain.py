@@ -14,7 +14,7 @@ from toy_models import TOY
 from spikeshot.events.array import make_events
 from spikeshot.events.binning import FrameGeometry
 from spikeshot.models import ModelConfig
-from spikeshot.models.checkpoint import Checkpoint
+from spikeshot.models.checkpoint import Checkpoint, load, save
 from spikeshot.models.datasets.base import (
     SPLITS,
     MetaDataset,
@@ -316,3 +316,38 @@ def test_the_logit_scale_multiplies_the_query_logits_in_the_outer_loss(tmp_path,
     assert abs(float(expected) - float(unscaled)) > 1e-3  # the scale is visible in the loss
     with pytest.raises(ValueError, match="training.logit_scale must be > 0, got 0"):
         TrainConfig.from_dict({"logit_scale": 0})
+
+
+def test_distillation_matches_the_teachers_query_logits(tmp_path, tiny_digits):
+    """``training.teacher``: the outer loss is (1 - w) CE + w T^2 KL to the teacher's logits on the
+    same task. A teacher that is the student's own start gives a zero KL and no gradient (to
+    rounding), so with w = 1 the first step has nothing to follow, and with w = 0.5 its loss is
+    half the cross-entropy; a teacher of other frames is refused by name."""
+    cfg = _cfg(head="prototype", inner_steps=0, meta_batch=1)
+    start = _trainer(cfg, tmp_path / "plain", tiny_digits)
+    save(start.checkpoint(0.0), tmp_path / "teacher")
+    plain_loss = start.step()["loss"]
+    plain_grad = _largest_gradient(start)
+    taught = replace(cfg.training, teacher=str(tmp_path / "teacher"), distill_weight=1.0)
+    trainer = _trainer(replace(cfg, training=taught), tmp_path / "taught", tiny_digits)
+    assert all(
+        torch.equal(trainer.params[k], v) for k, v in load(tmp_path / "teacher").params.items()
+    )
+    assert trainer.step()["loss"] == pytest.approx(0.0, abs=1e-6)
+    assert plain_grad > 1e-3
+    assert _largest_gradient(trainer) < 1e-5 * plain_grad
+    half = replace(taught, distill_weight=0.5)
+    trainer = _trainer(replace(cfg, training=half), tmp_path / "half", tiny_digits)
+    assert trainer.step()["loss"] == pytest.approx(plain_loss / 2, rel=1e-5)
+    other = replace(
+        cfg, geometry=replace(GEOM, downsample=2), model=replace(MODEL, input_hw=(16, 32))
+    )
+    with pytest.raises(ValueError, match="distillation needs the same"):
+        _trainer(replace(other, training=taught), tmp_path / "other", tiny_digits)
+    with pytest.raises(ValueError, match="training.distill_weight must be in"):
+        TrainConfig.from_dict({"distill_weight": 1.5})
+
+
+def _largest_gradient(trainer) -> float:
+    """The largest gradient entry of the last step (the readout set from the means has none)."""
+    return max(float(p.grad.abs().max()) for p in trainer.params.values() if p.grad is not None)

@@ -465,7 +465,14 @@ def test_simulators_agree_with_our_forward_pass(exported, simulator):
 
 
 @pytest.mark.parametrize(
-    "name", ["double_digits_avg", "glyphs_broad", "glyphs_broad_proto", "glyphs_broad_protonet"]
+    "name",
+    [
+        "double_digits_avg",
+        "glyphs_broad",
+        "glyphs_broad_proto",
+        "glyphs_broad_protonet",
+        "glyphs_broad_protonet_wide",
+    ],
 )
 def test_the_shipped_average_pooling_models_run_the_same_in_norse(tmp_path, name):
     """The zoo's exportable models export from their zoo names; in Norse their labels and hidden
