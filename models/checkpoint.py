@@ -102,7 +102,8 @@ def save(ckpt: Checkpoint, path: str | Path) -> tuple[Path, Path]:
 
 
 def load(path: str | Path) -> Checkpoint:
-    """Read a checkpoint and check that its tensors match its card."""
+    """Read a checkpoint and check that its tensors match its card. A card without a name gives
+    the checkpoint its file's stem."""
     wpath, cpath = paths(path)
     for p in (wpath, cpath):
         if not p.is_file():
@@ -159,13 +160,12 @@ def load(path: str | Path) -> Checkpoint:
         quantizer=quantizer,
         training=card.get("training", {}),
         metrics=card.get("metrics", {}),
-        name=card.get("name", ""),
+        name=card.get("name") or cpath.stem,
     )
 
 
 def find(specs: Sequence[str | Path] = ()) -> list[Checkpoint]:
-    """Load checkpoints named by ``specs`` (files or folders of them; none: the shipped zoo). A
-    checkpoint without a card name takes its file's stem."""
+    """Load checkpoints named by ``specs`` (files or folders of them; none: the shipped zoo)."""
     found: list[Path] = []
     for path in [Path(p) for p in specs] or [ZOO]:
         if path.is_dir():
@@ -176,12 +176,7 @@ def find(specs: Sequence[str | Path] = ()) -> list[Checkpoint]:
             found.append(path)
     if not found:
         raise ValueError(f"no checkpoints in {', '.join(map(str, specs or [ZOO]))}")
-    out = []
-    for path in found:
-        ckpt = load(path)
-        ckpt.name = ckpt.name or paths(path)[1].stem
-        out.append(ckpt)
-    return out
+    return [load(path) for path in found]
 
 
 def resolve(spec: str) -> str:

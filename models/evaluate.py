@@ -49,6 +49,9 @@ class Setting:
     seed: int = 0
     within_group: bool = False
     head: str = "meta"
+    # the meta-dataset the tasks come from, as ``--dataset`` names it; "" is the card's own
+    # training dataset (as rows written before this field mean). ``evaluate`` is given it opened.
+    dataset: str = ""
 
 
 def evaluate(ckpt: Checkpoint, dataset: MetaDataset, setting: Setting, progress=None) -> dict:
@@ -175,18 +178,22 @@ def grid(
 
 
 def markdown_table(rows: list[dict]) -> str:
+    """The rows as a table; its last column, the split the tasks came from, names the dataset
+    too where it is not the card's own."""
     lines = [
-        "| network | classes | weights | ways | shots | steps | accuracy (95% CI) | tasks |",
-        "|---|---|---|---|---|---|---|---|",
+        "| network | classes | weights | ways | shots | steps | accuracy (95% CI) | tasks "
+        "| split |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         bits = "float32" if r["bits"] is None else f"{r['bits']}-bit"
         acc = f"{100 * r['accuracy_mean']:.1f}% ± {100 * r['accuracy_ci95']:.1f}"
         classes = "one group" if r["within_group"] else "mixed"
         head = ", prototype head" if r.get("head") == "prototype" else ""
+        split = f"{r['dataset']} {r['split']}" if r.get("dataset") else r["split"]
         lines.append(
             f"| {r['arch'].upper()}{head} | {classes} | {bits} | {r['ways']} | {r['shots']} "
-            f"| {r['steps']} | {acc} | {r['tasks']} |"
+            f"| {r['steps']} | {acc} | {r['tasks']} | {split} |"
         )
     return "\n".join(lines)
 

@@ -123,9 +123,11 @@ def cmd_evaluate(args) -> int:
         """``ck``'s settings: from the head it was meta-trained with, unless --head says, and by
         default its card's inner steps."""
         head = args.head or ck.head
+        own = args.dataset in (None, ck.training.get("dataset"))
         if not single:
             groups = dataset.split("test").groups is not None
-            return grid(args.tasks, args.queries, groups, head, ck.inner_steps)
+            full = grid(args.tasks, args.queries, groups, head, ck.inner_steps)
+            return [dataclasses.replace(st, dataset="" if own else spec) for st in full]
         return [
             Setting(
                 ways=args.ways or 5,
@@ -138,22 +140,29 @@ def cmd_evaluate(args) -> int:
                 seed=args.seed,
                 within_group=args.within_group,
                 head=head,
+                dataset="" if own else spec,
             )
         ]
 
     out = Path(args.out) if args.out else None
     results = None if out is None else out / "evaluation.json"
     done = {} if results is None else load_results(results)
-    # the folder's other results for these weights stay (a single setting adds to a grid);
-    # results of other weights are dropped
+    # the folder's other results for these weights stay (a single setting adds to a grid), and
+    # those of other models (a baseline evaluated apart); results of these models' other weights
+    # are dropped, and those of other weights that name no model (rows before the field)
     fingerprints = [checkpoint.fingerprint(ck) for ck in ckpts]
-    stored = {k: r for k, r in done.items() if r["fingerprint"] in fingerprints}
+    names = {ck.name for ck in ckpts}
+    stored = {
+        k: r
+        for k, r in done.items()
+        if r["fingerprint"] in fingerprints or r.get("model", "") not in names | {""}
+    }
     rows = []
     for ck, weights in zip(ckpts, fingerprints, strict=True):
         for st in settings(ck):
             key = result_key(weights, st)
             row = done.get(key) or _evaluate_one(ck, dataset, st, quiet=args.json)
-            rows.append({**row, "fingerprint": weights})
+            rows.append({**row, "fingerprint": weights, "model": ck.name})
             stored.pop(key, None)
             if not args.json:
                 print(markdown_table(rows[-1:]).splitlines()[-1], file=sys.stderr)
@@ -291,7 +300,7 @@ def _export_source(spec: str, model: str | None):
     if not path.is_file() or checkpoint.paths(path)[1].is_file():
         if model:
             raise ValueError(f"--model is for session files; {spec} names a model")
-        return _checkpoint(spec), None
+        return checkpoint.load(checkpoint.resolve(spec)), None
     return _session_export(path, model)
 
 
@@ -311,7 +320,7 @@ def _session_export(path: Path, model: str | None):
             f"{path}: the session is not adapted yet: Adapt it first, or export its model "
             f"{settings.model!r} itself"
         )
-    ckpt = _checkpoint(model or settings.model)
+    ckpt = checkpoint.load(checkpoint.resolve(model or settings.model))
     weights = checkpoint.fingerprint(ckpt)
     if info["fingerprint"] != weights:
         raise ValueError(
@@ -332,16 +341,6 @@ def _session_export(path: Path, model: str | None):
                 f"{ckpt.name!r} ({list(shapes[k]) if k in shapes else 'no such parameter'})"
             )
     return ckpt, nir_adaptation(settings, state)
-
-
-def _checkpoint(spec: str):
-    """The checkpoint a path or zoo name gives; without a card name it takes the file's stem."""
-    from spikeshot.models import checkpoint
-
-    path = checkpoint.resolve(spec)
-    ckpt = checkpoint.load(path)
-    ckpt.name = ckpt.name or checkpoint.paths(path)[1].stem
-    return ckpt
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -400,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         help="also write evaluation.json/.md and the accuracy-vs-bits plot here; the folder's "
-        "results of the same weights in other settings are kept, those of other weights dropped",
+        "results of the same weights in other settings are kept, and those of other models; "
+        "those of these models' other weights are dropped",
     )
     p.add_argument(
         "--record",

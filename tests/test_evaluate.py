@@ -147,6 +147,8 @@ def test_within_group_needs_a_split_with_groups(folder, tmp_path, capsys):
 def test_out_keeps_each_result_and_a_rerun_resumes_from_it(folder, tmp_path, capsys):
     save(_ckpt(), tmp_path / "tiny")
     save(_ckpt(seed=1), tmp_path / "other")
+    (tmp_path / "retrained").mkdir()
+    save(_ckpt(seed=2), tmp_path / "retrained" / "tiny")  # the same model, new weights
     out = tmp_path / "results"
 
     def run(name, *more):
@@ -169,9 +171,13 @@ def test_out_keeps_each_result_and_a_rerun_resumes_from_it(folder, tmp_path, cap
     again = run("tiny")  # a rerun of the first setting keeps the second
     assert sorted(again, key=lambda r: r["shots"]) == five
     assert (out / "evaluation.md").read_text().count("| SNN |") == 2
-    other = run("other")  # other weights: measured afresh, the old weights' rows dropped
-    assert len(other) == 1 and other[0]["fingerprint"] != first[0]["fingerprint"]
-    assert other[0]["accuracy_mean"] != 0.123
+    other = run("other")  # another model (a baseline on its own): added, the first's rows kept
+    assert [r["model"] for r in other] == ["tiny", "tiny", "other"]
+    assert other[2]["fingerprint"] != first[0]["fingerprint"]
+    retrained = run("retrained/tiny")  # the model's new weights: its old rows dropped
+    assert [r["model"] for r in retrained] == ["other", "tiny"]
+    assert retrained[1]["fingerprint"] not in {r["fingerprint"] for r in other}
+    assert retrained[1]["accuracy_mean"] != 0.123
 
 
 def test_the_prototype_head_without_a_step_is_the_nearest_class_mean(folder):
@@ -254,3 +260,25 @@ def test_a_prototype_head_ranks_classes_by_the_distance_to_their_means():
     assert all(torch.allclose(v, torch.zeros_like(v), atol=1e-5) for v in centred)
     assert (head["out.weight"][2:] == 0).all() and (head["out.bias"][2:] == 0).all()
     assert all(torch.equal(head[k], v) for k, v in params.items() if not k.startswith("out."))
+
+
+def test_rows_of_another_dataset_are_kept_apart_and_named(folder, tmp_path, capsys):
+    """``--dataset`` other than the card's own is part of a row's key and shown in the table;
+    the card's own, named or not, is "" (as in rows written before the field)."""
+    ck = _ckpt()
+    ck.training = {"dataset": f"folder:{folder}"}
+    save(ck, tmp_path / "tiny")
+    (tmp_path / "other").symlink_to(folder)
+    args = ["evaluate", str(tmp_path / "tiny"), "--ways", "2", "--queries", "3", "--tasks", "2"]
+    args += ["--record", "--json"]
+    own = [*args, "--dataset", f"folder:{folder}"]
+    other = [*args, "--dataset", f"folder:{tmp_path / 'other'}"]
+    for command in (args, own, other):
+        assert main(command) == 0
+    card = json.loads((tmp_path / "tiny.json").read_text())
+    rows = card["metrics"]["evaluation"]
+    assert [r["dataset"] for r in rows] == ["", f"folder:{tmp_path / 'other'}"]
+    assert row_key({k: v for k, v in rows[0].items() if k != "dataset"}) == row_key(rows[0])
+    capsys.readouterr()
+    assert main([c for c in other if c != "--json"]) == 0
+    assert f"| 2 | folder:{tmp_path / 'other'} test |" in capsys.readouterr().out
