@@ -239,17 +239,33 @@ def features_side_by_side(
     sessions: list[tuple[dict, list]], frames: torch.Tensor, cfg: ModelConfig
 ):
     """Readout inputs [G, B, features] of G networks' ``(params, prepare(params))`` on their
-    frames [G, B, T, 2, H, W], without gradient: one ``features_grouped`` pass for the networks
-    whose layers convolve spikes alike (exactly on a grid, or in float), so each network's
-    features are those of its own ``features``."""
-    kinds: dict[tuple[bool, ...], list[int]] = {}
-    for g, (_, prepared) in enumerate(sessions):
-        kinds.setdefault(tuple(kernel is None for _, kernel in prepared), []).append(g)
+    frames [G, B, T, 2, H, W], without gradient, each network's those of its own ``features``.
+    Networks whose hidden layers are the same tensors (sessions that took no inner step share
+    their model's) run as one batch of all their frames; the others side by side, one
+    ``features_grouped`` pass for those whose layers convolve spikes alike (exactly on a grid, or
+    in float)."""
     out = frames.new_empty(len(sessions), frames.shape[1], cfg.features)
+    shared: dict[tuple[int, ...], list[int]] = {}
+    for g, (params, _) in enumerate(sessions):
+        shared.setdefault(tuple(id(params[k]) for k in _hidden(cfg)), []).append(g)
+    kinds: dict[tuple[bool, ...], list[int]] = {}
+    for members in shared.values():
+        params, prepared = sessions[members[0]]
+        if len(members) == 1:
+            kinds.setdefault(tuple(kernel is None for _, kernel in prepared), []).append(members[0])
+            continue
+        with torch.no_grad():
+            f = features(params, frames[members].flatten(0, 1), cfg, prepared)
+        out[members] = f.unflatten(0, (len(members), -1))
     for members in kinds.values():
         params, prepared = stack([sessions[g] for g in members], cfg)
         out[members] = features_grouped(params, frames[members], cfg, prepared)
     return out
+
+
+def _hidden(cfg: ModelConfig) -> list[str]:
+    """The names of the hidden layers' parameters."""
+    return [f"conv{i}.{k}" for i in range(len(cfg.channels)) for k in ("weight", "bias")]
 
 
 def features_stepwise(params: dict, frames: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:

@@ -25,17 +25,21 @@ uses the ``store.SessionStore`` contract.
 
 Model work runs on the bounded ``Executor``; decoding and binning run on the caller's thread as the
 stream arrives. Classify calls of one model that wait for a worker together run as one forward pass
-(``batching.Batcher``, at most ``config.classify_batch``), each with its own session's weights.
+(``batching.Batcher``, at most ``config.classify_batch``), each with its own session's weights;
+sessions whose hidden layers hold the same weights (those that took no inner step) share them,
+and their calls' frames run as one batch through those layers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -88,10 +92,20 @@ class _Model:
     network: Network
     params: dict[str, torch.Tensor]
     fingerprint: str
+    # sessions' hidden-layer tensors by content while a session holds them: sessions that took
+    # no inner step (every session of a prototypical network) share one, and their Classify
+    # calls that wait together run as one batch (``Network.forward_grouped``)
+    hidden: weakref.WeakValueDictionary = field(default_factory=weakref.WeakValueDictionary)
 
     @property
     def geometry(self) -> FrameGeometry:
         return self.checkpoint.geometry
+
+    def shared(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        """The tensor of sessions' parameter ``name`` equal to ``tensor``, ``tensor`` if none."""
+        digest = hashlib.blake2b(tensor.detach().numpy().tobytes(), digest_size=16).digest()
+        key = (name, tensor.dtype, tuple(tensor.shape), digest)
+        return self.hidden.setdefault(key, tensor)
 
 
 class _Query(NamedTuple):
@@ -570,6 +584,7 @@ class Engine:
 
         def make():
             params = {**m.params, **state.weights.values()}
+            params = {k: v if k in HEAD else m.shared(k, v) for k, v in params.items()}
             return params, m.network.prepare(params)
 
         return self.prepared.get(session_id, state.version, make)

@@ -23,7 +23,7 @@ from spikeshot.clients import results
 from spikeshot.events.array import make_events
 from spikeshot.events.binning import bin_events
 from spikeshot.events.codec import encode
-from spikeshot.models import checkpoint
+from spikeshot.models import checkpoint, snn
 from spikeshot.models.checkpoint import Checkpoint, save
 from spikeshot.models.network import Network
 from spikeshot.service.config import ServerConfig, add_flags, flag_overrides
@@ -420,6 +420,33 @@ def test_classify_calls_waiting_together_run_as_one_pass_with_the_answers_of_one
             engine.close()
         assert passes == expected
     assert answers[16] == answers[4] == answers[1] and len(answers[1]) == 6
+
+
+def test_sessions_without_a_step_share_their_hidden_layers_and_run_as_one_batch(monkeypatch):
+    """Sessions of a prototypical network (readout from the class means, no inner step) hold the
+    same hidden weights (the 8-bit ones the model's on the grid, the float ones the model's) and
+    readouts of their own: their Classify calls that wait together run those
+    layers once per set of weights, on all the calls' frames, and answer exactly as one by one."""
+    batches, answers, passes = [], {}, {}
+    real = snn.features
+    monkeypatch.setattr(
+        snn, "features", lambda p, frames, *a: batches.append(len(frames)) or real(p, frames, *a)
+    )
+    for batch in (16, 1):
+        batches.clear()
+        protonet = tiny(inner_steps=0, training={"recipe": {"head": "prototype"}})
+        engine = Engine([protonet], ServerConfig(workers=1, classify_batch=batch))
+        try:
+            answers[batch] = _classify_together(engine, 6)
+            passes[batch] = batches[-6:]  # the Classify calls' passes, after the Adapts'
+            m = engine._models["tiny"]
+            held = [engine._ready(m, s.id, s.state)[0] for s in engine.sessions.list("")]
+        finally:
+            engine.close()
+        assert len({id(p["conv0.weight"]) for p in held}) == 2  # 8-bit and float
+    assert answers[16] == answers[1] and len(answers[1]) == 6
+    assert passes[1] == [1] * 6  # one at a time: one call's frames a pass
+    assert passes[16][-2:] == [3, 3]  # together: three calls' frames a pass, twice
 
 
 def test_idle_sessions_expire():
