@@ -63,6 +63,12 @@ class Checkpoint:
         """Where its inner loop starts (``network.HEADS``), as it was meta-trained."""
         return self.training.get("recipe", {}).get("head", "meta")
 
+    @property
+    def step_sizes(self) -> dict[str, torch.Tensor] | float:
+        """Its inner loop's step sizes, as ``maml.adapt`` takes them: the learned ones per
+        tensor where it has them, else the card's one step size."""
+        return self.inner_lr or self.inner_step_size
+
     def card(self) -> dict:
         return {
             "format": CARD_FORMAT,

@@ -67,7 +67,6 @@ def evaluate(ckpt: Checkpoint, dataset: MetaDataset, setting: Setting, progress=
     sampler = TaskSampler(
         dataset.split(s.split), s.ways, s.shots, s.queries, ckpt.geometry, s.seed, s.within_group
     )
-    lr = ckpt.inner_lr if ckpt.inner_lr else ckpt.inner_step_size
     gen = torch.Generator().manual_seed(s.seed)
     accs = []
     for i in range(s.tasks):
@@ -86,7 +85,7 @@ def evaluate(ckpt: Checkpoint, dataset: MetaDataset, setting: Setting, progress=
             support,
             labels,
             steps=s.steps,
-            lr=lr,
+            lr=ckpt.step_sizes,
             quantizer=quantizer,
             class_mask=mask,
             scales=scales,

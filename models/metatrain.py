@@ -474,7 +474,7 @@ class Teacher:
                 support,
                 labels,
                 steps=ck.inner_steps,
-                lr=ck.inner_lr or ck.inner_step_size,
+                lr=ck.step_sizes,
                 class_mask=torch.arange(ck.config.ways) < ways,
             )
             return self.net.forward(fast, query)[:, :ways]
