@@ -29,9 +29,13 @@ for both paths.
   Python's own ceiling for the wire format on this machine. ``ingest_two_cameras_over_one``: two
   client processes streaming such queries at once (three each, after a barrier) against one
   (``ingest_one_camera_mev_s``, ``ingest_two_cameras_mev_s``: all events over first start to
-  last end). ``client_encode_mev_s``: events a second the client SDK turns into request bytes
-  (``clients.wire``, columns; ``_packed_``: packed), against ``client_encode_protobuf_mev_s``
-  for protobuf's own messages.
+  last end). ``_client_cores`` and ``_server_cores``: the CPU seconds of the camera processes
+  and of the server over that span, per second: the cores each side kept busy.
+  ``ingest_two_cameras_over_one_ceiling``: what this machine's cores allow, two cameras each at
+  one camera's rate or every core busy at one camera's CPU per event, whichever is less
+  (``min(2, cpus / (client + server cores of one camera))``). ``client_encode_mev_s``: events
+  a second the client SDK turns into request bytes (``clients.wire``, columns; ``_packed_``:
+  packed), against ``client_encode_protobuf_mev_s`` for protobuf's own messages.
 - Classify throughput (``classify_16c_throughput_over_before``): 16 clients' Classify through the
   Engine, each on its own session, on the default path (calls waiting together batched into one
   forward pass, weights kept prepared), with one call a pass (``classify_batch=1``), and on the
@@ -390,7 +394,7 @@ def ingest_client(address: str, bare_address: str, session: str, g: FrameGeometr
 def ingest_together(address: str, session: str, g: FrameGeometry, n: int, barrier) -> tuple:
     """One of several cameras streaming at once, in a process of its own: after one call and
     ``barrier`` (every camera ready), three ``Classify`` calls of ``n`` events; their wall-clock
-    start and end."""
+    start and end, and this process's CPU seconds over them."""
     from spikeshot.clients import Client
 
     query, sensor = uniform_events(g, n, windows=1), (g.sensor_width, g.sensor_height)
@@ -398,26 +402,59 @@ def ingest_together(address: str, session: str, g: FrameGeometry, n: int, barrie
         s = client.session(session)
         s.classify(query, sensor=sensor)
         barrier.wait()
-        start = time.time()
+        start, cpu = time.time(), time.process_time()
         for _ in range(3):
             s.classify(query, sensor=sensor)
-        return start, time.time()
+        return start, time.time(), time.process_time() - cpu
 
 
-def concurrent_ingest_mev_s(address: str, session: str, g: FrameGeometry, n: int, k: int):
-    """Events a second (millions) of ``k`` cameras streaming at once, each in its own process
-    (``ingest_together``): all their events over the time from the first start to the last
-    end."""
+class CpuClock:
+    """This process's CPU seconds (every thread: the server's) sampled on a thread every
+    ``period`` seconds, so that they can be read at wall-clock times another process reports."""
+
+    def __init__(self, period: float = 0.005):
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(period,), daemon=True)
+
+    def _run(self, period: float) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), time.process_time()))
+            self._stop.wait(period)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def between(self, start: float, end: float) -> float:
+        """CPU seconds from wall-clock ``start`` to ``end``, interpolated between samples."""
+        wall, cpu = np.array(self.samples).T
+        return float(np.interp(end, wall, cpu) - np.interp(start, wall, cpu))
+
+
+def concurrent_ingest(address: str, session: str, g: FrameGeometry, n: int, k: int) -> dict:
+    """``k`` cameras streaming at once, each in its own process (``ingest_together``): events a
+    second (millions) over the time from the first start to the last end, and the cores the
+    cameras and the server kept busy over it (CPU seconds / wall seconds)."""
     context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager, ProcessPoolExecutor(k, mp_context=context) as pool:
+    with (
+        context.Manager() as manager,
+        ProcessPoolExecutor(k, mp_context=context) as pool,
+        CpuClock() as server_cpu,
+    ):
         barrier = manager.Barrier(k)
-        spans = [
-            f.result()
-            for f in [
-                pool.submit(ingest_together, address, session, g, n, barrier) for _ in range(k)
-            ]
-        ]
-    return 3 * k * n / (max(e for _, e in spans) - min(s for s, _ in spans)) / 1e6
+        futures = [pool.submit(ingest_together, address, session, g, n, barrier) for _ in range(k)]
+        spans = [f.result() for f in futures]
+    start, end = min(s for s, _, _ in spans), max(e for _, e, _ in spans)
+    return {
+        "mev_s": 3 * k * n / (end - start) / 1e6,
+        "client_cores": sum(c for _, _, c in spans) / (end - start),
+        "server_cores": server_cpu.between(start, end) / (end - start),
+    }
 
 
 def bench_client_encoding(g: FrameGeometry, n: int) -> dict:
@@ -453,7 +490,7 @@ def bench_ingest(engine: Engine, address: str, inputs: Inputs, ckpt: Checkpoint,
     try:
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as client:
             remote = client.submit(ingest_client, address, bare_address, session, g, n).result()
-        one, two = (concurrent_ingest_mev_s(address, session, g, n, k) for k in (1, 2))
+        one, two = (concurrent_ingest(address, session, g, n, k) for k in (1, 2))
     finally:
         bare.stop(0)
     encoded = [
@@ -463,9 +500,18 @@ def bench_ingest(engine: Engine, address: str, inputs: Inputs, ckpt: Checkpoint,
     return {
         "ingest_events": n,
         **remote,
-        "ingest_one_camera_mev_s": one,
-        "ingest_two_cameras_mev_s": two,
-        "ingest_two_cameras_over_one": two / one,
+        "ingest_one_camera_mev_s": one["mev_s"],
+        "ingest_two_cameras_mev_s": two["mev_s"],
+        "ingest_two_cameras_over_one": two["mev_s"] / one["mev_s"],
+        "ingest_one_camera_client_cores": one["client_cores"],
+        "ingest_one_camera_server_cores": one["server_cores"],
+        "ingest_two_cameras_client_cores": two["client_cores"],
+        "ingest_two_cameras_server_cores": two["server_cores"],
+        # what this machine's cores allow two cameras: each at one camera's rate, or all cores
+        # busy at one camera's CPU per event, whichever is less
+        "ingest_two_cameras_over_one_ceiling": min(
+            2.0, os.cpu_count() / (one["client_cores"] + one["server_cores"])
+        ),
         "ingest_engine_mev_s": median_mev_s(
             n, lambda: engine.classify(session, encoded, owner=ANONYMOUS)
         ),
@@ -658,6 +704,11 @@ def main(argv=None) -> dict:
         "ingest_transport_columns_mev_s",
         "ingest_one_camera_mev_s",
         "ingest_two_cameras_mev_s",
+        "ingest_one_camera_client_cores",
+        "ingest_one_camera_server_cores",
+        "ingest_two_cameras_client_cores",
+        "ingest_two_cameras_server_cores",
+        "ingest_two_cameras_over_one_ceiling",
         "ingest_engine_mev_s",
         "stream_mev_s",
         *(f"engine_classify_16c_{name}_calls_s" for name in CLASSIFY_PATHS),
