@@ -81,6 +81,12 @@ class TrainConfig:
     teacher: str = ""
     distill_weight: float = 0.5
     distill_temperature: float = 4.0
+    # Activity regularisation (a lower bound on firing, after Zenke and Vogels 2021): the outer
+    # loss adds rate_weight * ``rate_floor_loss`` of the SNN's hidden spikes on each task's
+    # queries, which keeps units that never fire from dropping out of the features. 0: off; the
+    # ANN, which has no spikes, ignores it, so its baseline runs on the same recipe.
+    rate_floor: float = 0.0
+    rate_weight: float = 1.0
     bits: int | None = None
     rounding: str = "nearest"
     # The grid the card names for sessions' inner loops (None: float32); the recipe's ``bits``
@@ -116,6 +122,10 @@ class TrainConfig:
             raise ValueError(
                 f"training.distill_temperature must be > 0, got {d['distill_temperature']!r}"
             )
+        if not 0 <= d.get("rate_floor", 0.0) < 1:
+            raise ValueError(f"training.rate_floor must be in [0, 1), got {d['rate_floor']!r}")
+        if not d.get("rate_weight", 1.0) >= 0:
+            raise ValueError(f"training.rate_weight must be >= 0, got {d['rate_weight']!r}")
         return cls(**d)
 
 
@@ -339,7 +349,8 @@ class MetaTrainer:
             fast = self._adapt(
                 self.params, s, sl, task.ways, create_graph=second_order, generator=gen
             )
-            logits = self.net.forward(fast, q)
+            spikes = [] if t.rate_floor else None
+            logits = self.net.forward(fast, q, record=spikes)
             if mask is not None:
                 logits = logits.masked_fill(~mask, float("-inf"))
             loss = masked_loss(logits * t.logit_scale, ql)
@@ -348,6 +359,8 @@ class MetaTrainer:
                 loss = (1 - t.distill_weight) * loss + t.distill_weight * distillation_loss(
                     logits[:, : task.ways], taught, t.distill_temperature
                 )
+            if spikes:
+                loss = loss + t.rate_weight * rate_floor_loss(spikes, t.rate_floor)
             (loss / t.meta_batch).backward()
             losses.append(float(loss.detach()))
             accs.append(accuracy(logits.detach(), ql))
@@ -503,6 +516,14 @@ def distillation_loss(logits: torch.Tensor, teacher: torch.Tensor, temperature: 
     student = F.log_softmax(logits / temperature, -1)
     kl = F.kl_div(student, target, reduction="batchmean", log_target=True)
     return temperature**2 * kl
+
+
+def rate_floor_loss(spikes: list[torch.Tensor], floor: float) -> torch.Tensor:
+    """Mean over the hidden units of ((floor - r) / floor)^2 where a unit's firing rate r (over
+    the steps and the batch of each layer's spikes [T, B, C, H, W]) is below ``floor``: 1 for a
+    unit that never fires, 0 at or above the floor."""
+    rates = torch.cat([s.mean(dim=(0, 1)).flatten() for s in spikes])
+    return (F.relu(floor - rates) / floor).square().mean()
 
 
 def plot_curve(log_path: Path, path: Path, smooth: int = 100) -> None:

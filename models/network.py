@@ -28,15 +28,21 @@ class Network:
         it serves every forward of those weights without gradient."""
         return snn.prepare(params, self.config) if self.config.arch == "snn" else None
 
-    def features(self, params: dict, frames: torch.Tensor, prepared=None) -> torch.Tensor:
-        """Inputs of the output layer, [B, features]."""
+    def features(
+        self, params: dict, frames: torch.Tensor, prepared=None, record: list | None = None
+    ) -> torch.Tensor:
+        """Inputs of the output layer, [B, features]; the SNN appends its hidden layers' spikes
+        to ``record`` when given (``snn.features``), the ANN, which has none, nothing."""
         if self.config.arch == "snn":
-            return snn.features(params, frames, self.config, prepared)
+            return snn.features(params, frames, self.config, prepared, record)
         return ann.features(params, frames, self.config)
 
-    def forward(self, params: dict, frames: torch.Tensor, prepared=None) -> torch.Tensor:
-        """Logits [B, ways]; ``prepared``: the ``prepare`` of ``params``, or None."""
-        return readout(params, self.features(params, frames, prepared))
+    def forward(
+        self, params: dict, frames: torch.Tensor, prepared=None, record: list | None = None
+    ) -> torch.Tensor:
+        """Logits [B, ways]; ``prepared``: the ``prepare`` of ``params``, or None; ``record``:
+        as ``features``."""
+        return readout(params, self.features(params, frames, prepared, record))
 
     __call__ = forward
 

@@ -190,17 +190,22 @@ def _run(params, x, state, cfg, weights, record=None, groups=1):
 
 
 def features(
-    params: dict, frames: torch.Tensor, cfg: ModelConfig, prepared: list | None = None
+    params: dict,
+    frames: torch.Tensor,
+    cfg: ModelConfig,
+    prepared: list | None = None,
+    record: list | None = None,
 ) -> torch.Tensor:
     """The readout's input traces at the last step, [B, features]; ``prepared``: the ``prepare``
-    of ``params`` (made here when None)."""
+    of ``params`` (made here when None). Appends each hidden layer's spikes after the burn-in
+    [T, B, C, H, W] to ``record`` when given, in the graph when there is one."""
     x = prepare_input(frames, cfg)
     weights = prepare(params, cfg) if prepared is None else prepared
     state = None
     if cfg.burn_in:
         with torch.no_grad():
             _, state = _run(params, x[: cfg.burn_in], None, cfg, weights)
-    f, _ = _run(params, x[cfg.burn_in :], state, cfg, weights)
+    f, _ = _run(params, x[cfg.burn_in :], state, cfg, weights, record)
     return f
 
 

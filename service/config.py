@@ -80,8 +80,9 @@ class ServerConfig:
     )
     prepared_sessions: int = _setting(
         32,
-        "sessions whose weights Classify keeps prepared for forward passes, about 2 MB each "
-        "(0: prepare them on every call)",
+        "sessions whose weights Classify keeps prepared for forward passes, about 2 MB each, "
+        "once for all sessions that share their model's hidden layers (0: prepare them on "
+        "every call)",
     )
     classify_batch: int = _setting(
         16,

@@ -101,11 +101,36 @@ class _Model:
     def geometry(self) -> FrameGeometry:
         return self.checkpoint.geometry
 
+    # the ``Network.prepare`` of each set of those shared hidden tensors, while a session holds it
+    preparations: weakref.WeakValueDictionary = field(default_factory=weakref.WeakValueDictionary)
+
     def shared(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         """The tensor of sessions' parameter ``name`` equal to ``tensor``, ``tensor`` if none."""
         digest = hashlib.blake2b(tensor.detach().numpy().tobytes(), digest_size=16).digest()
         key = (name, tensor.dtype, tuple(tensor.shape), digest)
         return self.hidden.setdefault(key, tensor)
+
+    def prepare(self, params: dict):
+        """``network.prepare(params)``, made once for all sessions whose hidden layers are the
+        same (``shared``) tensors: it depends on nothing else."""
+        hidden = tuple(v for k, v in sorted(params.items()) if k not in HEAD)
+        key = tuple(map(id, hidden))
+        made = self.preparations.get(key)
+        if made is None:
+            prepared = self.network.prepare(params)
+            if prepared is None:  # the ANN prepares nothing
+                return None
+            made = self.preparations.setdefault(key, _Preparation(prepared, hidden))
+        return made
+
+
+class _Preparation(list):
+    """A ``Network.prepare`` list that keeps the tensors it was made of, and so their ids, its
+    key in ``_Model.preparations``, alive while a session holds it."""
+
+    def __init__(self, prepared: list, tensors: tuple):
+        super().__init__(prepared)
+        self.tensors = tensors
 
 
 class _Query(NamedTuple):
@@ -585,7 +610,7 @@ class Engine:
         def make():
             params = {**m.params, **state.weights.values()}
             params = {k: v if k in HEAD else m.shared(k, v) for k, v in params.items()}
-            return params, m.network.prepare(params)
+            return params, m.prepare(params)
 
         return self.prepared.get(session_id, state.version, make)
 

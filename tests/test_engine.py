@@ -424,9 +424,10 @@ def test_classify_calls_waiting_together_run_as_one_pass_with_the_answers_of_one
 
 def test_sessions_without_a_step_share_their_hidden_layers_and_run_as_one_batch(monkeypatch):
     """Sessions of a prototypical network (readout from the class means, no inner step) hold the
-    same hidden weights (the 8-bit ones the model's on the grid, the float ones the model's) and
-    readouts of their own: their Classify calls that wait together run those
-    layers once per set of weights, on all the calls' frames, and answer exactly as one by one."""
+    same hidden weights (the 8-bit ones the model's on the grid, the float ones the model's),
+    prepared once for all of them, and readouts of their own: their Classify calls that wait
+    together run those layers once per set of weights, on all the calls' frames, and answer
+    exactly as one by one."""
     batches, answers, passes = [], {}, {}
     real = snn.features
     monkeypatch.setattr(
@@ -440,10 +441,11 @@ def test_sessions_without_a_step_share_their_hidden_layers_and_run_as_one_batch(
             answers[batch] = _classify_together(engine, 6)
             passes[batch] = batches[-6:]  # the Classify calls' passes, after the Adapts'
             m = engine._models["tiny"]
-            held = [engine._ready(m, s.id, s.state)[0] for s in engine.sessions.list("")]
+            held = [engine._ready(m, s.id, s.state) for s in engine.sessions.list("")]
         finally:
             engine.close()
-        assert len({id(p["conv0.weight"]) for p in held}) == 2  # 8-bit and float
+        assert len({id(p["conv0.weight"]) for p, _ in held}) == 2  # 8-bit and float
+        assert len({id(prepared) for _, prepared in held}) == 2  # and their prepared layers
     assert answers[16] == answers[1] and len(answers[1]) == 6
     assert passes[1] == [1] * 6  # one at a time: one call's frames a pass
     assert passes[16][-2:] == [3, 3]  # together: three calls' frames a pass, twice

@@ -13,7 +13,7 @@ from toy_models import TOY
 
 from spikeshot.events.array import make_events
 from spikeshot.events.binning import FrameGeometry
-from spikeshot.models import ModelConfig
+from spikeshot.models import ModelConfig, snn
 from spikeshot.models.checkpoint import Checkpoint, load, save
 from spikeshot.models.datasets.base import (
     SPLITS,
@@ -24,7 +24,13 @@ from spikeshot.models.datasets.base import (
     distinct,
 )
 from spikeshot.models.datasets.double_digits import DoubleDigits
-from spikeshot.models.metatrain import MetaTrainer, RunConfig, TrainConfig, task_tensors
+from spikeshot.models.metatrain import (
+    MetaTrainer,
+    RunConfig,
+    TrainConfig,
+    rate_floor_loss,
+    task_tensors,
+)
 
 MODEL = ModelConfig(
     ways=3,
@@ -346,6 +352,45 @@ def test_distillation_matches_the_teachers_query_logits(tmp_path, tiny_digits):
         _trainer(replace(other, training=taught), tmp_path / "other", tiny_digits)
     with pytest.raises(ValueError, match="training.distill_weight must be in"):
         TrainConfig.from_dict({"distill_weight": 1.5})
+
+
+def test_the_rate_floor_adds_the_hidden_units_shortfall_to_the_outer_loss(tmp_path, tiny_digits):
+    """``training.rate_floor``: the first step's loss is the queries' cross-entropy plus
+    rate_weight times the mean squared shortfall of each hidden unit's firing rate below the
+    floor, relative to it, over the queries' steps after the burn-in (here from
+    ``snn.hidden_spikes``, which runs every step); the ANN has no spikes and takes the plain
+    cross-entropy."""
+    floor, weight = 0.5, 2.0
+    cfg = _cfg(head="prototype", inner_steps=0, meta_batch=1, rate_floor=floor, rate_weight=weight)
+    trainer = _trainer(cfg, tmp_path / "run", tiny_digits)
+    s, sl, q, ql = task_tensors(trainer.train_tasks[0])
+    with torch.no_grad():
+        fast = trainer.net.prototype_head(trainer.params, s, sl, 3)
+        ce = torch.nn.functional.cross_entropy(trainer.net.forward(fast, q), ql)
+        spikes = snn.hidden_spikes(trainer.params, q, MODEL)
+    rates = torch.cat([x[MODEL.burn_in :].mean(dim=(0, 1)).flatten() for x in spikes])
+    shortfall = ((floor - rates).clamp(min=0) / floor).square().mean()
+    assert 0 < float(shortfall) < 1
+    assert trainer.step()["loss"] == pytest.approx(float(ce + weight * shortfall), rel=1e-5)
+
+    ann = replace(cfg, model=replace(MODEL, arch="ann"))
+    trainer = _trainer(ann, tmp_path / "ann", tiny_digits)
+    with torch.no_grad():
+        fast = trainer.net.prototype_head(trainer.params, s, sl, 3)
+        ce = torch.nn.functional.cross_entropy(trainer.net.forward(fast, q), ql)
+    assert trainer.step()["loss"] == pytest.approx(float(ce), rel=1e-5)
+    with pytest.raises(ValueError, match=r"training.rate_floor must be in \[0, 1\), got 1.5"):
+        TrainConfig.from_dict({"rate_floor": 1.5})
+    with pytest.raises(ValueError, match="training.rate_weight must be >= 0, got -1"):
+        TrainConfig.from_dict({"rate_weight": -1})
+
+
+def test_the_rate_floor_loss_is_one_for_a_silent_unit_and_zero_at_the_floor():
+    silent, at_floor = torch.zeros(4, 2, 1, 1, 1), torch.zeros(4, 2, 1, 1, 1)
+    at_floor[0, :] = 1.0  # fires in a quarter of the steps
+    assert float(rate_floor_loss([silent], 0.25)) == 1.0
+    assert float(rate_floor_loss([at_floor], 0.25)) == 0.0
+    assert float(rate_floor_loss([silent, at_floor], 0.25)) == 0.5
 
 
 def _largest_gradient(trainer) -> float:
