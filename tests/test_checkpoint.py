@@ -117,6 +117,8 @@ def test_missing_and_malformed_files_are_named(tmp_path):
         "glyphs_broad_proto_ann",
         "glyphs_broad_protonet",
         "glyphs_broad_protonet_ann",
+        "glyphs_broad_protonet_mid",
+        "glyphs_broad_protonet_mid_ann",
         "glyphs_broad_protonet_wide",
         "glyphs_broad_protonet_wide_ann",
         "double_digits",

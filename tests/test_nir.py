@@ -471,6 +471,7 @@ def test_simulators_agree_with_our_forward_pass(exported, simulator):
         "glyphs_broad",
         "glyphs_broad_proto",
         "glyphs_broad_protonet",
+        "glyphs_broad_protonet_mid",
         "glyphs_broad_protonet_wide",
     ],
 )
