@@ -96,13 +96,12 @@ class _Model:
     # no inner step (every session of a prototypical network) share one, and their Classify
     # calls that wait together run as one batch (``Network.forward_grouped``)
     hidden: weakref.WeakValueDictionary = field(default_factory=weakref.WeakValueDictionary)
+    # the ``Network.prepare`` of each set of those shared hidden tensors, while a session holds it
+    preparations: weakref.WeakValueDictionary = field(default_factory=weakref.WeakValueDictionary)
 
     @property
     def geometry(self) -> FrameGeometry:
         return self.checkpoint.geometry
-
-    # the ``Network.prepare`` of each set of those shared hidden tensors, while a session holds it
-    preparations: weakref.WeakValueDictionary = field(default_factory=weakref.WeakValueDictionary)
 
     def shared(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         """The tensor of sessions' parameter ``name`` equal to ``tensor``, ``tensor`` if none."""
