@@ -27,9 +27,13 @@ MODELS = ("glyphs_broad_protonet", "glyphs_broad_protonet_mid", "glyphs_broad_pr
 
 
 def firing(ckpt: checkpoint.Checkpoint, frames: torch.Tensor) -> dict:
-    """Per hidden layer: mean rate, silent units and channels; the zero share of the features."""
+    """Per hidden layer, over the steps after the burn-in: mean rate, silent units and channels;
+    the zero share of the features. One forward pass gives both."""
+    spikes: list[torch.Tensor] = []
+    with torch.no_grad():
+        features = snn.features(ckpt.params, frames, ckpt.config, record=spikes)
     layers = []
-    for s in snn.hidden_spikes(ckpt.params, frames, ckpt.config):
+    for s in spikes:
         unit = s.float().mean(dim=(0, 1))  # [C, H, W]
         layers.append(
             {
@@ -38,8 +42,6 @@ def firing(ckpt: checkpoint.Checkpoint, frames: torch.Tensor) -> dict:
                 "silent_channels": round(float((unit.amax(dim=(1, 2)) == 0).float().mean()), 4),
             }
         )
-    with torch.no_grad():
-        features = snn.features(ckpt.params, frames, ckpt.config)
     return {"layers": layers, "zero_features": round(float((features == 0).float().mean()), 4)}
 
 
