@@ -46,15 +46,17 @@ for both paths.
   support set) against one that takes one inner step from the card's head, the two alternating
   request by request, medians (``engine_adapt_no_step_p50_ms``, ``engine_adapt_one_step_p50_ms``).
 - Memory: resident set growth over N adapted sessions (1,000, or 100 with --quick), per session,
-  against its weights at the chosen bits plus its support frames (``memory_per_session_ratio``);
+  against the weights it holds alone at the chosen bits (``session_weights_bytes``; those it
+  shares with other sessions, ``session_shared_weights_bytes``, are held once) plus its support
+  frames (``memory_per_session_ratio``);
   ``_trimmed``: the same after glibc's ``malloc_trim`` hands the heap's free pages back (the
-  difference is freed temporaries of the inner loop that the allocator kept, not session state).
+  difference is freed temporaries of the inner loop that the allocator kept, not session state;
+  the engine trims too, at most once a second, ``malloc_trim_s``).
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
 import multiprocessing
@@ -79,6 +81,7 @@ from spikeshot.events.codec import EncodedEvents, encode
 from spikeshot.models import Network, Quantizer, checkpoint
 from spikeshot.models.checkpoint import Checkpoint
 from spikeshot.models.metatrain import RunConfig
+from spikeshot.service import allocator
 from spikeshot.service.auth import ANONYMOUS
 from spikeshot.service.config import ServerConfig
 from spikeshot.service.engine import Engine
@@ -570,12 +573,8 @@ def resident_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def trim() -> None:
-    """Return the C heap's free pages to the system (glibc's ``malloc_trim``; elsewhere none)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+def nbytes(tensor) -> int:
+    return tensor.numel() * tensor.element_size()
 
 
 def bench_memory(ckpt: Checkpoint, inputs: Inputs, sessions: int, workers: int) -> dict:
@@ -587,7 +586,7 @@ def bench_memory(ckpt: Checkpoint, inputs: Inputs, sessions: int, workers: int) 
         for _ in range(5):  # one-time allocations first
             engine.adapt(engine.create_session(weight_bits=inputs.bits).session_id, inputs.chunks())
         gc.collect()
-        trim()
+        allocator.trim()
         before = resident_bytes()
 
         def adapt_one(_):
@@ -599,18 +598,24 @@ def bench_memory(ckpt: Checkpoint, inputs: Inputs, sessions: int, workers: int) 
             ids = list(pool.map(adapt_one, range(sessions)))
         gc.collect()
         per_session = (resident_bytes() - before) / sessions
-        trim()
+        allocator.trim()
         trimmed = (resident_bytes() - before) / sessions
-        state = engine.sessions.get("", ids[0]).state
-        held = state.weights.nbytes + sum(s.frames.nbytes for s in state.support)
+        state, other = (engine.sessions.get("", i).state for i in ids[:2])
     finally:
         engine.close()
+    # what a session holds alone: the tensors it shares with another session are stored once
+    weights = state.weights.tensors
+    shared = sum(nbytes(v) for k, v in weights.items() if other.weights.tensors[k] is v)
+    own = state.weights.nbytes - shared
+    support = sum(s.frames.nbytes for s in state.support)
+    held = own + support
     return {
         "memory_sessions": sessions,
         "memory_per_session_bytes": per_session,
         "memory_per_1000_sessions_mib": per_session * 1000 / 2**20,
-        "session_weights_bytes": state.weights.nbytes,
-        "session_support_bytes": held - state.weights.nbytes,
+        "session_weights_bytes": own,
+        "session_shared_weights_bytes": shared,
+        "session_support_bytes": support,
         "memory_per_session_ratio": per_session / held,
         "memory_per_session_trimmed_bytes": trimmed,
         "memory_per_session_ratio_trimmed": trimmed / held,

@@ -34,7 +34,7 @@ CARD_FORMAT = "spikeshot-model/1"
 LR_PREFIX = "inner_lr."
 ZOO = Path(__file__).resolve().parent / "zoo"  # the shipped initialisations
 # The zoo's default model: the initialisation a robot team starts from.
-ZOO_DEFAULT = "glyphs_broad_protonet"
+ZOO_DEFAULT = "glyphs_broad_protonet_mid"
 
 
 class CheckpointError(ValueError):

@@ -78,6 +78,11 @@ class ServerConfig:
         "glibc malloc arenas `spikeshot serve`'s process may use "
         "(0: one per usable core; MALLOC_ARENA_MAX, where set, wins)",
     )
+    malloc_trim_s: float = _setting(
+        1.0,
+        "after model work, hand the C heap's free pages back to the system at most once in "
+        "this many seconds (glibc's malloc_trim; 0: never)",
+    )
     prepared_sessions: int = _setting(
         32,
         "sessions whose weights Classify keeps prepared for forward passes, about 2 MB each, "
@@ -126,6 +131,8 @@ class ServerConfig:
         ):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.malloc_trim_s < 0:
+            problems.append(f"malloc_trim_s must be >= 0, got {self.malloc_trim_s}")
         if self.shutdown_grace_s < 0:
             problems.append(f"shutdown_grace_s must be >= 0, got {self.shutdown_grace_s}")
         if self.session_ttl_s <= 0:

@@ -62,7 +62,7 @@ from spikeshot.models.checkpoint import Checkpoint, fingerprint
 from spikeshot.models.maml import adapt
 from spikeshot.models.network import HEAD, Network
 from spikeshot.models.quantize import rounding_seed
-from spikeshot.service import inputs, sessions, windows
+from spikeshot.service import allocator, inputs, pages, sessions, windows
 from spikeshot.service.batching import Batcher
 from spikeshot.service.config import ServerConfig
 from spikeshot.service.errors import (
@@ -104,10 +104,14 @@ class _Model:
         return self.checkpoint.geometry
 
     def shared(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
-        """The tensor of sessions' parameter ``name`` equal to ``tensor``, ``tensor`` if none."""
+        """The tensor of sessions' parameter ``name`` equal to ``tensor`` (its levels or its
+        values), a copy of ``tensor`` in pages of its own if none is held."""
         digest = hashlib.blake2b(tensor.detach().numpy().tobytes(), digest_size=16).digest()
         key = (name, tensor.dtype, tuple(tensor.shape), digest)
-        return self.hidden.setdefault(key, tensor)
+        held = self.hidden.get(key)
+        if held is None:
+            held = self.hidden.setdefault(key, pages.tensors({name: tensor})[name])
+        return held
 
     def prepare(self, params: dict):
         """``network.prepare(params)``, made once for all sessions whose hidden layers are the
@@ -196,7 +200,11 @@ class Engine:
                 f"default_model {self.default_model!r} is not among the models "
                 f"{sorted(self._models)}"
             )
-        self.executor = Executor(self.config.worker_count, self.config.queue_limit)
+        self.executor = Executor(
+            self.config.worker_count,
+            self.config.queue_limit,
+            allocator.Trimmer(self.config.malloc_trim_s),
+        )
         self.prepared = Prepared(self.config.prepared_sessions)
         self.batcher = Batcher(self.executor, self.config.classify_batch, self._forward_many)
         self.sessions = open_store(self.config, clock)
@@ -570,7 +578,7 @@ class Engine:
                 params=m.params,
                 before_step=control.check,  # a cancelled call or a passed deadline stops here
             )
-            weights = Weights.store(fitted.params, settings.weight_bits, fitted.scales)
+            weights = Weights.store(fitted.params, settings.weight_bits, fitted.scales, m.shared)
             return weights, fitted, 1000.0 * (time.perf_counter() - start)
 
         (weights, fitted, adapt_ms), queue_ms = self.executor.run(run, control)

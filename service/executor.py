@@ -79,7 +79,7 @@ NO_CONTROL = Control()
 class Executor:
     """``workers`` threads of model work with at most ``queue_limit`` jobs waiting."""
 
-    def __init__(self, workers: int, queue_limit: int):
+    def __init__(self, workers: int, queue_limit: int, after_job: Callable[[], None] | None = None):
         if workers < 1 or queue_limit < 0:
             raise ValueError(
                 f"need workers >= 1 and queue_limit >= 0, got {workers} and {queue_limit}"
@@ -88,6 +88,7 @@ class Executor:
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, "spikeshot-model")
         self._lock = threading.Lock()
         self._in_flight = 0
+        self._after_job = after_job  # on the worker, once the job's caller has its result
         self._closed = False
 
     @property
@@ -136,6 +137,8 @@ class Executor:
     def _release(self, _future) -> None:
         with self._lock:
             self._in_flight -= 1
+        if self._after_job is not None:
+            self._after_job()
 
     def close(self) -> None:
         """Refuse new jobs, drop queued ones and wait for the running ones."""

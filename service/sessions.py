@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -29,7 +30,7 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from spikeshot.models.network import HEADS
+from spikeshot.models.network import HEAD, HEADS
 from spikeshot.models.quantize import ROUNDINGS, Quantizer
 from spikeshot.service import pages
 from spikeshot.service.errors import MAX_TEXT_CHARS, InvalidArgument, echo
@@ -127,15 +128,26 @@ class Weights:
 
     @classmethod
     def store(
-        cls, params: dict[str, torch.Tensor], bits: int = 0, scales: dict[str, float] | None = None
+        cls,
+        params: dict[str, torch.Tensor],
+        bits: int = 0,
+        scales: dict[str, float] | None = None,
+        shared: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
     ) -> Weights:
-        """Keep ``params`` (values already on the grid of ``scales`` when ``bits`` > 0)."""
-        if not bits:
-            return cls(pages.tensors({k: v.detach().float() for k, v in params.items()}))
-        q = Quantizer(bits)  # nearest rounding recovers the levels of values on the grid
+        """Keep ``params`` (values already on the grid of ``scales`` when ``bits`` > 0) in pages
+        of their own; with ``shared`` (the engine's ``_Model.shared``), the hidden layers' as
+        the equal tensors other sessions hold: sessions that took no inner step store only their
+        readout."""
+        if bits:
+            q = Quantizer(bits)  # nearest rounding recovers the levels of values on the grid
+            values = {k: q.to_int(v, scales[k]) for k, v in params.items()}
+        else:
+            values = {k: v.detach().float() for k, v in params.items()}
+        held = {k: shared(k, v) for k, v in values.items() if k not in HEAD} if shared else {}
+        own = pages.tensors({k: v for k, v in values.items() if k not in held})
         return cls(
-            pages.tensors({k: q.to_int(v, scales[k]) for k, v in params.items()}),
-            {k: float(scales[k]) for k in params},
+            {k: held[k] if k in held else own[k] for k in values},
+            {k: float(scales[k]) for k in params} if bits else None,
         )
 
     def values(self) -> dict[str, torch.Tensor]:

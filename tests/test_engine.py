@@ -25,7 +25,7 @@ from spikeshot.events.binning import bin_events
 from spikeshot.events.codec import encode
 from spikeshot.models import checkpoint, snn
 from spikeshot.models.checkpoint import Checkpoint, save
-from spikeshot.models.network import Network
+from spikeshot.models.network import HEAD, Network
 from spikeshot.service.config import ServerConfig, add_flags, flag_overrides
 from spikeshot.service.engine import Engine
 from spikeshot.service.errors import (
@@ -132,6 +132,9 @@ def test_quantized_weights_are_stored_as_integers_plus_scale(engine):
     assert all(v.dtype == torch.int8 for v in weights.tensors.values())
     assert set(weights.scales.values()) == {1 / 128}
     assert weights.nbytes == sum(v.numel() for v in tiny().params.values())
+    other = engine.sessions.get("", adapted(engine, "c", "d")).state.weights
+    for k, v in weights.tensors.items():  # equal levels are held once, others apart
+        assert (other.tensors[k] is v) == (k not in HEAD and torch.equal(other.tensors[k], v))
     flt = adapted(engine, "a", "b", weight_bits=0)
     assert all(
         v.dtype == torch.float32
@@ -425,9 +428,9 @@ def test_classify_calls_waiting_together_run_as_one_pass_with_the_answers_of_one
 def test_sessions_without_a_step_share_their_hidden_layers_and_run_as_one_batch(monkeypatch):
     """Sessions of a prototypical network (readout from the class means, no inner step) hold the
     same hidden weights (the 8-bit ones the model's on the grid, the float ones the model's),
-    prepared once for all of them, and readouts of their own: their Classify calls that wait
-    together run those layers once per set of weights, on all the calls' frames, and answer
-    exactly as one by one."""
+    stored and prepared once for all of them, and readouts of their own: their Classify calls
+    that wait together run those layers once per set of weights, on all the calls' frames, and
+    answer exactly as one by one."""
     batches, answers, passes = [], {}, {}
     real = snn.features
     monkeypatch.setattr(
@@ -442,8 +445,11 @@ def test_sessions_without_a_step_share_their_hidden_layers_and_run_as_one_batch(
             passes[batch] = batches[-6:]  # the Classify calls' passes, after the Adapts'
             m = engine._models["tiny"]
             held = [engine._ready(m, s.id, s.state) for s in engine.sessions.list("")]
+            stored = [s.state.weights.tensors for s in engine.sessions.list("")]
         finally:
             engine.close()
+        assert len({id(t["conv0.weight"]) for t in stored}) == 2  # stored once per grid
+        assert len({id(t["out.weight"]) for t in stored}) == 4  # each session's own readout
         assert len({id(p["conv0.weight"]) for p, _ in held}) == 2  # 8-bit and float
         assert len({id(prepared) for _, prepared in held}) == 2  # and their prepared layers
     assert answers[16] == answers[1] and len(answers[1]) == 6

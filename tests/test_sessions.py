@@ -83,6 +83,27 @@ def test_quantized_weights_are_integers_plus_scale_and_restore_exactly(bits, dty
     assert all(torch.equal(back[k], on_grid[k]) for k in raw)
 
 
+@pytest.mark.parametrize("bits", [8, 0])
+def test_hidden_weights_are_kept_as_the_tensors_shared_gives(bits):
+    """With ``shared``, only the readout is copied: the hidden layers' tensors are those it
+    gives (the engine's: one for all sessions with equal levels), their values unchanged."""
+    raw = {"conv0.weight": torch.randn(4, 2, 3, 3), "out.weight": torch.randn(5, 4)}
+    scales = {k: 1 / 128 for k in raw} if bits else None
+    on_grid = Quantizer(8).fake_all(raw, scales) if bits else raw
+    held, asked = {}, []
+
+    def shared(name, tensor):
+        asked.append(name)
+        return held.setdefault(name, tensor.clone())
+
+    a = Weights.store(on_grid, bits, scales, shared)
+    b = Weights.store(on_grid, bits, scales, shared)
+    assert asked == ["conv0.weight", "conv0.weight"]
+    assert a.tensors["conv0.weight"] is b.tensors["conv0.weight"] is held["conv0.weight"]
+    assert a.tensors["out.weight"] is not b.tensors["out.weight"]
+    assert all(torch.equal(a.values()[k], on_grid[k].float()) for k in raw)
+
+
 def test_float_weights_are_kept_as_float32():
     w = Weights.store({"w": torch.ones(2, dtype=torch.float64)})
     assert w.scales is None and w.tensors["w"].dtype == torch.float32 and w.nbytes == 8
