@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from spikeshot.models.lif import TraceState, trace_filter
+from spikeshot.models.lif import TraceState, spike_scan, trace_filter
 from spikeshot.models.network import Network
 from spikeshot.models.snn import drive, hidden_spikes, neuron, prepare_input
 
@@ -19,12 +19,13 @@ def firing_rates(net: Network, params: dict, frames: torch.Tensor) -> list[float
 
 
 def _layer_drive(net: Network, params: dict, frames: torch.Tensor, i: int) -> torch.Tensor:
+    """Hidden layer ``i``'s pooled drive W P + b [T, B, C, H, W] on ``frames``."""
     cfg = net.config
     x = prepare_input(frames, cfg)
     s = x if i == 0 else hidden_spikes(params, frames, cfg)[i - 1]
     zero = x.new_zeros(())
     p, _ = trace_filter(s, TraceState(zero, zero), neuron(cfg, i))
-    return drive(params, i, p.flatten(0, 1), cfg)
+    return drive(params, i, p.flatten(0, 1), cfg).unflatten(0, s.shape[:2])
 
 
 @torch.no_grad()
@@ -37,21 +38,27 @@ def lsuv_init(
     iters: int = 14,
 ) -> dict[str, torch.Tensor]:
     """Return params whose hidden layers have drive spread ``membrane_std`` (where the surrogate
-    gradient lives) and fire at about ``target_rate`` on ``frames``. The ANN is returned as is."""
+    gradient lives) and fire at about ``target_rate`` on ``frames``. The ANN is returned as is.
+
+    Per layer, the drive is computed once: with the bias at zero it scales with the weights, and
+    a bias (one value for every channel) adds to it, after the pooling as before it, so the
+    bisection on the bias only rescans the spikes."""
     params = {k: v.clone() for k, v in params.items()}
     if net.config.arch != "snn":
         return params
     for i in range(len(net.config.channels)):
         w, b = f"conv{i}.weight", f"conv{i}.bias"
         params[b].zero_()
-        std = float(_layer_drive(net, params, frames, i).std())
+        v = _layer_drive(net, params, frames, i)
+        std = float(v.std())
         if std > 0:
             params[w] *= membrane_std / std
+            v = v * (membrane_std / std)
+        n, r0 = neuron(net.config, i), v.new_zeros(())
         lo, hi = -3 * membrane_std, 3 * membrane_std
         for _ in range(iters):
             mid = (lo + hi) / 2
-            params[b].fill_(mid)
-            if firing_rates(net, params, frames)[i] > target_rate:
+            if float(spike_scan(v + mid, r0, n)[0].mean()) > target_rate:
                 hi = mid
             else:
                 lo = mid

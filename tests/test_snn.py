@@ -4,7 +4,16 @@ import torch.nn.functional as F
 
 from spikeshot.models import ModelConfig, Network
 from spikeshot.models.init import firing_rates, lsuv_init
-from spikeshot.models.snn import features, features_stepwise, fold_pool, hidden_spikes
+from spikeshot.models.lif import TraceState, trace_filter
+from spikeshot.models.snn import (
+    drive,
+    features,
+    features_stepwise,
+    fold_pool,
+    hidden_spikes,
+    neuron,
+    prepare_input,
+)
 
 TINY = dict(ways=3, input_hw=(8, 8), bins=6, burn_in=2, channels=(4, 6), kernel=3)
 
@@ -146,6 +155,36 @@ def test_lsuv_init_reaches_target_rate_deterministically():
     assert all(torch.equal(a[k], b[k]) for k in a)
     for rate in firing_rates(net, a, x):
         assert abs(rate - 0.15) < 0.05
+
+
+@pytest.mark.parametrize("pool_kind", ["max", "avg"])
+def test_lsuv_init_bisects_as_with_whole_forward_passes(pool_kind):
+    """The bisection on each layer's bias rescans spikes of a drive computed once; it must pick
+    what bisecting with the whole network's firing rates at each candidate bias picks."""
+    cfg = ModelConfig(**TINY, pool_kind=pool_kind)
+    net = Network(cfg)
+    x = _frames(8, cfg, dtype=torch.float32)
+    params = net.init(0)
+    for i in range(len(cfg.channels)):  # the bisection written out on whole forward passes
+        w, b = f"conv{i}.weight", f"conv{i}.bias"
+        params[b].zero_()
+        params[w] *= 0.3 / float(hidden_drive(params, x, cfg, i).std())
+        lo, hi = -0.9, 0.9
+        for _ in range(14):
+            mid = (lo + hi) / 2
+            params[b].fill_(mid)
+            lo, hi = (lo, mid) if firing_rates(net, params, x)[i] > 0.1 else (mid, hi)
+        params[b].fill_((lo + hi) / 2)
+    fast = lsuv_init(net, net.init(0), x)
+    assert all(torch.equal(fast[k], params[k]) for k in params)
+
+
+def hidden_drive(params, frames, cfg, i):
+    """Layer ``i``'s drive on ``frames``: its input's traces through its convolution and pooling."""
+    s = prepare_input(frames, cfg) if i == 0 else hidden_spikes(params, frames, cfg)[i - 1]
+    zero = s.new_zeros(())
+    p, _ = trace_filter(s, TraceState(zero, zero), neuron(cfg, i))
+    return drive(params, i, p.flatten(0, 1), cfg)
 
 
 # One neuron over four steps, worked out by hand (alpha = beta = alpha_rp = 0.5, gain 1, w_rp 1,
