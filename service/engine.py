@@ -92,9 +92,10 @@ class _Model:
     network: Network
     params: dict[str, torch.Tensor]
     fingerprint: str
-    # sessions' hidden-layer tensors by content while a session holds them: sessions that took
-    # no inner step (every session of a prototypical network) share one, and their Classify
-    # calls that wait together run as one batch (``Network.forward_grouped``)
+    # sessions' hidden-layer tensors (the stored levels and the float values) by content while a
+    # session holds them: sessions that took no inner step (every session of a prototypical
+    # network) store and use one, and their Classify calls that wait together run as one batch
+    # (``Network.forward_grouped``)
     hidden: weakref.WeakValueDictionary = field(default_factory=weakref.WeakValueDictionary)
     # the ``Network.prepare`` of each set of those shared hidden tensors, while a session holds it
     preparations: weakref.WeakValueDictionary = field(default_factory=weakref.WeakValueDictionary)
