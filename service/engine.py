@@ -39,7 +39,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -398,6 +398,10 @@ class Engine:
         except ValueError as e:
             raise InvalidArgument(f"data: {e}", "data") from None
         self._check_restored(settings, info["fingerprint"], state)
+        if state.weights is not None:  # its hidden layers as the ones other sessions hold
+            m, w = self._models[settings.model], state.weights
+            weights = Weights.store(w.values(), settings.weight_bits, w.scales, m.shared)
+            state = replace(state, weights=weights)
         return self._info(self.sessions.create(owner, settings, info["fingerprint"], state))
 
     def _model_of(self, name: str, model_fingerprint: str) -> _Model:

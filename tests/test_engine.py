@@ -549,6 +549,12 @@ def test_export_and_import(engine):
     data = engine.export_session(sid)
     copy = engine.import_session(data, owner="robot 2")
     assert copy.session_id != sid and copy.classes == ("a", "b") and copy.weights_version == 1
+    mine, its = (
+        engine.sessions.get(o, i).state.weights
+        for o, i in [("", sid), ("robot 2", copy.session_id)]
+    )
+    assert all((its.tensors[k] is v) == (k not in HEAD) for k, v in mine.tensors.items())
+    assert its.scales == mine.scales
     assert copy.settings == engine.get_session(sid).settings
     assert (
         engine.classify(copy.session_id, query(1), owner="robot 2").probabilities
