@@ -209,7 +209,7 @@ class Engine:
         self.prepared = Prepared(self.config.prepared_sessions)
         self.batcher = Batcher(self.executor, self.config.classify_batch, self._forward_many)
         self.sessions = open_store(self.config, clock)
-        self.sessions.restore(self._check_restored)
+        self.sessions.restore(self._admit)
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> Engine:
@@ -397,12 +397,18 @@ class Engine:
             info, settings, state = sessions.load(data)
         except ValueError as e:
             raise InvalidArgument(f"data: {e}", "data") from None
-        self._check_restored(settings, info["fingerprint"], state)
-        if state.weights is not None:  # its hidden layers as the ones other sessions hold
-            m, w = self._models[settings.model], state.weights
-            weights = Weights.store(w.values(), settings.weight_bits, w.scales, m.shared)
-            state = replace(state, weights=weights)
+        state = self._admit(settings, info["fingerprint"], state)
         return self._info(self.sessions.create(owner, settings, info["fingerprint"], state))
+
+    def _admit(self, settings: Settings, model_fingerprint: str, state: State) -> State:
+        """An imported or restored session's state as this server keeps it, once it passed
+        ``_check_restored``: its hidden layers as the ones other sessions hold, as an Adapt's."""
+        self._check_restored(settings, model_fingerprint, state)
+        if state.weights is None:
+            return state
+        m, w = self._models[settings.model], state.weights
+        weights = Weights.store(w.values(), settings.weight_bits, w.scales, m.shared)
+        return replace(state, weights=weights)
 
     def _model_of(self, name: str, model_fingerprint: str) -> _Model:
         """The model a session was adapted on; ``FailedPrecondition`` when this server does not

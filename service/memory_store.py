@@ -143,8 +143,8 @@ class MemoryStore(SessionStore):
         if self.snapshot_dir is not None:
             self._path(session_id).unlink(missing_ok=True)
 
-    def restore(self, check: Callable[[Settings, str, State], None]) -> list[str]:
-        """Read the snapshot directory's sessions back. A file that fails ``load`` or ``check``
+    def restore(self, admit: Callable[[Settings, str, State], State]) -> list[str]:
+        """Read the snapshot directory's sessions back. A file that fails ``load`` or ``admit``
         is logged and moved aside (``<name>.rejected``), except one refused for its model
         (``FailedPrecondition``: the model is not here or has other weights), which is left for a
         server that has it. Leftover temporary files are removed. Returns the restored ids."""
@@ -159,7 +159,7 @@ class MemoryStore(SessionStore):
                 info, settings, state = load(path.read_bytes(), private=True)
                 if path.name != f"{info['id']}{SUFFIX}":
                     raise ValueError(f"holds session {echo(info['id'])}")
-                check(settings, info["fingerprint"], state)
+                state = admit(settings, info["fingerprint"], state)
             except FailedPrecondition as e:
                 log.warning("snapshot %s not restored: %s", path, e)
                 continue

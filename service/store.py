@@ -63,9 +63,10 @@ class SessionStore(ABC):
     def expires_at(self, session: Session) -> float:
         return session.last_used + self.ttl_s
 
-    def restore(self, check: Callable[[Settings, str, State], None]) -> list[str]:
+    def restore(self, admit: Callable[[Settings, str, State], State]) -> list[str]:
         """Read sessions saved by an earlier process back (``MemoryStore``'s snapshots); the ids.
-        ``check(settings, fingerprint, state)`` raises for one this server cannot serve."""
+        ``admit(settings, fingerprint, state)`` gives the state to keep, and raises for one this
+        server cannot serve."""
         return []
 
     @abstractmethod

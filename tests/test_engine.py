@@ -592,6 +592,20 @@ def test_sessions_survive_an_engine_restart(tmp_path, caplog):
     assert third.list_sessions(owner="robot") == [] and "not restored" in caplog.text
 
 
+def test_restored_sessions_without_a_step_store_their_hidden_layers_once(tmp_path):
+    protonet = tiny(inner_steps=0, training={"recipe": {"head": "prototype"}})
+    config = ServerConfig(workers=1, snapshot_dir=str(tmp_path / "snapshots"))
+    first = Engine([protonet], config)
+    sids = [adapted(first, "a", "b"), adapted(first, "c", "d")]
+    first.close()
+    second = Engine([protonet], config)
+    try:
+        a, b = (second.sessions.get("", sid).state.weights.tensors for sid in sids)
+    finally:
+        second.close()
+    assert all((a[k] is b[k]) == (k not in HEAD) for k in a)
+
+
 def test_any_sensor_size_is_mapped_to_the_model(engine):
     sid = engine.create_session().session_id
     chunks = list(

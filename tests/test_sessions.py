@@ -246,7 +246,7 @@ def test_snapshots_are_written_atomically_and_restored(tmp_path):
     clock.now += 1000
     seen = []
     again = MemoryStore(100, 10, 10, tmp_path, clock)
-    assert again.restore(lambda *args: seen.append(args)) == [kept.id]
+    assert again.restore(lambda *args: seen.append(args) or args[2]) == [kept.id]
     s = again.get("robot", kept.id)
     assert s.state.classes == ("a", "b") and s.state.version == 1 and s.created == kept.created
     assert s.last_used == clock.now  # idle time starts again at the restart
@@ -260,12 +260,13 @@ def test_unreadable_or_refused_snapshots_are_skipped(tmp_path, caplog):
     store.create("", SETTINGS, "other weights")
     (tmp_path / "junk.safetensors").write_bytes(b"not a session")
 
-    def check(settings, fingerprint, state):
+    def admit(settings, fingerprint, state):
         if fingerprint != "good":
             raise ValueError("refused: other weights")
+        return state
 
     with caplog.at_level(logging.WARNING):
-        restored = MemoryStore(100, 10, 10, tmp_path).restore(check)
+        restored = MemoryStore(100, 10, 10, tmp_path).restore(admit)
     assert restored == [good.id]
     assert "junk.safetensors not restored" in caplog.text and "refused" in caplog.text
     assert (tmp_path / "junk.safetensors.rejected").exists()  # moved aside for a person to look at
