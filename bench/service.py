@@ -573,10 +573,6 @@ def resident_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def nbytes(tensor) -> int:
-    return tensor.numel() * tensor.element_size()
-
-
 def bench_memory(ckpt: Checkpoint, inputs: Inputs, sessions: int, workers: int) -> dict:
     config = ServerConfig(
         workers=workers, max_sessions=sessions + 10, max_sessions_per_owner=sessions + 10
@@ -605,7 +601,7 @@ def bench_memory(ckpt: Checkpoint, inputs: Inputs, sessions: int, workers: int) 
         engine.close()
     # what a session holds alone: the tensors it shares with another session are stored once
     weights = state.weights.tensors
-    shared = sum(nbytes(v) for k, v in weights.items() if other.weights.tensors[k] is v)
+    shared = sum(v.nbytes for k, v in weights.items() if other.weights.tensors[k] is v)
     own = state.weights.nbytes - shared
     support = sum(s.frames.nbytes for s in state.support)
     held = own + support

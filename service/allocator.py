@@ -55,7 +55,6 @@ class Trimmer:
         self.interval_s, self._clock = interval_s, clock
         self._due = 0.0
         self._lock = threading.Lock()
-        self.trims = 0
 
     def __call__(self) -> None:
         if not self.interval_s:
@@ -65,7 +64,6 @@ class Trimmer:
             if now < self._due:
                 return
             self._due = now + self.interval_s
-            self.trims += 1
         trim()
 
 

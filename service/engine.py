@@ -407,8 +407,7 @@ class Engine:
         if state.weights is None:
             return state
         m, w = self._models[settings.model], state.weights
-        weights = Weights.store(w.values(), settings.weight_bits, w.scales, m.shared)
-        return replace(state, weights=weights)
+        return replace(state, weights=Weights.keep(w.tensors, w.scales, m.shared))
 
     def _model_of(self, name: str, model_fingerprint: str) -> _Model:
         """The model a session was adapted on; ``FailedPrecondition`` when this server does not

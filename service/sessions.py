@@ -134,21 +134,27 @@ class Weights:
         scales: dict[str, float] | None = None,
         shared: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
     ) -> Weights:
-        """Keep ``params`` (values already on the grid of ``scales`` when ``bits`` > 0) in pages
-        of their own; with ``shared`` (the engine's ``_Model.shared``), the hidden layers' as
-        the equal tensors other sessions hold: sessions that took no inner step store only their
-        readout."""
-        if bits:
-            q = Quantizer(bits)  # nearest rounding recovers the levels of values on the grid
-            values = {k: q.to_int(v, scales[k]) for k, v in params.items()}
-        else:
-            values = {k: v.detach().float() for k, v in params.items()}
-        held = {k: shared(k, v) for k, v in values.items() if k not in HEAD} if shared else {}
-        own = pages.tensors({k: v for k, v in values.items() if k not in held})
-        return cls(
-            {k: held[k] if k in held else own[k] for k in values},
-            {k: float(scales[k]) for k in params} if bits else None,
-        )
+        """Keep ``params`` (values already on the grid of ``scales`` when ``bits`` > 0), as
+        ``keep`` does."""
+        if not bits:
+            return cls.keep({k: v.detach().float() for k, v in params.items()}, None, shared)
+        q = Quantizer(bits)  # nearest rounding recovers the levels of values on the grid
+        levels = {k: q.to_int(v, scales[k]) for k, v in params.items()}
+        return cls.keep(levels, {k: float(scales[k]) for k in params}, shared)
+
+    @classmethod
+    def keep(
+        cls,
+        tensors: dict[str, torch.Tensor],
+        scales: dict[str, float] | None = None,
+        shared: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
+    ) -> Weights:
+        """``tensors`` (levels with their ``scales``, else float32 values) in pages of their own;
+        with ``shared`` (the engine's ``_Model.shared``), the hidden layers' as the equal tensors
+        other sessions hold: sessions that took no inner step store only their readout."""
+        held = {k: shared(k, v) for k, v in tensors.items() if k not in HEAD} if shared else {}
+        own = pages.tensors({k: v for k, v in tensors.items() if k not in held})
+        return cls({k: held[k] if k in held else own[k] for k in tensors}, scales)
 
     def values(self) -> dict[str, torch.Tensor]:
         """The float32 weights."""
@@ -309,12 +315,12 @@ def _weights(settings: Settings, weights: dict[str, torch.Tensor], scales) -> We
         for k, v in weights.items():
             if v.dtype != torch.float32 or not bool(torch.isfinite(v).all()):
                 raise ValueError(f"weight {echo(k)} must be finite float32 values")
-        return Weights(pages.tensors(weights))
+        return Weights.keep(weights)
     q = Quantizer(bits)
     for k, v in weights.items():
         if v.dtype != q.int_dtype or bool(((v < q.qmin) | (v > q.qmax)).any()):
             raise ValueError(f"weight {echo(k)} is not {bits}-bit integers")
-    return Weights(pages.tensors(weights), {k: float(s) for k, s in scales.items()})
+    return Weights.keep(weights, {k: float(s) for k, s in scales.items()})
 
 
 def load(data: bytes, *, private: bool = False) -> tuple[dict, Settings, State]:
