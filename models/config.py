@@ -11,6 +11,9 @@ from dataclasses import asdict, dataclass, fields
 ARCHS = ("snn", "ann")
 POOLS = ("max", "avg")
 RESETS = ("soft", "hard")
+# The last hidden layer: spiking (LIF), or a leaky integrator (LI) that never fires, whose
+# membrane U = W P + b the readout traces filter instead of spikes.
+LAST_LAYERS = ("lif", "li")
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class ModelConfig:
     w_rp: float = 1.0
     input_gain: float = 10.0
     reset: str = "soft"
+    last_layer: str = "lif"
     surrogate_slope: float = 10.0
     # The readout's input traces (None: alpha and beta as above). Slower ones make the logits at
     # the last step weigh the whole recording, not mostly its last bins.
@@ -55,6 +59,8 @@ class ModelConfig:
             problems.append(f"pool_kind must be one of {POOLS}, got {self.pool_kind!r}")
         if self.reset not in RESETS:
             problems.append(f"reset must be one of {RESETS}, got {self.reset!r}")
+        if self.last_layer not in LAST_LAYERS:
+            problems.append(f"last_layer must be one of {LAST_LAYERS}, got {self.last_layer!r}")
         if self.ways < 2:
             problems.append(f"ways must be >= 2, got {self.ways}")
         if self.bins < 1 or not 0 <= self.burn_in < self.bins:

@@ -1,6 +1,7 @@
 """LSUV-style initialisation in the spirit of Stewart and Neftci (arXiv 2201.10777): layer by layer
 from the input, scale each hidden layer's weights to a set membrane spread on a sample batch, then
-set its bias (the threshold) so that it fires at a target rate. Deterministic for a given batch."""
+set its bias (the threshold) so that it fires at a target rate (a last layer that never fires keeps
+a zero bias). Deterministic for a given batch."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 
 from spikeshot.models.lif import TraceState, spike_scan, trace_filter
 from spikeshot.models.network import Network
-from spikeshot.models.snn import drive, hidden_spikes, neuron, prepare_input
+from spikeshot.models.snn import drive, fires, hidden_spikes, neuron, prepare_input
 
 
 def firing_rates(net: Network, params: dict, frames: torch.Tensor) -> list[float]:
@@ -54,6 +55,8 @@ def lsuv_init(
         if std > 0:
             params[w] *= membrane_std / std
             v = v * (membrane_std / std)
+        if not fires(net.config, i):
+            continue  # a leaky integrator has no threshold: its bias stays at zero
         n, r0 = neuron(net.config, i), v.new_zeros(())
         lo, hi = -3 * membrane_std, 3 * membrane_std
         for _ in range(iters):

@@ -354,13 +354,18 @@ def _refractory(r, u, s, alpha_rp, w_rp, reset):
     return alpha_rp * r * (1 - s) - s * (u - r)
 
 
-def lif_step(x, state: LIFState, drive, n: Neuron) -> tuple[torch.Tensor, LIFState]:
+def lif_step(
+    x, state: LIFState, drive, n: Neuron, fires: bool = True
+) -> tuple[torch.Tensor, LIFState]:
     """One time step of one layer, written plainly: the test oracle for the batched path.
 
-    ``drive`` maps P to W P + b (including pooling). Returns the spikes and the new state.
+    ``drive`` maps P to W P + b (including pooling). Returns the spikes and the new state; a
+    layer that never ``fires`` (a leaky integrator) returns its membrane instead of spikes.
     """
     q = n.beta * state.trace.q + (1 - n.beta) * n.gain * x
     p = n.alpha * state.trace.p + (1 - n.alpha) * q
     u = drive(p) + state.r
+    if not fires:
+        return u, LIFState(TraceState(q, p), state.r)
     s = spike(u, n.slope)
     return s, LIFState(TraceState(q, p), _refractory(state.r, u, s, n.alpha_rp, n.w_rp, n.reset))

@@ -12,14 +12,15 @@ the graph; dt is one time bin, in seconds):
     R <- alpha_rp R - (1-alpha_rp) w_rp S   layer{i}_reset  LI(tau = dt/(1-alpha_rp), r = -w_rp),
                                                             on the edges spike -> reset -> spike
 
-(``gain`` is ``input_gain`` in the first layer, 1 after it; every ``v_leak`` is 0.) NIR's LI,
-``tau dv/dt = (v_leak - v) + r I``, stepped by forward Euler with dt is
-``v <- (1 - dt/tau) v + (dt/tau) (v_leak + r I)``: with the values above exactly ``v <- a v + (1-a)
-r I``. The spike reads R from before this step's update: a recurrent edge carries the previous
-step's value. The readout flattens the last layer's spikes (``readout_flatten``), filters them with
+(``gain`` is ``input_gain`` in the first layer, 1 after it; every ``v_leak`` is 0. A last layer
+that is a leaky integrator, ``last_layer = "li"``, ends at ``layer{i}_pool``: no spike, no reset.)
+NIR's LI, ``tau dv/dt = (v_leak - v) + r I``, stepped by forward Euler with dt is ``v <- (1 -
+dt/tau) v + (dt/tau) (v_leak + r I)``: with the values above exactly ``v <- a v + (1-a) r I``. The
+spike reads R from before this step's update: a recurrent edge carries the previous step's value.
+The readout flattens the last layer's spikes or membrane (``readout_flatten``), filters them with
 two traces (``readout_q``, ``readout_p``; the config's ``readout_beta`` and ``readout_alpha``, by
-default the hidden layers' constants) and maps them with ``readout`` (Affine); it neither fires
-nor resets, and the logits are its output at the last time bin.
+default the hidden layers' constants) and maps them with ``readout`` (Affine); it neither fires nor
+resets, and the logits are its output at the last time bin.
 
 Outside NIR's primitives, and so recorded in the graph's metadata (``spikeshot``, a JSON document)
 as preprocessing: binning events into count frames (window, bins, sensor crop and downsampling, the
@@ -46,7 +47,7 @@ from spikeshot.events.binning import FrameGeometry
 from spikeshot.models.checkpoint import Checkpoint, fingerprint
 from spikeshot.models.config import ModelConfig
 from spikeshot.models.network import Network
-from spikeshot.models.snn import neuron
+from spikeshot.models.snn import fires, neuron
 
 FORMAT = "spikeshot-nir/1"
 UNEXPRESSIBLE = {  # model setting -> why its other values have no NIR form, and the fix
@@ -107,8 +108,9 @@ def to_nir(ckpt: Checkpoint, adaptation: Adaptation | None = None) -> nir.NIRGra
     for i in range(len(cfg.channels)):
         layer, reset, shape = _hidden_layer(i, shape, params, cfg, dt)
         last = _chain(nodes, edges, last, {f"layer{i}_{k}": v for k, v in layer.items()})
-        nodes[f"layer{i}_reset"] = reset
-        edges += [(last, f"layer{i}_reset"), (f"layer{i}_reset", last)]
+        if reset is not None:
+            nodes[f"layer{i}_reset"] = reset
+            edges += [(last, f"layer{i}_reset"), (f"layer{i}_reset", last)]
     ways = cfg.ways if adaptation is None else len(adaptation.classes)
     _chain(nodes, edges, last, _readout(shape, params, cfg, dt, ways))
     return nir.NIRGraph(nodes, edges, metadata=_metadata(ckpt, adaptation, dt))
@@ -193,7 +195,8 @@ def _array(t: torch.Tensor) -> np.ndarray:
 
 def _hidden_layer(i: int, shape, params: dict, cfg: ModelConfig, dt: float):
     """Hidden layer ``i`` for inputs of ``shape`` (C, H, W): its chain of nodes from input to
-    spike, its refractory node, and its output shape."""
+    spike, its refractory node, and its output shape; a layer that never fires (``snn.fires``)
+    ends at its pooled membrane and has no refractory node (None)."""
     weight = params[f"conv{i}.weight"]
     _, h, w = shape
     out = (weight.shape[0], h // cfg.pool, w // cfg.pool)
@@ -211,8 +214,10 @@ def _hidden_layer(i: int, shape, params: dict, cfg: ModelConfig, dt: float):
             bias=_array(params[f"conv{i}.bias"]),
         ),
         "pool": nir.AvgPool2d(kernel_size=pool, stride=pool, padding=np.array([0, 0])),
-        "spike": nir.Threshold(threshold=np.zeros(out)),
     }
+    if not fires(cfg, i):
+        return layer, None, out
+    layer["spike"] = nir.Threshold(threshold=np.zeros(out))
     return layer, _li(out, cfg.alpha_rp, -cfg.w_rp, dt), out
 
 

@@ -1,9 +1,10 @@
 """The paper's spiking network as pure functions of a parameter dict.
 
-Three spiking convolution layers (DECOLLE LIF, see ``lif``) with pooling on the membrane, then a
-dense readout with one unit per way whose membrane at the last step is the logit vector. The readout
-integrates its input with the same traces but neither fires nor resets: a reset on the readout
-would subtract from the winning class's own logit.
+Three spiking convolution layers (DECOLLE LIF, see ``lif``; the last may be a leaky integrator that
+never fires, ``ModelConfig.last_layer``) with pooling on the membrane, then a dense readout with
+one unit per way whose membrane at the last step is the logit vector. The readout integrates its
+input with the same traces but neither fires nor resets: a reset on the readout would subtract from
+the winning class's own logit.
 
 Frames are [B, T, 2, H, W] event counts. The first ``burn_in`` steps run without gradient to warm
 the state up; gradients flow through the rest (truncated BPTT, as in the paper).
@@ -71,6 +72,12 @@ def neuron(cfg: ModelConfig, layer: int | None) -> Neuron:
         cfg.reset,
         cfg.surrogate_slope,
     )
+
+
+def fires(cfg: ModelConfig, layer: int) -> bool:
+    """Whether hidden layer ``layer`` spikes: all do but a last layer that is a leaky integrator
+    (``last_layer = "li"``), whose membrane goes on to the readout's traces."""
+    return cfg.last_layer == "lif" or layer < len(cfg.channels) - 1
 
 
 def drive(params: dict, i: int, p: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
@@ -172,17 +179,18 @@ def _layer(params, i, s, trace, cfg, weight, kernel, groups=1):
 def _run(params, x, state, cfg, weights, record=None, groups=1):
     """All layers over the steps of ``x`` [T, B, ...] from ``state``, with the ``prepare`` of
     ``params`` (``groups`` networks side by side as channel groups, see ``stack``); returns the
-    readout's traces at the last step [B, F] and the state after it. Appends each hidden layer's
-    spikes [T, B, C, H, W] to ``record`` when given."""
+    readout's traces at the last step [B, F] and the state after it. Appends each spiking hidden
+    layer's spikes [T, B, C, H, W] to ``record`` when given."""
     s = x
     new_state = []
     for i in range(len(cfg.channels)):
         trace, r = state[i] if state else LIFState(TraceState(_zero(x), _zero(x)), _zero(x))
-        v, trace = _layer(params, i, s, trace, cfg, *weights[i], groups)
-        s, r = spike_scan(v, r, neuron(cfg, i))
+        s, trace = _layer(params, i, s, trace, cfg, *weights[i], groups)
+        if fires(cfg, i):
+            s, r = spike_scan(s, r, neuron(cfg, i))
+            if record is not None:
+                record.append(s)
         new_state.append(LIFState(trace, r))
-        if record is not None:
-            record.append(s)
     out_trace = state[-1] if state else TraceState(_zero(x), _zero(x))
     out_trace = trace_final(s, out_trace, neuron(cfg, None))
     new_state.append(out_trace)
@@ -284,15 +292,15 @@ def features_stepwise(params: dict, frames: torch.Tensor, cfg: ModelConfig) -> t
             s = x[t]
             for i in range(len(cfg.channels)):
                 layer_drive = partial(drive, params, i, cfg=cfg)
-                s, layers[i] = lif_step(s, layers[i], layer_drive, neuron(cfg, i))
+                s, layers[i] = lif_step(s, layers[i], layer_drive, neuron(cfg, i), fires(cfg, i))
             q = readout.beta * out.q + (1 - readout.beta) * s.flatten(1)
             out = TraceState(q, readout.alpha * out.p + (1 - readout.alpha) * q)
     return out.p
 
 
 def hidden_spikes(params: dict, frames: torch.Tensor, cfg: ModelConfig) -> list[torch.Tensor]:
-    """Spike trains [T, B, C, H, W] of every hidden layer over all steps (no gradient): for
-    firing-rate watches and initialisation."""
+    """Spike trains [T, B, C, H, W] of every spiking hidden layer over all steps (no gradient):
+    for firing-rate watches and initialisation."""
     record: list[torch.Tensor] = []
     with torch.no_grad():
         _run(params, prepare_input(frames, cfg), None, cfg, prepare(params, cfg), record)

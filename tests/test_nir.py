@@ -494,6 +494,33 @@ def test_the_shipped_average_pooling_models_run_the_same_in_norse(tmp_path, name
         assert mine.sum() > 0 and (mine.sum(0) == theirs.sum(0)).mean() >= 0.99
 
 
+@pytest.mark.parametrize("simulator", ["norse", "numpy"])
+def test_a_leaky_integrator_last_layer_exports_as_its_membrane(simulator):
+    """With ``last_layer = "li"`` the graph's last layer ends at its pooled membrane (no spike or
+    reset node) and the readout's traces filter that: the simulators give our logits."""
+    cfg = dataclasses.replace(CFG, last_layer="li", zero_head=False)
+    ckpt = tiny(cfg, "tiny_li")
+    graph = to_nir(ckpt)
+    last = len(cfg.channels) - 1
+    assert f"layer{last}_spike" not in graph.nodes and f"layer{last}_reset" not in graph.nodes
+    assert (f"layer{last}_pool", "readout_flatten") in graph.edges
+    x, _ = queries()
+    clipped = x.clamp(max=cfg.input_clip)
+    if simulator == "norse":
+        logits, spikes = run_norse(graph, clipped)
+    else:
+        logits, spikes, _ = run_numpy(graph, clipped.double().numpy())
+    with torch.no_grad():
+        ours = Network(cfg).forward(ckpt.params, x).numpy()
+        our_spikes = [s.numpy() for s in hidden_spikes(ckpt.params, x, cfg)]
+    assert len(spikes) == len(our_spikes) == last
+    for mine, theirs in zip(our_spikes, spikes, strict=True):
+        assert mine.sum() > 0 and (mine.sum(0) == theirs.sum(0)).mean() >= 0.99
+    assert (logits.argmax(1) == ours.argmax(1)).mean() >= 0.99
+    assert np.median(np.abs(logits - ours)) < 1e-5
+    assert len(set(ours.argmax(1))) == cfg.ways, "every output must win somewhere"
+
+
 def test_the_meta_trained_initialisation_exports_too(exported, tmp_path):
     """A checkpoint exports its full readout (``ways`` outputs), float weights as they are."""
     root, ckpt, _ = exported

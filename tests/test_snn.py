@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from spikeshot.models import ModelConfig, Network
 from spikeshot.models.init import firing_rates, lsuv_init
-from spikeshot.models.lif import TraceState, trace_filter
+from spikeshot.models.lif import TraceState, trace_filter, trace_final
 from spikeshot.models.snn import (
     drive,
     features,
@@ -29,8 +29,11 @@ def _params(cfg, scale=3.0):
 
 @pytest.mark.parametrize("reset", ["soft", "hard"])
 @pytest.mark.parametrize("pool_kind", ["max", "avg"])
-def test_batched_path_matches_stepwise_oracle(reset, pool_kind):
-    cfg = ModelConfig(**TINY, reset=reset, pool_kind=pool_kind, zero_head=False)
+@pytest.mark.parametrize("last_layer", ["lif", "li"])
+def test_batched_path_matches_stepwise_oracle(reset, pool_kind, last_layer):
+    cfg = ModelConfig(
+        **TINY, reset=reset, pool_kind=pool_kind, last_layer=last_layer, zero_head=False
+    )
     params = {k: v.requires_grad_() for k, v in _params(cfg).items()}
     x = _frames(3, cfg)
     fast, slow = features(params, x, cfg), features_stepwise(params, x, cfg)
@@ -60,6 +63,30 @@ def test_the_readout_traces_take_their_own_constants():
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="readout_alpha must be in"):
         ModelConfig(**TINY, readout_alpha=1.0)
+
+
+def test_a_leaky_integrator_last_layer_passes_its_membrane_to_the_readout():
+    """With ``last_layer = "li"`` the last hidden layer never fires: the features are the readout
+    traces of its drive W P + b (the same drive a spiking layer thresholds), the layers before it
+    spike as they did, and initialisation leaves its bias at zero."""
+    lif = ModelConfig(**TINY, zero_head=False)
+    li = ModelConfig(**TINY, zero_head=False, last_layer="li")
+    params, x = _params(lif), _frames(3, lif)
+    last = len(lif.channels) - 1
+    v = hidden_drive(params, x, li, last).unflatten(0, (lif.bins, 3))  # burn-in steps included
+    expected = trace_final(v, TraceState(v.new_zeros(()), v.new_zeros(())), neuron(li, None))
+    out = features(params, x, li)
+    assert torch.allclose(out, expected.p.flatten(1), atol=1e-12)
+    assert (out < 0).any(), "a membrane, not spike traces"
+    spikes_li, spikes_lif = hidden_spikes(params, x, li), hidden_spikes(params, x, lif)
+    assert len(spikes_li) == last
+    assert all(torch.equal(a, b) for a, b in zip(spikes_li, spikes_lif, strict=False))
+    net = Network(li)
+    init = lsuv_init(net, net.init(0), _frames(8, li, dtype=torch.float32))
+    assert torch.equal(init[f"conv{last}.bias"], torch.zeros_like(init[f"conv{last}.bias"]))
+    assert init["conv0.bias"].abs().sum() > 0
+    with pytest.raises(ValueError, match="last_layer must be one of"):
+        ModelConfig(**TINY, last_layer="relu")
 
 
 @pytest.mark.parametrize("pool", [2, 3])
