@@ -87,6 +87,10 @@ class TrainConfig:
     # ANN, which has no spikes, ignores it, so its baseline runs on the same recipe.
     rate_floor: float = 0.0
     rate_weight: float = 1.0
+    # Each class of a training task turned by its own random multiple of 90 degrees, a class of
+    # its own (``episodes.rotate_classes``): four times the training classes. Square frames only;
+    # validation tasks are never turned.
+    rotate_classes: bool = False
     bits: int | None = None
     rounding: str = "nearest"
     # The grid the card names for sessions' inner loops (None: float32); the recipe's ``bits``
@@ -197,6 +201,7 @@ class MetaTrainer:
             seed=t.seed,
             within_group=t.within_group,
             max_ways=t.max_ways,
+            rotate=t.rotate_classes,
         )
         self.val_tasks = TaskSampler(
             self.dataset.split("val"),

@@ -197,3 +197,42 @@ def test_sampler_mixes_ways_and_within_group_tasks_reproducibly():
     assert_same_task(again[17], tasks[17])
     with pytest.raises(ValueError, match="max_ways \\(1\\) must be >= ways \\(2\\)"):
         TaskSampler(split, 2, 1, 1, GEOMETRY, seed=4, max_ways=1)
+
+
+class SquareSplit(ColumnSplit):
+    """``ColumnSplit`` on a 4x4 sensor: class c lights column c."""
+
+    sensor = Sensor(4, 4)
+
+
+def test_rotated_classes_are_the_same_draws_turned_a_quarter_at_a_time():
+    """With ``rotate`` each class's frames in a task are the unrotated task's turned by the
+    multiple of 90 degrees its name records, every recording of the class alike; everything else
+    (classes, recordings, labels) is the task without rotation, and all four turns occur."""
+    split = SquareSplit(n_classes=4)
+    square = FrameGeometry(sensor_width=4, sensor_height=4, bins=2, window_us=1000)
+    plain = TaskSampler(split, 3, 2, 2, square, seed=5)
+    turned = TaskSampler(split, 3, 2, 2, square, seed=5, rotate=True)
+    turns = set()
+    for i in range(24):
+        a, b = plain[i], turned[i]
+        assert a.sources == b.sources
+        for frames_a, frames_b, labels in (
+            (a.support, b.support, a.support_labels),
+            (a.query, b.query, a.query_labels),
+        ):
+            for label, (name, name_turned) in enumerate(
+                zip(a.class_names, b.class_names, strict=True)
+            ):
+                base, _, angle = name_turned.partition("@")
+                k = int(angle or 0) // 90
+                assert base == name
+                turns.add(k)
+                rows = labels == label
+                np.testing.assert_array_equal(
+                    frames_b[rows], np.rot90(frames_a[rows], k, axes=(-2, -1))
+                )
+    assert turns == {0, 1, 2, 3}
+    assert_same_task(TaskSampler(split, 3, 2, 2, square, seed=5, rotate=True)[7], turned[7])
+    with pytest.raises(ValueError, match="square frames, this geometry's are 4x8"):
+        TaskSampler(ColumnSplit(), 3, 1, 1, GEOMETRY, seed=0, rotate=True)

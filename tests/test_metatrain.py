@@ -195,6 +195,22 @@ def test_meta_training_beats_its_starting_point_on_unseen_classes(tmp_path):
     assert after >= before + 0.08 and after >= 0.7, (before, after)
 
 
+def test_rotated_classes_turn_training_tasks_only(tmp_path, tiny_digits):
+    """``training.rotate_classes`` turns the classes of training tasks (their names record the
+    turn), never those of validation; on frames that are not square it is a clear error."""
+    model = replace(TOY, bins=3, input_clip=4.0)
+    geometry = FrameGeometry(sensor_width=8, sensor_height=8, bins=3, window_us=3000)
+    recipe = TrainConfig(ways=3, shots=1, queries=1, rotate_classes=True, val_tasks=2)
+    tr = MetaTrainer(
+        RunConfig(model, geometry, recipe), tmp_path, progress=False, dataset=Patterns()
+    )
+    names = [n for i in range(10) for n in tr.train_tasks[i].class_names]
+    assert any("@" in n for n in names) and not all("@" in n for n in names)
+    assert not any("@" in n for i in range(10) for n in tr.val_tasks[i].class_names)
+    with pytest.raises(ValueError, match="square frames, this geometry's are 8x16"):
+        _trainer(_cfg(rotate_classes=True), tmp_path / "wide", tiny_digits)
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

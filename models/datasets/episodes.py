@@ -3,7 +3,7 @@ meta-dataset split and binned into frames with a model's input geometry (numpy o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -95,13 +95,38 @@ def sample_task(
     )
 
 
+def rotate_classes(task: Task, turns: np.ndarray) -> Task:
+    """``task`` with the frames of label i turned by ``turns[i]`` quarter turns (counter-clockwise
+    in (height, width)): a class turned is a class of its own, which multiplies a split's classes
+    by four (the Omniglot augmentation of Santoro et al. 2016, as MAML trained on it). A class's
+    name records its turn, ``name@90``."""
+
+    def turned(frames, labels):
+        out = frames.copy()
+        for label, k in enumerate(turns):
+            if k:
+                out[labels == label] = np.rot90(frames[labels == label], int(k), axes=(-2, -1))
+        return out
+
+    return replace(
+        task,
+        support=turned(task.support, task.support_labels),
+        query=turned(task.query, task.query_labels),
+        class_names=[
+            f"{n}@{90 * k}" if k else n for n, k in zip(task.class_names, turns, strict=True)
+        ],
+    )
+
+
 class TaskSampler:
     """Tasks from one split where task ``i`` depends only on ``(seed, i)``: a resumed run sees the
     same tasks as an uninterrupted one. ``sampler[i]`` is task i; iterating yields tasks 0, 1, ...
     without end.
 
     With ``max_ways``, each task's ways are drawn uniformly from ``ways..max_ways``; each task is
-    within one group with probability ``within_group`` (a bool is 0 or 1).
+    within one group with probability ``within_group`` (a bool is 0 or 1). With ``rotate``, each
+    class of a task is turned by its own random multiple of 90 degrees, all its recordings in the
+    task alike (``rotate_classes``; square frames only).
     """
 
     def __init__(
@@ -114,14 +139,21 @@ class TaskSampler:
         seed: int,
         within_group: float = False,
         max_ways: int | None = None,
+        rotate: bool = False,
     ):
         if max_ways is not None and max_ways < ways:
             raise ValueError(f"max_ways ({max_ways}) must be >= ways ({ways})")
         if not 0 <= within_group <= 1:
             raise ValueError(f"within_group must be in [0, 1], got {within_group}")
+        if rotate and geometry.height != geometry.width:
+            raise ValueError(
+                "rotating classes needs square frames, this geometry's are "
+                f"{geometry.height}x{geometry.width}"
+            )
         self.split, self.ways, self.shots, self.queries = split, ways, shots, queries
         self.geometry, self.seed, self.within_group = geometry, seed, float(within_group)
         self.max_ways = ways if max_ways is None else max_ways
+        self.rotate = rotate
 
     def __getitem__(self, i: int) -> Task:
         if i < 0:
@@ -131,7 +163,8 @@ class TaskSampler:
         if self.max_ways != self.ways or 0 < self.within_group < 1:
             ways = int(rng.integers(self.ways, self.max_ways, endpoint=True))
             within = bool(rng.random() < self.within_group)
-        return sample_task(self.split, ways, self.shots, self.queries, self.geometry, rng, within)
+        task = sample_task(self.split, ways, self.shots, self.queries, self.geometry, rng, within)
+        return rotate_classes(task, rng.integers(4, size=ways)) if self.rotate else task
 
     def __iter__(self):
         i = 0
