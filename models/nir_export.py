@@ -14,11 +14,11 @@ the graph; dt is one time bin, in seconds):
 
 (``gain`` is ``input_gain`` in the first layer, 1 after it; every ``v_leak`` is 0. A last layer
 that is a leaky integrator, ``last_layer = "li"``, ends at ``layer{i}_pool``: no spike, no reset.)
-NIR's LI, ``tau dv/dt = (v_leak - v) + r I``, stepped by forward Euler with dt is ``v <- (1 -
-dt/tau) v + (dt/tau) (v_leak + r I)``: with the values above exactly ``v <- a v + (1-a) r I``. The
-spike reads R from before this step's update: a recurrent edge carries the previous step's value.
-The readout flattens the last layer's spikes or membrane (``readout_flatten``), filters them with
-two traces (``readout_q``, ``readout_p``; the config's ``readout_beta`` and ``readout_alpha``, by
+NIR's LI, ``tau dv/dt = (v_leak - v) + r I``, stepped by forward Euler with dt is
+``v <- (1 - dt/tau) v + (dt/tau) (v_leak + r I)``: with the values above exactly
+``v <- a v + (1-a) r I``. The spike reads R from before this step's update: a recurrent edge
+carries the previous step's value. The readout flattens the last layer's spikes or membrane
+(``readout_flatten``), filters them with two traces (``readout_q``, ``readout_p``; the config's ``readout_beta`` and ``readout_alpha``, by
 default the hidden layers' constants) and maps them with ``readout`` (Affine); it neither fires nor
 resets, and the logits are its output at the last time bin.
 
