@@ -18,9 +18,10 @@ NIR's LI, ``tau dv/dt = (v_leak - v) + r I``, stepped by forward Euler with dt i
 ``v <- (1 - dt/tau) v + (dt/tau) (v_leak + r I)``: with the values above exactly
 ``v <- a v + (1-a) r I``. The spike reads R from before this step's update: a recurrent edge
 carries the previous step's value. The readout flattens the last layer's spikes or membrane
-(``readout_flatten``), filters them with two traces (``readout_q``, ``readout_p``; the config's ``readout_beta`` and ``readout_alpha``, by
-default the hidden layers' constants) and maps them with ``readout`` (Affine); it neither fires nor
-resets, and the logits are its output at the last time bin.
+(``readout_flatten``), filters them with two traces (``readout_q``, ``readout_p``; the config's
+``readout_beta`` and ``readout_alpha``, by default the hidden layers' constants) and maps them with
+``readout`` (Affine); it neither fires nor resets, and the logits are its output at the last time
+bin.
 
 Outside NIR's primitives, and so recorded in the graph's metadata (``spikeshot``, a JSON document)
 as preprocessing: binning events into count frames (window, bins, sensor crop and downsampling, the
